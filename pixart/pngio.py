@@ -1,0 +1,35 @@
+"""Atomic PNG writes with provenance in a text chunk, and the validity check resume relies on."""
+import json
+import os
+from pathlib import Path
+
+from PIL import Image, PngImagePlugin
+
+META_KEY = "pixart-eval"
+
+
+def write_png(image: Image.Image, path: Path, meta: dict):
+    """Write to a temp file in the same folder, then rename: a kill or full disk never leaves a partial PNG."""
+    info = PngImagePlugin.PngInfo()
+    info.add_text(META_KEY, json.dumps(meta, sort_keys=True))
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            image.save(fh, format="PNG", pnginfo=info)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def read_meta(path: Path) -> dict | None:
+    """The provenance of a finished PNG, or None when the file is missing, truncated or not ours."""
+    try:
+        with Image.open(path) as img:
+            meta = img.info.get(META_KEY)  # tEXt before IDAT: read at open, no decode
+            img.verify()  # CRCs of every chunk: a truncated or corrupted file fails here
+    except (OSError, SyntaxError, ValueError):
+        return None
+    return json.loads(meta) if meta else None

@@ -1,0 +1,100 @@
+"""Prompt sets: read txt/csv/jsonl prompt files, expand to samples with stable ids and per-sample seeds.
+
+`python -m pixart.prompts --source FILE --out results/prompts/BENCH.parquet [--images-per-prompt K]
+ [--seed-rule per_image|per_sample] [--seed-base B] [--height H --width W]`
+
+Seed rules (DESIGN §5): `per_image` gives image k of every prompt the seed base + k (T2I-CompBench: 42 + k);
+`per_sample` gives sample i (prompt-major order) the seed base + i. A sample's id is
+`{prompt_id}_{k:02d}` with prompt_id = `p{line:06d}`, so ids do not move when other settings change.
+"""
+import argparse
+import csv
+import json
+from pathlib import Path
+
+import pandas as pd
+
+SEED_RULES = ("per_image", "per_sample")
+
+
+class PromptFileError(ValueError):
+    pass
+
+
+def read_prompt_file(path: Path, column: str = "text") -> list[dict]:
+    """Rows with at least `prompt`; extra csv/jsonl fields are kept as metadata."""
+    path = Path(path)
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        raise PromptFileError(f"prompt file {path} does not exist") from None
+    except UnicodeDecodeError as err:
+        line = path.read_bytes()[: err.start].count(b"\n") + 1
+        raise PromptFileError(f"{path}: not UTF-8 (line {line}, byte {err.start}); re-encode the file as UTF-8") from None
+    if path.suffix == ".jsonl":
+        rows = []
+        for i, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as err:
+                    raise PromptFileError(f"{path}:{i}: invalid JSON ({err.msg})") from None
+        rows = [_take_prompt(r, path, i, column) for i, r in enumerate(rows, 1)]
+    elif path.suffix in (".csv", ".tsv"):
+        reader = csv.DictReader(text.splitlines(), delimiter="\t" if path.suffix == ".tsv" else ",")
+        rows = [_take_prompt(r, path, i, column) for i, r in enumerate(reader, 2)]
+    else:
+        rows = [{"prompt": line.strip()} for line in text.splitlines() if line.strip()]
+    if not rows:
+        raise PromptFileError(f"{path}: no prompts (the file is empty)")
+    return rows
+
+
+def _take_prompt(row: dict, path: Path, line: int, column: str) -> dict:
+    key = next((k for k in (column, "prompt", "text", "caption") if k in row), None)
+    if key is None or not str(row[key]).strip():
+        raise PromptFileError(f"{path}:{line}: no prompt (expected a '{column}', 'prompt', 'text' or 'caption' field)")
+    meta = {k: v for k, v in row.items() if k != key}
+    return {"prompt": str(row[key]).strip(), "metadata": json.dumps(meta, sort_keys=True, default=str)}
+
+
+def expand_samples(rows: list[dict], images_per_prompt: int = 1, seed_rule: str = "per_sample",
+                   seed_base: int = 0, height: int | None = None, width: int | None = None) -> pd.DataFrame:
+    if seed_rule not in SEED_RULES:
+        raise PromptFileError(f"unknown seed rule {seed_rule!r}; known: {SEED_RULES}")
+    if images_per_prompt < 1:
+        raise PromptFileError("images_per_prompt must be ≥ 1")
+    records = []
+    for line, row in enumerate(rows):
+        for k in range(images_per_prompt):
+            index = line * images_per_prompt + k
+            records.append({
+                "sample_id": f"p{line:06d}_{k:02d}", "prompt_id": f"p{line:06d}", "image_index": k,
+                "prompt": row["prompt"], "seed": seed_base + (k if seed_rule == "per_image" else index),
+                "height": height, "width": width, "metadata": row.get("metadata", "{}"),
+            })
+    frame = pd.DataFrame.from_records(records)
+    return frame.astype({"height": "Int64", "width": "Int64"})
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--column", default="text")
+    parser.add_argument("--images-per-prompt", type=int, default=1)
+    parser.add_argument("--seed-rule", choices=SEED_RULES, default="per_sample")
+    parser.add_argument("--seed-base", type=int, default=0)
+    parser.add_argument("--height", type=int)
+    parser.add_argument("--width", type=int)
+    parser.add_argument("--limit", type=int, help="keep the first N prompts (smoke runs)")
+    args = parser.parse_args(argv)
+    rows = read_prompt_file(args.source, args.column)[: args.limit]
+    frame = expand_samples(rows, args.images_per_prompt, args.seed_rule, args.seed_base, args.height, args.width)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(args.out, index=False)
+    print(f"prompts: {len(rows)} prompts → {len(frame)} samples → {args.out}")
+
+
+if __name__ == "__main__":
+    main()
