@@ -70,7 +70,7 @@ class Engine:
             raise EngineError(f"unknown null convention {self.null!r}; use one of {NULL_CONVENTIONS}")
         if self.null == "original" and self.null_embedding is None:
             raise EngineError("null convention 'original' needs the checkpoint's y_embedder.y_embedding buffer, "
-                              "which only original .pth/.safetensors checkpoints carry; use null: diffusers")
+                              "which only original .pth/.safetensors checkpoints carry; use uncond: diffusers")
         self.vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.image_processor = PixArtImageProcessor(vae_scale_factor=self.vae_scale)
         self.transformer.to(self.device, self.dtype)

@@ -96,7 +96,7 @@ def run(args) -> dict:
     samples = pd.read_parquet(args.prompts)
     loaded, vae = load_model(spec)
     table, text_prov = load_table(args, list(dict.fromkeys(samples["prompt"])))
-    engine = Engine(loaded.transformer, vae, table, null=args.null or spec["null"],
+    engine = Engine(loaded.transformer, vae, table, null=args.uncond or spec["uncond"],
                     null_embedding=loaded.null_embedding, device=device, dtype=torch_dtype(dtype_name))
     native = loaded.transformer.config.sample_size * engine.vae_scale
     sizes = output_sizes(samples, engine, native, not args.no_binning)
@@ -107,7 +107,7 @@ def run(args) -> dict:
         "model": spec.get("name", spec["checkpoint"]), "model_fingerprint": loaded.fingerprint,
         "vae_fingerprint": fingerprint_state(vae.state_dict()), "sampler": sampler.name, "steps": sampler.steps,
         "scheduler_config": json.dumps(sampler.scheduler_config(), sort_keys=True), "cfg": float(args.cfg),
-        "null": engine.null, "dtype": dtype_name, "batch_size": args.batch_size,
+        "uncond": engine.null, "dtype": dtype_name, "batch_size": args.batch_size,
         "resolution_binning": not args.no_binning, **text_prov,
     }
     key = cell_key(provenance)
@@ -205,7 +205,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--negative-prompt", default="")
     p.add_argument("--sampler", default="dpm-solver:20")
     p.add_argument("--cfg", type=float, default=4.5)
-    p.add_argument("--null", choices=("diffusers", "original"), help="override the model's null convention")
+    p.add_argument("--uncond", choices=("diffusers", "original"), help="override the model's unconditional convention")
     p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), help="override the model's dtype")
     p.add_argument("--device", default="auto")
     p.add_argument("--batch-size", type=int, default=8)

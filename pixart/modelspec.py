@@ -1,7 +1,7 @@
 """A model entry of the config (`models: NAME: {...}`) → loaded transformer + VAE.
 
 Keys (defaults in workflows/schemas/config.schema.yaml): checkpoint, resolution, arch, weights,
-vae, vae_subfolder, null, dtype. The VAE defaults to the checkpoint's own pipeline/hub id; an original
+vae, vae_subfolder, uncond, dtype. The VAE defaults to the checkpoint's own pipeline/hub id; an original
 `.pth` names its VAE explicitly (the released one is `PixArt-alpha/PixArt-alpha` subfolder `sd-vae-ft-ema`).
 """
 import json
@@ -10,7 +10,7 @@ from pathlib import Path
 from pixart.checkpoints import CheckpointError, LoadedTransformer, load_transformer, load_vae
 
 SPEC_DEFAULTS = {"resolution": None, "arch": "xl-2", "weights": "state_dict", "vae": None,
-                 "vae_subfolder": "vae", "null": "diffusers", "dtype": "float32"}
+                 "vae_subfolder": "vae", "uncond": "diffusers", "dtype": "float32"}
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors")
 
 

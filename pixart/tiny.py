@@ -76,7 +76,8 @@ def save_tiny(out: Path, seed: int = 0) -> dict:
         scheduler=DPMSolverMultistepScheduler(**SCHEDULER_BASE),
     )
     pipe.save_pretrained(out / "pipeline")
-    buffers = {"y_embedder.y_embedding": null_embedding(seed, TINY_TRANSFORMER["caption_channels"])}
+    buffers = {"y_embedder.y_embedding": null_embedding(seed, TINY_TRANSFORMER["caption_channels"]),
+               "pos_embed": transformer.pos_embed.pos_embed.clone()}
     original = diffusers_to_original(transformer.state_dict(), buffers)
     torch.save({"state_dict": original, "state_dict_ema": original}, out / "original.pth")
     (out / "transformer_config.json").write_text(json.dumps(dict(transformer.config), indent=1, default=list))

@@ -1,0 +1,24 @@
+# PixArt-α evaluation DAG: prompt set → T5 embeddings → samples per model × benchmark × sampler × cfg × shard.
+# Wiring and config lookup only; every step is a `python -m …` command (DESIGN §2).
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "workflows/config/demo.yaml"
+
+
+validate(config, "workflows/schemas/config.schema.yaml")
+
+
+include: "workflows/rules/common.smk"
+include: "workflows/rules/models.smk"
+include: "workflows/rules/prompts.smk"
+include: "workflows/rules/generate.smk"
+# Metrics (evals/) and reports (reports/) attach to the `manifest` outputs of generate.smk.
+
+
+rule all:
+    input:
+        all_manifests(),
+    default_target: True

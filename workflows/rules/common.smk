@@ -1,0 +1,77 @@
+# Helpers and config lookup shared by the rules. No computation here.
+import json
+import re
+import sys
+from pathlib import Path
+
+PY = sys.executable  # the interpreter running snakemake (the suite's venv)
+R = config["results"]
+WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".json")
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+wildcard_constraints:
+    model=r"[^/]+",
+    bench=r"[^/]+",
+    encoder=r"[^/]+",
+    sampler=r"[a-z-]+-[0-9]+",
+    cfg=r"[0-9]+(\.[0-9]+)?",
+    shard=r"[0-9]+",
+    nshards=r"[0-9]+",
+
+
+def with_defaults(section, name):
+    """One named entry of a section with the schema's per-entry defaults filled in."""
+    schema = SCHEMA["properties"][section]["additionalProperties"]["properties"]
+    entry = config[section][name]
+    return {**{k: v["default"] for k, v in schema.items() if "default" in v}, **entry}
+
+
+import yaml
+
+SCHEMA = yaml.safe_load(Path(workflow.basedir, "workflows/schemas/config.schema.yaml").read_text())
+
+
+def sampler_label(spec):
+    name, _, steps = spec.partition(":")
+    defaults = {"dpm-solver": 20, "sa-solver": 25, "iddpm": 100, "ddim": 50}
+    return f"{name}-{steps or defaults[name]}"
+
+
+def sampler_spec(label):
+    name, steps = label.rsplit("-", 1)
+    return f"{name}:{steps}"
+
+
+def cfg_label(value):
+    return f"{float(value):g}" if float(value) != int(value) else f"{float(value):.1f}"
+
+
+def local_inputs(source):
+    """Files a rule must wait for when a source is local (built by another rule or given by the user)."""
+    if source is None or (HUB_ID.match(source) and not Path(source).exists()):
+        return []
+    if source.endswith(WEIGHT_SUFFIXES):
+        return [source]
+    # A pipeline folder (ours, or not yet built) is tracked by model_index.json, a plain model folder by
+    # config.json: the same answer before and after the folder exists, so reruns see no input change.
+    folder = Path(source)
+    if folder.is_dir() and not (folder / "model_index.json").exists():
+        return [str(folder / "config.json")] if (folder / "config.json").exists() else []
+    return [f"{source}/model_index.json"]
+
+
+def cells():
+    """Every (model, bench, sampler label, cfg label) of the sweep."""
+    for model in config["models"]:
+        for bench, b in config["benchmarks"].items():
+            for sampler in b.get("samplers", config["sweep"]["samplers"]):
+                for cfg in b.get("cfg", config["sweep"]["cfg"]):
+                    yield model, bench, sampler_label(sampler), cfg_label(cfg)
+
+
+def cell_dir(model, bench, sampler, cfg):
+    return f"{R}/samples/{model}/{bench}/{sampler}/cfg{cfg}"
+
+
+def all_manifests():
+    return [f"{cell_dir(*c)}/manifest.parquet" for c in cells()]

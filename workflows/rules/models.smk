@@ -1,0 +1,25 @@
+# Model sources: tiny local weights (demo/tests) and one resolved spec per configured model.
+
+
+rule tiny_weights:
+    output:
+        pipeline=f"{config['tiny_models']['out']}/pipeline/model_index.json",
+        original=f"{config['tiny_models']['out']}/original.pth",
+        arch=f"{config['tiny_models']['out']}/transformer_config.json",
+    params:
+        out=config["tiny_models"]["out"],
+        seed=config["tiny_models"]["seed"],
+    log:
+        f"{R}/logs/tiny_weights.log",
+    shell:
+        "{PY} -m pixart.tiny --out {params.out} --seed {params.seed} > {log} 2>&1"
+
+
+rule model_spec:
+    output:
+        f"{R}/models/{{model}}.json",
+    params:
+        spec=lambda w: {"name": w.model, **with_defaults("models", w.model)},
+    localrule: True
+    run:
+        Path(output[0]).write_text(json.dumps(params.spec, indent=1, sort_keys=True))

@@ -1,0 +1,44 @@
+# Prompt sets and their cached T5 embeddings (content-addressed store shared by every model).
+
+
+rule prompts:
+    input:
+        lambda w: config["benchmarks"][w.bench]["prompts"],
+    output:
+        f"{R}/prompts/{{bench}}.parquet",
+    params:
+        b=lambda w: with_defaults("benchmarks", w.bench),
+        size=lambda w: " ".join(
+            f"--{k} {v}" for k, v in with_defaults("benchmarks", w.bench).items()
+            if k in ("height", "width", "limit") and v is not None
+        ),
+    log:
+        f"{R}/logs/prompts/{{bench}}.log",
+    shell:
+        "{PY} -m pixart.prompts --source {input} --out {output} --column {params.b[column]}"
+        " --images-per-prompt {params.b[images_per_prompt]} --seed-rule {params.b[seed_rule]}"
+        " --seed-base {params.b[seed_base]} {params.size} > {log} 2>&1"
+
+
+rule embeddings:
+    input:
+        prompts=rules.prompts.output[0],
+        encoder=lambda w: local_inputs(config["text_encoders"][w.encoder]["source"]),
+    output:
+        f"{R}/embeds/{{encoder}}/{{bench}}.json",
+    params:
+        e=lambda w: with_defaults("text_encoders", w.encoder),
+        clean=lambda w: str(with_defaults("text_encoders", w.encoder)["clean_caption"]).lower(),
+        store=f"{R}/embeds/store",
+        device=config["generation"]["device"],
+    resources:
+        gpu=1,
+    log:
+        f"{R}/logs/embeddings/{{encoder}}/{{bench}}.log",
+    shell:
+        "{PY} -m pixart.embeddings --prompts {input.prompts} --text-encoder {params.e[source]}"
+        " --subfolder {params.e[subfolder]} --tokenizer-subfolder {params.e[tokenizer_subfolder]}"
+        " --clean-caption {params.clean} --max-length {params.e[max_length]}"
+        " --negative-prompt '{params.e[negative_prompt]}' --encoder-dtype {params.e[dtype]}"
+        " --store-dtype {params.e[store_dtype]} --device {params.device}"
+        " --store {params.store} --out {output} > {log} 2>&1"
