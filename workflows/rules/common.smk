@@ -1,10 +1,13 @@
 # Helpers and config lookup shared by the rules. No computation here.
 import json
+import os
 import re
 import sys
 from pathlib import Path
 
 PY = sys.executable  # the interpreter running snakemake (the suite's venv)
+# Jobs import the suite's packages from the checkout, whatever the working directory (--directory).
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")]))
 R = config["results"]
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".json")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -58,6 +61,11 @@ def local_inputs(source):
     if folder.is_dir() and not (folder / "model_index.json").exists():
         return [str(folder / "config.json")] if (folder / "config.json").exists() else []
     return [f"{source}/model_index.json"]
+
+
+def data_path(path):
+    """A data file named relative to the checkout (e.g. workflows/data/…) works from any working directory."""
+    return path if Path(path).is_absolute() or Path(path).exists() else str(Path(workflow.basedir, path))
 
 
 def cells():

@@ -3,7 +3,7 @@
 
 rule prompts:
     input:
-        lambda w: config["benchmarks"][w.bench]["prompts"],
+        lambda w: data_path(config["benchmarks"][w.bench]["prompts"]),
     output:
         f"{R}/prompts/{{bench}}.parquet",
     params:

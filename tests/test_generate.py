@@ -1,0 +1,214 @@
+"""Generation: seeds, parity with stock diffusers, shards, kill-and-resume, cached vs text path, bad input."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from pixart import generate, pngio
+from pixart.engine import Engine, EngineError, sample_noise
+from pixart.prompts import expand_samples, read_prompt_file
+from pixart.samplers import SamplerError, parse_sampler
+
+ROOT = Path(__file__).resolve().parent.parent
+PROMPTS = ["a red circle left of a blue square", "a striped green triangle", "two yellow stars",
+           "a dotted purple square above a red circle", "an orange ring"]
+
+
+@pytest.fixture(scope="module")
+def cell_inputs(tiny, tmp_path_factory):
+    """Prompt set (5 prompts × 2 images, seeds 42 + k), embedding pointer, and both model specs."""
+    from pixart import embeddings
+
+    root = tmp_path_factory.mktemp("cell")
+    (root / "p.txt").write_text("\n".join(PROMPTS) + "\n")
+    expand_samples(read_prompt_file(root / "p.txt"), 2, "per_image", 42).to_parquet(root / "prompts.parquet")
+    embeddings.main(["--prompts", str(root / "prompts.parquet"), "--text-encoder", str(tiny["pipeline"]),
+                     "--store", str(root / "store"), "--out", str(root / "emb.json"), "--clean-caption", "false"])
+    specs = {
+        "diffusers": {"name": "tiny-d", "checkpoint": str(tiny["pipeline"])},
+        "original": {"name": "tiny-o", "checkpoint": str(tiny["original"]), "arch": str(tiny["arch"]),
+                     "vae": str(tiny["pipeline"]), "uncond": "original"},
+    }
+    for name, spec in specs.items():
+        (root / f"{name}.json").write_text(json.dumps(spec))
+    return root
+
+
+def _generate(root, out, *extra, spec="diffusers"):
+    args = ["--model-spec", str(root / f"{spec}.json"), "--prompts", str(root / "prompts.parquet"),
+            "--out", str(out), "--batch-size", "3", "--quiet", *extra]
+    if "--text-encoder" not in extra:
+        args += ["--embeddings", str(root / "emb.json")]
+    return generate.run(generate.parser().parse_args(args))
+
+
+def _pngs(folder):
+    """Pixels and provenance of every PNG, less the wall-clock seconds (which differ run to run)."""
+    out = {}
+    for p in sorted(Path(folder).glob("*.png")):
+        meta = pngio.read_meta(p)
+        meta.pop("seconds")
+        out[p.name] = (np.asarray(pngio.Image.open(p)).tobytes(), meta)
+    return out
+
+
+def _pixels(folder):
+    return {p.name: np.asarray(pngio.Image.open(p)) for p in sorted(Path(folder).glob("*.png"))}
+
+
+def test_noise_depends_only_on_the_seed():
+    together, _ = sample_noise([7, 8, 9], (4, 8, 8))
+    alone = torch.cat([sample_noise([s], (4, 8, 8))[0] for s in (9, 7, 8)])
+    assert torch.equal(together, alone[[1, 2, 0]])
+
+
+def test_same_seed_same_images_and_seed_rule(cell_inputs, tmp_path):
+    a = _generate(cell_inputs, tmp_path / "a")
+    _generate(cell_inputs, tmp_path / "b")
+    assert a["images"] == 10 and _pngs(tmp_path / "a") == _pngs(tmp_path / "b")
+    manifest = pd.read_parquet(a["manifest"])
+    assert sorted(manifest.loc[manifest.prompt_id == "p000003", "seed"]) == [42, 43]  # T2I-CompBench rule
+    for column in ("model_fingerprint", "scheduler_config", "steps", "cfg", "seed", "uncond", "dtype", "device",
+                   "versions", "code_version", "seconds", "height", "width"):
+        assert manifest[column].notna().all(), column
+
+
+def test_engine_matches_stock_diffusers_pipeline(tiny):
+    from diffusers import PixArtAlphaPipeline
+
+    from pixart.checkpoints import load_text_encoder, load_transformer, load_vae
+    from pixart.embeddings import encode_prompts
+
+    tokenizer, encoder = load_text_encoder(str(tiny["pipeline"]))
+    table = encode_prompts(PROMPTS[:3], tokenizer, encoder, clean_caption=False, progress=False)
+    engine = Engine(load_transformer(str(tiny["pipeline"])).transformer, load_vae(str(tiny["pipeline"])), table)
+    context, mask = engine.conditioning(PROMPTS[:3], guided=True)
+    pipe = PixArtAlphaPipeline.from_pretrained(str(tiny["pipeline"]))
+    pipe.set_progress_bar_config(disable=True)
+    for sampler in ("dpm-solver:20", "sa-solver:25", "ddim:10"):
+        spec = parse_sampler(sampler)
+        pipe.scheduler = spec.build()
+        ref = pipe(prompt_embeds=context[3:], prompt_attention_mask=mask[3:], negative_prompt=None,
+                   negative_prompt_embeds=context[:3], negative_prompt_attention_mask=mask[:3],
+                   generator=[torch.Generator().manual_seed(s) for s in (1, 2, 3)], num_inference_steps=spec.steps,
+                   guidance_scale=4.5, height=64, width=64, use_resolution_binning=False, output_type="pil").images
+        ours = engine.decode(engine.denoise(PROMPTS[:3], [1, 2, 3], 64, 64, spec, 4.5), 64, 64)
+        assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(ours, ref)), sampler
+
+
+def test_uncond_conventions_differ_and_iddpm_runs(cell_inputs, tmp_path):
+    _generate(cell_inputs, tmp_path / "d", "--sampler", "iddpm:10")
+    _generate(cell_inputs, tmp_path / "o", "--sampler", "iddpm:10", spec="original")
+    d, o = _pixels(tmp_path / "d"), _pixels(tmp_path / "o")
+    assert d.keys() == o.keys() and any(not np.array_equal(d[k], o[k]) for k in d)
+    assert pd.read_parquet(tmp_path / "o" / "manifest.shard0of1.parquet")["uncond"].iloc[0] == "original"
+
+
+def test_shard_union_equals_single_run(cell_inputs, tmp_path):
+    _generate(cell_inputs, tmp_path / "single")
+    for shard in range(3):
+        _generate(cell_inputs, tmp_path / "sharded", "--shard", str(shard), "--num-shards", "3")
+    from pixart.manifest import merge
+
+    merged = merge(tmp_path / "sharded", 3, cell_inputs / "prompts.parquet")
+    assert len(merged) == 10
+    assert _pngs(tmp_path / "single") == _pngs(tmp_path / "sharded")
+
+
+def test_cached_embeddings_equal_text_path(cell_inputs, tiny, tmp_path):
+    _generate(cell_inputs, tmp_path / "cache")
+    _generate(cell_inputs, tmp_path / "text", "--text-encoder", str(tiny["pipeline"]))
+    cache, text = _pixels(tmp_path / "cache"), _pixels(tmp_path / "text")
+    assert cache.keys() == text.keys() and all(np.array_equal(cache[k], text[k]) for k in cache)
+    assert pd.read_parquet(tmp_path / "text" / "manifest.shard0of1.parquet")["text_path"].iloc[0] == "in-process"
+
+
+def test_kill_and_resume_equals_uninterrupted(cell_inputs, tmp_path):
+    _generate(cell_inputs, tmp_path / "whole")
+    out = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "pixart.generate", "--model-spec", str(cell_inputs / "diffusers.json"),
+           "--prompts", str(cell_inputs / "prompts.parquet"), "--embeddings", str(cell_inputs / "emb.json"),
+           "--out", str(out), "--batch-size", "3", "--quiet"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list(out.glob("*.png")):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    partial = len(list(out.glob("*.png")))
+    assert 0 < partial < 10, "the kill should land mid-run"
+    # a truncated file under a final name (e.g. copied by hand) is not counted as done
+    victim = next(iter(sorted(out.glob("*.png"))))
+    victim.write_bytes(victim.read_bytes()[:100])
+    summary = _generate(cell_inputs, out)
+    assert summary["reused"] == partial - 1 and summary["new"] == 10 - partial + 1
+    assert _pngs(tmp_path / "whole") == _pngs(out)
+
+
+def test_interrupted_write_leaves_no_partial_png(tmp_path, monkeypatch):
+    image = pngio.Image.new("RGB", (8, 8))
+
+    def full_disk(self, fh, *args, **kwargs):
+        fh.write(b"\x89PNG partial")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(pngio.Image.Image, "save", full_disk)
+    with pytest.raises(OSError, match="No space"):
+        pngio.write_png(image, tmp_path / "x.png", {"a": 1})
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_changed_settings_regenerate_instead_of_reusing(cell_inputs, tmp_path):
+    _generate(cell_inputs, tmp_path / "c", "--cfg", "4.5")
+    summary = _generate(cell_inputs, tmp_path / "c", "--cfg", "2.0")
+    assert summary["reused"] == 0 and summary["new"] == 10
+
+
+def test_bad_input_is_named(cell_inputs, tmp_path):
+    (tmp_path / "empty.txt").write_text("\n\n")
+    with pytest.raises(ValueError, match="empty"):
+        read_prompt_file(tmp_path / "empty.txt")
+    (tmp_path / "latin1.txt").write_bytes("café\n".encode("latin-1"))
+    with pytest.raises(ValueError, match="not UTF-8 \\(line 1"):
+        read_prompt_file(tmp_path / "latin1.txt")
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "ok"}\n{"caption": ""}\n')
+    with pytest.raises(ValueError, match="bad.jsonl:2: no prompt"):
+        read_prompt_file(tmp_path / "bad.jsonl")
+    with pytest.raises(SamplerError, match="unknown sampler 'dpm-solverpp'"):
+        parse_sampler("dpm-solverpp:20")
+    frame = expand_samples([{"prompt": "x"}], height=50, width=64)
+    frame.to_parquet(tmp_path / "odd.parquet")
+    with pytest.raises(EngineError, match="50x64 is not possible"):
+        generate.run(generate.parser().parse_args([
+            "--model-spec", str(cell_inputs / "diffusers.json"), "--prompts", str(tmp_path / "odd.parquet"),
+            "--embeddings", str(cell_inputs / "emb.json"), "--out", str(tmp_path / "o"), "--quiet"]))
+
+
+def test_over_long_prompts_are_counted_and_truncated(tiny, caplog):
+    from pixart.checkpoints import load_text_encoder
+    from pixart.embeddings import encode_prompts
+
+    tokenizer, encoder = load_text_encoder(str(tiny["pipeline"]))
+    table = encode_prompts(["short", "word " * 100], tokenizer, encoder, clean_caption=False, progress=False)
+    assert table.meta["n_over_max_length"] == 1
+    assert table.lengths([0, 1]) == [6, 120]  # byte-level tokens + EOS; the long one cut at 120
+    assert "exceed 120 T5 tokens" in caplog.text
+
+
+def test_aspect_ratio_binning_like_diffusers():
+    from pixart.engine import generation_size
+    from pixart.checkpoints import xl2_config
+    from types import SimpleNamespace
+
+    model = SimpleNamespace(config=SimpleNamespace(**xl2_config(1024)))
+    assert generation_size(model, 8, 1024, 1024) == (1024, 1024)
+    assert generation_size(model, 8, 720, 1280) == (768, 1344)
