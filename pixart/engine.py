@@ -73,8 +73,9 @@ class Engine:
                               "which only original .pth/.safetensors checkpoints carry; use uncond: diffusers")
         self.vae_scale = 2 ** (len(self.vae.config.block_out_channels) - 1)
         self.image_processor = PixArtImageProcessor(vae_scale_factor=self.vae_scale)
-        self.transformer.to(self.device, self.dtype)
-        self.vae.to(self.device, self.dtype)
+        for module in (self.transformer, self.vae):
+            if (module.device, module.dtype) != (self.device, self.dtype):  # .to() on a match only warns
+                module.to(self.device, self.dtype)
 
     def conditioning(self, prompts: list[str], guided: bool):
         """(context, mask) for the transformer: [uncond; cond] when guided, padded to the batch's longest."""
