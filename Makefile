@@ -11,9 +11,9 @@ export TOKENIZERS_PARALLELISM := false
 
 .PHONY: demo test bench clean-results
 
+# torch and torchvision are pinned in the same command: an unpinned torchvision pulls a CUDA torch.
 $(STAMP): requirements.txt requirements-test.txt tools/torchvision_fix.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	# torch and torchvision pinned in the same command: an unpinned torchvision pulls a CUDA torch
 	$(BIN)/python -m pip install --quiet torch==2.13.0 torchvision==0.28.0 -r requirements-test.txt \
 	  2>&1 | { grep -v "^WARNING: Location" || true; }
 	$(BIN)/python tools/torchvision_fix.py
