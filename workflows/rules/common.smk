@@ -8,6 +8,8 @@ from pathlib import Path
 PY = sys.executable  # the interpreter running snakemake (the suite's venv)
 # Jobs import the suite's packages from the checkout, whatever the working directory (--directory).
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")]))
+sys.path.insert(0, workflow.basedir)
+from pixart.samplers import parse_sampler  # light: no torch import
 R = config["results"]
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".json")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -35,9 +37,7 @@ SCHEMA = yaml.safe_load(Path(workflow.basedir, "workflows/schemas/config.schema.
 
 
 def sampler_label(spec):
-    name, _, steps = spec.partition(":")
-    defaults = {"dpm-solver": 20, "sa-solver": 25, "iddpm": 100, "ddim": 50}
-    return f"{name}-{steps or defaults[name]}"
+    return parse_sampler(spec).label
 
 
 def sampler_spec(label):
