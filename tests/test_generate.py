@@ -212,3 +212,31 @@ def test_aspect_ratio_binning_like_diffusers():
     model = SimpleNamespace(config=SimpleNamespace(**xl2_config(1024)))
     assert generation_size(model, 8, 1024, 1024) == (1024, 1024)
     assert generation_size(model, 8, 720, 1280) == (768, 1344)
+
+
+def test_cache_path_loads_no_text_encoder(cell_inputs, tmp_path, monkeypatch):
+    import pixart.checkpoints
+
+    def forbidden(*args, **kwargs):
+        raise AssertionError("the text encoder was loaded although the embedding cache exists")
+
+    monkeypatch.setattr(pixart.checkpoints, "load_text_encoder", forbidden)
+    assert _generate(cell_inputs, tmp_path / "c")["new"] == 10
+
+
+def test_bfloat16_generation_records_its_dtype(cell_inputs, tmp_path):
+    summary = _generate(cell_inputs, tmp_path / "bf16", "--dtype", "bfloat16", "--sampler", "dpm-solver:4")
+    manifest = pd.read_parquet(summary["manifest"])
+    assert summary["new"] == 10 and manifest["dtype"].eq("bfloat16").all()
+
+
+def test_clean_caption_is_explicit_and_applied(tiny):
+    from pixart.checkpoints import load_text_encoder
+    from pixart.embeddings import encode_prompts
+
+    tokenizer, encoder = load_text_encoder(str(tiny["pipeline"]))
+    prompt = "A <b>red</b> circle https://example.com/x.png"
+    raw = encode_prompts([prompt], tokenizer, encoder, clean_caption=False, progress=False)
+    clean = encode_prompts([prompt], tokenizer, encoder, clean_caption=True, progress=False)
+    assert clean.meta["clean_caption"] and not raw.meta["clean_caption"]
+    assert clean.lengths([0])[0] < raw.lengths([0])[0]  # markup and URL removed before tokenising
