@@ -1,0 +1,1 @@
+"""Evaluation side of the suite: benchmarks, metrics, statistics."""
