@@ -1,0 +1,106 @@
+"""CLIP score via open_clip: cosine similarity of L2-normalised image and caption embeddings.
+
+Variants (the name says which):
+- `clip_vitb32_cosine`: OpenAI ViT-B/32, raw cosine (T2I-CompBench non-spatial; values ≈ 0.30).
+- `clip_vitl14_x100`: OpenAI ViT-L/14, cosine × 100 (the COCO FID-vs-CLIP curves, paper Fig. 20a).
+- optional caption prefix "A photo depicts " (GigaGAN's COCO CLIP score).
+OpenAI weights use QuickGELU: open_clip turns it on only for its own 'openai' tag, so weights loaded from a
+local file must use the `-quickgelu` model names (`ViT-B-32-quickgelu`, `ViT-L-14-quickgelu`), else the
+embeddings are silently wrong. Captions are truncated to CLIP's 77 tokens; how many were is counted.
+"""
+import hashlib
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+VARIANTS = {  # name -> (open_clip model for local OpenAI weights, scale, hub file users can fetch)
+    "clip_vitb32_cosine": ("ViT-B-32-quickgelu", 1.0, "timm/vit_base_patch32_clip_224.openai"),
+    "clip_vitl14_x100": ("ViT-L-14-quickgelu", 100.0, "timm/vit_large_patch14_clip_224.openai"),
+}
+PHOTO_PREFIX = "A photo depicts "
+
+
+class WeightsError(FileNotFoundError):
+    pass
+
+
+@dataclass
+class ClipScorer:
+    """A loaded open_clip model with its preprocessing and tokenizer; `score` gives per-pair values."""
+
+    model: torch.nn.Module
+    preprocess: object
+    tokenizer: object
+    name: str
+    scale: float = 1.0
+    prefix: str = ""
+    device: torch.device = torch.device("cpu")
+    fingerprint: str = ""
+    higher_is_better: bool = field(default=True, init=False)
+    n_truncated: int = field(default=0, init=False)
+
+    def token_count(self, text: str) -> int:
+        inner = getattr(self.tokenizer, "encode", None)
+        ids = inner(text) if inner else self.tokenizer([text])[0].nonzero().flatten().tolist()
+        return len(ids) + (2 if inner else 0)  # start and end tokens
+
+    @torch.no_grad()
+    def score(self, images, captions: list[str], batch_size: int = 32) -> np.ndarray:
+        """Cosine (× scale) of each image with its caption; images are PIL images or file paths."""
+        from PIL import Image
+
+        if len(images) != len(captions):
+            raise ValueError(f"{len(images)} images but {len(captions)} captions")
+        texts = [self.prefix + c for c in captions]
+        context = getattr(self.tokenizer, "context_length", 77)
+        long = [t for t in texts if self.token_count(t) > context]
+        if long:
+            self.n_truncated += len(long)
+            log.warning("%d of %d captions exceed %d CLIP tokens and are truncated (first: %r)",
+                        len(long), len(texts), context, long[0][:80])
+        out = []
+        for start in range(0, len(texts), batch_size):
+            chunk = images[start:start + batch_size]
+            pixels = torch.stack([self.preprocess(Image.open(i).convert("RGB") if isinstance(i, (str, Path))
+                                                  else i.convert("RGB")) for i in chunk]).to(self.device)
+            tokens = self.tokenizer(texts[start:start + batch_size]).to(self.device)
+            img = torch.nn.functional.normalize(self.model.encode_image(pixels).float(), dim=-1)
+            txt = torch.nn.functional.normalize(self.model.encode_text(tokens).float(), dim=-1)
+            out.append((img * txt).sum(-1).cpu().numpy() * self.scale)
+        return np.concatenate(out) if out else np.zeros(0)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_clip(variant: str, weights: str | None = None, *, model_name: str | None = None, prefix: str = "",
+              device="cpu", config_dir: str | None = None) -> ClipScorer:
+    """Load a CLIP-score variant from local weights (a .bin/.safetensors/.pt state dict).
+
+    `model_name` overrides the open_clip architecture (e.g. a custom config registered from `config_dir`,
+    as the embedded demo's small CLIP); `weights=None` is refused, since a random CLIP scores nothing."""
+    import open_clip
+
+    if variant not in VARIANTS and model_name is None:
+        raise ValueError(f"unknown CLIP-score variant {variant!r}; known: {sorted(VARIANTS)}")
+    arch, scale, hub = VARIANTS.get(variant, (model_name, 1.0, None))
+    arch = model_name or arch
+    if config_dir:
+        open_clip.add_model_config(config_dir)
+    if weights is None or not Path(weights).is_file():
+        where = f" (e.g. open_clip_pytorch_model.bin from the hub repo {hub})" if hub else ""
+        raise WeightsError(f"CLIP weights for {variant!r} not found at {weights!r}: put the OpenAI {arch} "
+                           f"weights file there{where} and set it under `weights:` in the config")
+    model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=str(weights), device=device)
+    model.eval()
+    return ClipScorer(model, preprocess, open_clip.get_tokenizer(arch), variant, scale, prefix,
+                      torch.device(device), file_sha256(Path(weights))[:16])
