@@ -1,0 +1,322 @@
+"""Benchmark protocol files and prompt loaders: shipped data hashes, seed rules, builders, user data checks."""
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from evals.benchmarks import loaders
+from evals.benchmarks.__main__ import main as cli
+from evals.benchmarks.protocols import (DataIntegrityError, ProtocolError, list_protocols, load_protocol,
+                                        sha256_file)
+
+BENCH = Path(__file__).resolve().parent.parent / "evals" / "benchmarks"
+COLUMNS = ["sample_id", "prompt_id", "image_index", "prompt", "seed", "height", "width", "metadata"]
+
+
+def _protocol_copy(tmp_path: Path, name: str, change) -> Path:
+    """A protocol file changed by `change(spec)`, written beside a copy of nothing else."""
+    spec = yaml.safe_load((BENCH / f"{name}.yaml").read_text())
+    change(spec)
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec, sort_keys=False))
+    return path
+
+
+# ------------------------------------------------------------ protocol files and shipped data
+
+
+def test_every_protocol_loads_and_every_shipped_file_matches_its_hash():
+    assert list_protocols() == ["coco30k", "custom", "geneval", "sam", "t2i_compbench", "wise"]
+    checked = 0
+    for name in list_protocols():
+        protocol = load_protocol(name)
+        for entry in protocol.spec["sources"].values():
+            if "file" in entry:
+                assert sha256_file(protocol.shipped_file(entry)) == entry["sha256"]
+                checked += 1
+        for key in protocol.spec.get("auxiliary", {}):
+            protocol.auxiliary_file(key)
+    assert checked == 14
+    for folder in ("t2i_compbench", "geneval"):
+        assert (BENCH / "data" / folder / "LICENSE").is_file() and (BENCH / "data" / folder / "SOURCE.md").is_file()
+    assert (BENCH / "data/coco30k/SOURCE.md").is_file()
+    assert not (BENCH / "data" / "wise").exists()   # no licence: never shipped
+
+
+def test_a_modified_data_file_fails_naming_file_and_hash(tmp_path):
+    shutil.copy(BENCH / "t2i_compbench.yaml", tmp_path)
+    shutil.copytree(BENCH / "data/t2i_compbench", tmp_path / "data/t2i_compbench")
+    with open(tmp_path / "data/t2i_compbench/shape_val.txt", "a") as handle:
+        handle.write("\na purple hexagon\n")
+    with pytest.raises(DataIntegrityError, match=r"shape_val\.txt: sha256 .* does not match the expected "
+                                                 r"37e1a276906c7ea9516cbd7ac8501be896006c0c17ca7344f260562834455bae"):
+        loaders.load_prompts(tmp_path / "t2i_compbench.yaml", "shape")
+    assert len(loaders.load_prompts(tmp_path / "t2i_compbench.yaml", "texture")) == 3000
+
+
+def test_protocol_errors_name_the_key(tmp_path):
+    with pytest.raises(ProtocolError, match="'seeds' was unexpected"):
+        load_protocol(_protocol_copy(tmp_path, "geneval", lambda s: s.update(seeds=1)))
+    with pytest.raises(ProtocolError, match="version 2 has no changelog line"):
+        load_protocol(_protocol_copy(tmp_path, "geneval", lambda s: s.update(version=2)))
+    with pytest.raises(ProtocolError, match="no subset 'colour'.*'color'"):
+        loaders.load_prompts("t2i_compbench", "colour")
+    with pytest.raises(ProtocolError, match="choose a subset"):
+        loaders.load_prompts("t2i_compbench")
+    with pytest.raises(ProtocolError, match="known benchmarks"):
+        load_protocol("imagenet")
+
+
+# ------------------------------------------------------------ T2I-CompBench
+
+
+def test_t2i_compbench_seeds_and_the_legacy_colour_file():
+    frame = loaders.load_prompts("t2i_compbench", "color")
+    assert list(frame.columns) == COLUMNS and len(frame) == 3000
+    assert frame.groupby("prompt_id")["seed"].apply(list).map(lambda s: s == list(range(42, 52))).all()
+    assert frame["sample_id"].iloc[13] == "p000001_03"
+    legacy = "1e37a12c1861bf6b11623eaffb0bf6d6eeea9702caf45b95d040f1721bba7f4f"
+    assert frame.attrs["protocol"]["sources"] == {"color_val.txt": legacy}
+    current = loaders.load_prompts("t2i_compbench", "color_current")
+    changed = sorted(int(p[1:]) for p, a, b in zip(frame["prompt_id"], frame["prompt"], current["prompt"]) if a != b)
+    assert sorted(set(changed)) == [227, 228, 271, 287, 299]
+    assert frame.drop_duplicates("prompt_id")["prompt"].nunique() == 295
+
+
+def test_t2i_compbench_categories_and_complex_groups():
+    counts = {s: loaders.load_prompts("t2i_compbench", s)["prompt_id"].nunique()
+              for s in ("shape", "texture", "spatial", "non_spatial", "3d_spatial", "numeracy",
+                        "complex_spatial", "complex_action", "complex_spatialaction")}
+    assert counts == {"shape": 300, "texture": 300, "spatial": 300, "non_spatial": 300, "3d_spatial": 300,
+                      "numeracy": 300, "complex_spatial": 58, "complex_action": 212, "complex_spatialaction": 30}
+    complex_ = loaders.load_prompts("t2i_compbench", "complex").drop_duplicates("prompt_id")
+    groups = complex_["metadata"].map(lambda m: json.loads(m)["complex_group"]).value_counts().to_dict()
+    assert groups == {"action": 212, "spatial": 58, "spatialaction": 30}
+
+
+def test_compbench_prompt_is_the_text_before_the_first_tab(tmp_path):
+    path = tmp_path / "x_val.txt"
+    path.write_text("  a red cube\tcolor\textra\n\n a blue ball \nlast line without newline")
+    assert loaders.compbench_prompts(path) == ["a red cube", "a blue ball", "last line without newline"]
+
+
+def test_export_uses_the_original_naming(tmp_path):
+    frame = loaders.load_prompts("t2i_compbench", "color", limit=2)
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    for sample_id in frame["sample_id"]:
+        (samples / f"{sample_id}.png").write_bytes(sample_id.encode())
+    out = tmp_path / "export"
+    assert loaders.export_t2i_compbench(frame, samples, out) == 20
+    first, second = frame["prompt"].iloc[0], frame["prompt"].iloc[10]
+    assert first == "a green bench and a blue bowl"
+    assert (out / f"{first}_000000.png").read_bytes() == b"p000000_00"
+    assert (out / f"{second}_000013.png").read_bytes() == b"p000001_03"
+    assert len(list(out.iterdir())) == 20
+    cli(["export-t2i-compbench", "--prompts", str(_parquet(frame, tmp_path)), "--samples", str(samples),
+         "--out", str(tmp_path / "copied"), "--mode", "copy"])
+    assert not (tmp_path / "copied" / f"{first}_000009.png").is_symlink()
+    (out / "stale_000999.png").write_bytes(b"")
+    with pytest.raises(FileExistsError, match="stale_000999.png"):
+        loaders.export_t2i_compbench(frame, samples, out)
+    (samples / "p000001_09.png").unlink()
+    with pytest.raises(FileNotFoundError, match="1 of 20 samples are missing"):
+        loaders.export_t2i_compbench(frame, samples, tmp_path / "other")
+
+
+def _parquet(frame: pd.DataFrame, tmp_path: Path) -> Path:
+    path = tmp_path / "prompts.parquet"
+    frame.to_parquet(path, index=False)
+    return path
+
+
+# ------------------------------------------------------------ GenEval, custom, CLI
+
+
+def test_geneval_counts_and_metadata():
+    frame = loaders.load_prompts("geneval")
+    assert len(frame) == 553 * 4 and frame["prompt_id"].nunique() == 553
+    assert set(frame["seed"]) == {42, 43, 44, 45}
+    meta = frame.drop_duplicates("prompt_id")["metadata"].map(json.loads)
+    assert meta.map(lambda m: m["tag"]).value_counts().to_dict() == {
+        "position": 100, "color_attr": 100, "two_object": 99, "colors": 94, "single_object": 80, "counting": 80}
+    assert meta.map(lambda m: "exclude" in m).sum() == 80 and all("include" in m for m in meta)
+
+
+def test_custom_prompt_file_and_cli_summary(tmp_path, capsys):
+    prompts = tmp_path / "mine.jsonl"
+    prompts.write_text('{"prompt": "a red cube", "style": "photo"}\n{"prompt": "a blue ball"}\n')
+    frame = loaders.load_prompts("custom", source=prompts, height=256, width=256)
+    assert list(frame["prompt"]) == ["a red cube", "a blue ball"]
+    assert json.loads(frame["metadata"][0]) == {"style": "photo"}
+    assert frame["height"].tolist() == [256, 256]
+    with pytest.raises(loaders.UserDataError, match="needs --source"):
+        loaders.load_prompts("custom")
+    out = tmp_path / "prompts" / "color.parquet"
+    cli(["--benchmark", "t2i_compbench", "--subset", "color", "--out", str(out), "--limit", "3"])
+    line = capsys.readouterr().out.strip()
+    assert line == f"t2i_compbench@1 color: 3 prompts × 10 → 30 samples (seeds per_image from 42) → {out}"
+    written = pd.read_parquet(out)
+    assert list(written.columns) == COLUMNS and written.attrs["protocol"]["subset"] == "color"
+    with pytest.raises(SystemExit, match="uses its shipped file"):
+        cli(["--benchmark", "geneval", "--source", str(prompts), "--out", str(out)])
+
+
+# ------------------------------------------------------------ COCO-30K
+
+
+def _captions_json(tmp_path: Path, images: int = 60) -> Path:
+    data = {"images": [{"id": i, "file_name": f"COCO_val2014_{i:012d}.jpg"} for i in range(images)],
+            "annotations": [{"id": 1000 * i + j, "image_id": i, "caption": f"image {i} caption {j} "}
+                            for i in range(images) for j in range(5)]}
+    path = tmp_path / "captions_val2014.json"
+    path.write_text(json.dumps(data))
+    return path
+
+
+def test_coco30k_builder_is_deterministic_with_one_caption_per_image(tmp_path):
+    captions = _captions_json(tmp_path)
+    first = loaders.build_coco30k(captions, seed=3, n=25)
+    assert first == loaders.build_coco30k(captions, seed=3, n=25)
+    assert first != loaders.build_coco30k(captions, seed=4, n=25)
+    names = [r["file_name"] for r in first]
+    assert len(set(names)) == 25 and names == sorted(names)
+    assert all(r["text"].startswith(f"image {int(r['file_name'][13:25])} caption") for r in first)
+    assert len({r["text"].split()[-1] for r in first}) > 1   # not always the first caption
+    with pytest.raises(ValueError, match="only 60 captioned images"):
+        loaders.build_coco30k(captions, seed=0, n=61)
+    cli(["build-coco30k", "--captions", str(captions), "--seed", "3", "--n", "25", "--out", str(tmp_path / "list.csv")])
+    frame = loaders.load_prompts("coco30k", "user_list", source=tmp_path / "list.csv")
+    assert list(frame["prompt"]) == [r["text"].strip() for r in first]
+    assert frame.attrs["protocol"]["sources"] == {"list.csv": sha256_file(tmp_path / "list.csv")}
+
+
+def test_shipped_coco30k_list():
+    frame = loaders.load_prompts("coco30k")
+    names = frame["metadata"].map(lambda m: json.loads(m)["file_name"])
+    assert len(frame) == 30_000 and names.nunique() == 30_000 and names.str.startswith("COCO_val2014_").all()
+    assert frame["seed"].tolist() == list(range(30_000))
+
+
+def test_coco_reference_folder_or_zip(tmp_path):
+    with pytest.raises(loaders.UserDataError, match=r"images\.cocodataset\.org/zips/val2014\.zip"):
+        loaders.coco_reference_images(tmp_path / "val2014")
+    archive = tmp_path / "val2014.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for i in range(3):
+            zf.writestr(f"val2014/COCO_val2014_{i:012d}.jpg", f"jpeg {i}")
+        zf.writestr("val2014/readme.txt", "not an image")
+    wanted = ["COCO_val2014_000000000002.jpg", "COCO_val2014_000000000000.jpg"]
+    images = loaders.coco_reference_images(archive, wanted)
+    assert len(images) == 2 and dict(images.iter_bytes())["COCO_val2014_000000000002.jpg"] == b"jpeg 2"
+    with pytest.raises(loaders.UserDataError, match="found 3 COCO_val2014_\\*.jpg images.*40,504"):
+        loaders.coco_reference_images(archive)
+    folder = tmp_path / "extracted"
+    zipfile.ZipFile(archive).extractall(folder)
+    with pytest.raises(loaders.UserDataError, match="1 of the 2 listed images are absent"):
+        loaders.coco_reference_images(folder, wanted[:1] + ["COCO_val2014_000000000009.jpg"])
+    assert [n for n, _ in loaders.coco_reference_images(folder, wanted).iter_bytes()] == sorted(wanted)
+
+
+# ------------------------------------------------------------ WISE
+
+
+def _wise_files(folder: Path) -> dict[str, Path]:
+    folder.mkdir(parents=True)
+    content = {
+        "cultural_common_sense.json": [(2, "Cultural"), (1, "Cultural")],
+        "spatio-temporal_reasoning.json": [(401, "Time"), (567, "Time"), (568, "Space")],
+        "natural_science.json": [(701, "Biology"), (900, "Physics"), (1000, "Chemistry")],
+    }
+    paths = {}
+    for name, entries in content.items():
+        rows = [{"Prompt": f" prompt {i} ", "Explanation": f"why {i}", "Category": c, "Subcategory": "s",
+                 "prompt_id": i} for i, c in entries]
+        paths[name] = folder / name
+        paths[name].write_text(json.dumps(rows))
+    return paths
+
+
+def _wise_protocol(tmp_path: Path, paths: dict[str, Path]) -> Path:
+    def pin(spec):
+        spec["sources"]["all"]["user_files"] = [{"name": n, "sha256": sha256_file(p)} for n, p in paths.items()]
+    return _protocol_copy(tmp_path, "wise", pin)
+
+
+def test_wise_loader_reads_and_verifies_the_users_files(tmp_path):
+    paths = _wise_files(tmp_path / "WISE" / "WISE_legacy" / "data")
+    protocol = _wise_protocol(tmp_path, paths)
+    frame = loaders.load_prompts(protocol, source=tmp_path / "WISE")   # a checkout root is found too
+    meta = frame["metadata"].map(json.loads)
+    assert [m["wise_id"] for m in meta] == [1, 2, 401, 567, 568, 701, 900, 1000]
+    assert [m["category"] for m in meta] == ["cultural", "cultural", "time", "time", "space", "biology",
+                                             "physics", "chemistry"]
+    assert frame["prompt"][0] == "prompt 1" and meta[0]["Explanation"] == "why 1"
+    assert frame["sample_id"][0] == "p000000_00" and len(frame) == 8
+
+    paths["natural_science.json"].write_text(paths["natural_science.json"].read_text().replace("why", "how"))
+    expected = yaml.safe_load(protocol.read_text())["sources"]["all"]["user_files"][2]["sha256"]
+    with pytest.raises(DataIntegrityError, match=rf"natural_science\.json: sha256 .* expected {expected} "
+                                                 r"\(WISE_legacy/data/natural_science\.json at PKU-YuanGroup/WISE@"):
+        loaders.load_prompts(protocol, source=tmp_path / "WISE")
+
+
+def test_wise_without_files_says_where_to_get_them(tmp_path):
+    for source in (None, tmp_path):
+        with pytest.raises(loaders.UserDataError) as err:
+            loaders.load_prompts("wise", source=source)
+        message = str(err.value)
+        for part in ("PKU-YuanGroup/WISE", "eb51174483a5de2e34e8614cf9dfb3319ee7fcd0", "WISE_legacy/data",
+                     "cultural_common_sense.json", "spatio-temporal_reasoning.json", "natural_science.json"):
+            assert part in message
+    spec = yaml.safe_load((BENCH / "wise.yaml").read_text())
+    assert spec["sources"]["all"]["user_files"][0]["sha256"] == \
+        "7a59216c768698280cea37caa574b52f3faf054d73b398b9bb6b3161baf8e3aa"
+
+
+# ------------------------------------------------------------ SAM
+
+
+def _sa1b_folder(tmp_path: Path, count: int = 12) -> Path:
+    folder = tmp_path / "sa1b"
+    folder.mkdir()
+    for i in range(count):
+        (folder / f"sa_{i}.jpg").write_bytes(f"jpeg {i}".encode())
+        (folder / f"sa_{i}.txt").write_text(f"a photo number {i}\n")
+    (folder / "sa_uncaptioned.jpg").write_bytes(b"jpeg")
+    return folder
+
+
+def test_sam_subset_freeze_and_verify(tmp_path):
+    folder = _sa1b_folder(tmp_path)
+    sha = loaders.freeze_sam_subset(folder, 5, seed=0, out=tmp_path / "a.csv")
+    assert sha == loaders.freeze_sam_subset(folder, 5, seed=0, out=tmp_path / "b.csv")
+    assert sha != loaders.freeze_sam_subset(folder, 5, seed=1, out=tmp_path / "c.csv")
+    rows = loaders.load_sam_subset(tmp_path / "a.csv", folder, n=5)
+    assert len({r["file_name"] for r in rows}) == 5 and "sa_uncaptioned.jpg" not in {r["file_name"] for r in rows}
+    assert all(r["caption"] == f"a photo number {r['file_name'][3:-4]}" for r in rows)
+    with pytest.raises(DataIntegrityError, match="5 images, the subset needs 2000"):
+        loaders.load_prompts("sam", "fid2k", source=tmp_path / "a.csv")
+    with pytest.raises(loaders.UserDataError, match="13 needed"):
+        loaders.freeze_sam_subset(folder, 13, seed=0, out=tmp_path / "d.csv")
+
+    first = folder / rows[0]["file_name"]
+    first.with_suffix(".txt").write_text("another caption")
+    with pytest.raises(DataIntegrityError, match="caption differs"):
+        loaders.sam_reference_images(tmp_path / "a.csv", folder)
+    first.write_bytes(b"changed")
+    with pytest.raises(DataIntegrityError, match=rf"{first.name}: sha256 differs"):
+        loaders.load_sam_subset(tmp_path / "a.csv", folder)
+
+
+def test_sam_prompt_set_from_a_frozen_list(tmp_path):
+    folder = _sa1b_folder(tmp_path)
+    protocol = _protocol_copy(tmp_path, "sam", lambda s: s["sources"]["fid2k"].update(n=4))
+    cli(["freeze-sam", "--images", str(folder), "--n", "4", "--seed", "0", "--out", str(tmp_path / "list.csv")])
+    frame = loaders.load_prompts(protocol, "fid2k", source=tmp_path / "list.csv", images=folder)
+    assert len(frame) == 4 and frame["prompt"].str.startswith("a photo number").all()
+    assert json.loads(frame["metadata"][0])["file_name"].startswith("sa_")
