@@ -15,10 +15,13 @@ include: "workflows/rules/common.smk"
 include: "workflows/rules/models.smk"
 include: "workflows/rules/prompts.smk"
 include: "workflows/rules/generate.smk"
-# Metrics (evals/) and reports (reports/) attach to the `manifest` outputs of generate.smk.
+include: "workflows/rules/score.smk"
+# Reports (reports/) attach to results/table.parquet and the per-cell metric JSONs of score.smk.
 
 
 rule all:
     input:
         all_manifests(),
+        all_metrics(),
+        table=f"{R}/table.parquet" if all_metrics() else [],
     default_target: True

@@ -21,12 +21,15 @@ def _micro_config(tmp_path, **changes):
     (tmp_path / "prompts.txt").write_text("a red circle\na blue square left of a green triangle\na striped star\n")
     config = {
         "tiny_models": {"out": "results/weights/tiny", "seed": 0},
+        "tiny_clip": {"out": "results/weights/tiny/clip", "seed": 0},
+        "scorers": {"clip_tiny": {"kind": "clip_score", "weights": "results/weights/tiny/clip/tiny-clip-32.bin",
+                                  "model_name": "tiny-clip-32", "config_dir": "results/weights/tiny/clip"}},
         "text_encoders": {"t5": {"source": "results/weights/tiny/pipeline"}},
         "models": {"tiny": {"checkpoint": "results/weights/tiny/original.pth",
                             "arch": "results/weights/tiny/transformer_config.json",
                             "vae": "results/weights/tiny/pipeline", "text_encoder": "t5", "uncond": "original"}},
         "benchmarks": {"micro": {"prompts": str(tmp_path / "prompts.txt"), "images_per_prompt": 2,
-                                 "seed_rule": "per_image", "seed_base": 42}},
+                                 "seed_rule": "per_image", "seed_base": 42, "metrics": ["clip_tiny"]}},
         "sweep": {"samplers": ["dpm-solver:5"], "cfg": [4.5]},
         "generation": {"batch_size": 4, "shards": 2},
     }
@@ -67,5 +70,9 @@ def test_micro_dag_runs_end_to_end_and_reruns_nothing(tmp_path):
     assert len(manifest) == 6 and len(list(cell.glob("*.png"))) == 6
     assert set(manifest["shard"]) == {0, 1} and manifest["uncond"].eq("original").all()
     assert (tmp_path / "results/logs/generate/tiny/micro/dpm-solver-5/cfg4.5/shard0of2.log").exists()
+    table = pd.read_parquet(tmp_path / "results/table.parquet")
+    assert list(table["metric"]) == ["clip_tiny"] and table["n"].iloc[0] == 6
+    assert table["ci_low"].iloc[0] <= table["value"].iloc[0] <= table["ci_high"].iloc[0]
+    assert table["protocol"].iloc[0].startswith("micro@custom-")
     again = _run(["-n", "--configfile", str(config), "--cores", "2"], tmp_path)
     assert "Nothing to be done" in again.stdout + again.stderr

@@ -21,6 +21,7 @@ wildcard_constraints:
     sampler=r"[a-z-]+-[0-9]+",
     cfg=r"[0-9]+(\.[0-9]+)?",
     shard=r"[0-9]+",
+    metric=r"[A-Za-z0-9_.-]+",
     nshards=r"[0-9]+",
 
 
@@ -83,3 +84,17 @@ def cell_dir(model, bench, sampler, cfg):
 
 def all_manifests():
     return [f"{cell_dir(*c)}/manifest.parquet" for c in cells()]
+
+
+def all_metrics():
+    """One aggregate JSON per (cell, metric listed by the cell's benchmark)."""
+    return [f"{R}/metrics/{m}/{b}/{s}/cfg{c}/{metric}.json"
+            for m, b, s, c in cells() for metric in with_defaults("benchmarks", b)["metrics"]]
+
+
+def protocol_of(bench):
+    """bench@version; a plain prompt file is versioned by the sha256 of its content."""
+    import hashlib
+
+    digest = hashlib.sha256(Path(data_path(config["benchmarks"][bench]["prompts"])).read_bytes()).hexdigest()
+    return f"{bench}@custom-{digest[:12]}"

@@ -1,0 +1,132 @@
+"""Score one generated cell with one scorer: per-image scores (parquet) and the cell's aggregate (JSON).
+
+python -m evals.score --scorer NAME --settings JSON --cell DIR --protocol BENCH@VERSION \
+    --scores-out results/scores/…/NAME.parquet --metric-out results/metrics/…/NAME.json
+
+Per-image rows: sample_id, prompt_id, image_index, score (NaN when the image failed), error. The aggregate
+is the mean over scored images with a seeded bootstrap 95% CI over prompts, n, n_failed, the protocol, the
+scorer's name and weights fingerprint, compute seconds, and the cell's provenance (model fingerprint,
+sampler, steps, cfg, …). A failed image is named and counted, never dropped silently.
+"""
+import argparse
+import json
+import math
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from evals.stats import bootstrap_ci
+
+PROVENANCE = ("model", "model_fingerprint", "sampler", "steps", "cfg", "uncond", "dtype", "cell_key",
+              "code_version")
+
+
+def open_images(cell: Path, files):
+    """PIL images of a cell; unreadable files give None plus their error, so they are counted."""
+    from PIL import Image
+
+    images, errors = [], []
+    for name in files:
+        try:
+            with Image.open(cell / name) as img:
+                images.append(img.convert("RGB"))
+            errors.append(None)
+        except (OSError, SyntaxError, ValueError) as err:
+            images.append(None)
+            errors.append(f"{name}: {err}")
+    return images, errors
+
+
+def clip_score_kind(settings: dict, manifest: pd.DataFrame, cell: Path):
+    from evals.metrics.clip_score import load_clip
+    from pixart.runtime import pick_device
+
+    scorer = load_clip(settings.get("variant", "custom"), settings["weights"], model_name=settings.get("model_name"),
+                       prefix=settings.get("prefix", ""), config_dir=settings.get("config_dir"),
+                       device=pick_device(settings.get("device", "auto")))
+    if "scale" in settings:
+        scorer.scale = float(settings["scale"])
+    images, errors = open_images(cell, manifest["file"])
+    ok = [i for i, img in enumerate(images) if img is not None]
+    scores = np.full(len(images), np.nan)
+    if ok:
+        scores[ok] = scorer.score([images[i] for i in ok], [manifest["prompt"].iloc[i] for i in ok])
+    meta = {"scorer": scorer.name, "weights_fingerprint": scorer.fingerprint, "higher_is_better": True,
+            "n_truncated_captions": scorer.n_truncated}
+    return scores, errors, meta
+
+
+KINDS = {"clip_score": clip_score_kind}
+
+
+def aggregate(frame: pd.DataFrame, seed: int = 0, n_resamples: int = 1000) -> dict:
+    valid = frame[frame["score"].notna()]
+    n_failed = int(frame["score"].isna().sum())
+    if valid.empty:
+        return {"value": None, "ci_low": None, "ci_high": None, "n": 0, "n_failed": n_failed}
+    ci = bootstrap_ci(valid["score"].to_numpy(float), groups=valid["prompt_id"].to_numpy(),
+                      n_resamples=n_resamples, seed=seed)
+    return {"value": ci.value, "ci_low": ci.low, "ci_high": ci.high, "level": ci.level, "n": ci.n,
+            "n_failed": n_failed, "ci_method": f"bootstrap over prompts, {n_resamples} resamples, seed {seed}"}
+
+
+def run(args) -> dict:
+    started = time.perf_counter()
+    settings = json.loads(Path(args.settings).read_text()) if args.settings else {}
+    kind = settings.get("kind")
+    if kind not in KINDS:
+        raise SystemExit(f"scorer {args.scorer!r}: unknown kind {kind!r}; known: {sorted(KINDS)}")
+    manifest = pd.read_parquet(Path(args.cell) / "manifest.parquet")
+    scores, errors, meta = KINDS[kind](settings, manifest, Path(args.cell))
+    frame = manifest[["sample_id", "prompt_id", "image_index"]].copy()
+    frame["score"], frame["error"] = scores, errors
+    _atomic_parquet(frame, Path(args.scores_out))
+    first = manifest.iloc[0]
+    result = {"metric": args.scorer, "kind": kind, "protocol": args.protocol, **aggregate(frame),
+              **meta, "seconds": round(time.perf_counter() - started, 3),
+              **{k: (first[k].item() if hasattr(first[k], "item") else first[k]) for k in PROVENANCE if k in first},
+              "bench": args.protocol.split("@")[0], "cell": str(args.cell)}
+    failed = [e for e in errors if e]
+    if failed:
+        result["failed_examples"] = failed[:5]
+    _atomic_text(json.dumps(result, indent=1, default=str), Path(args.metric_out))
+    value = "n/a" if result["value"] is None else f"{result['value']:.4f} [{result['ci_low']:.4f}, {result['ci_high']:.4f}]"
+    print(f"score: {args.scorer} on {args.cell}: {value} (n={result['n']}, failed={result['n_failed']}) "
+          f"in {result['seconds']:.1f}s")
+    return result
+
+
+def _atomic_parquet(frame: pd.DataFrame, path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, path)
+
+
+def _atomic_text(text: str, path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--scorer", required=True, help="metric name (the config's scorers: key)")
+    p.add_argument("--settings", type=Path, required=True, help="JSON with the scorer's kind and settings")
+    p.add_argument("--cell", type=Path, required=True, help="generated cell folder (with manifest.parquet)")
+    p.add_argument("--protocol", required=True, help="BENCH@VERSION recorded with every number")
+    p.add_argument("--scores-out", type=Path, required=True)
+    p.add_argument("--metric-out", type=Path, required=True)
+    return p
+
+
+def main(argv=None):
+    run(parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,40 @@
+"""Gather every aggregate JSON of a run into one tidy table: one row per number with its provenance.
+
+python -m evals.table --out results/table.parquet METRIC.json [METRIC.json …]
+"""
+import argparse
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+COLUMNS = ("model", "bench", "protocol", "sampler", "steps", "cfg", "metric", "value", "ci_low", "ci_high", "n",
+           "n_failed", "scorer", "weights_fingerprint", "model_fingerprint", "uncond", "seconds", "code_version")
+
+
+def gather(files) -> pd.DataFrame:
+    rows = [json.loads(Path(f).read_text()) for f in files]
+    if not rows:
+        raise SystemExit("table: no metric files given (does the config list any scorers?)")
+    frame = pd.DataFrame.from_records(rows)
+    ordered = [c for c in COLUMNS if c in frame] + sorted(c for c in frame if c not in COLUMNS)
+    return frame[ordered].sort_values(["bench", "metric", "model", "sampler", "cfg"]).reset_index(drop=True)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("files", nargs="*")
+    args = parser.parse_args(argv)
+    frame = gather(args.files)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = args.out.with_name(f".{args.out.name}.tmp{os.getpid()}")
+    frame.to_parquet(tmp, index=False)
+    os.replace(tmp, args.out)
+    print(f"table: {len(frame)} numbers ({frame['metric'].nunique()} metrics × {frame['model'].nunique()} models) "
+          f"→ {args.out}")
+
+
+if __name__ == "__main__":
+    main()

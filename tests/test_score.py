@@ -1,0 +1,69 @@
+"""Scoring CLI: per-image scores, aggregate with a bootstrap CI over prompts, counted failures, the table."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from evals import score, table
+from evals.tiny import build_tiny_clip
+
+
+@pytest.fixture(scope="module")
+def cell(tmp_path_factory):
+    """A synthetic generated cell: 4 prompts × 3 images with a manifest like pixart.generate writes."""
+    root = tmp_path_factory.mktemp("cell")
+    rng = np.random.default_rng(0)
+    rows = []
+    for p in range(4):
+        for k in range(3):
+            sid = f"p{p:06d}_{k:02d}"
+            Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(root / f"{sid}.png")
+            rows.append({"sample_id": sid, "prompt_id": f"p{p:06d}", "image_index": k, "file": f"{sid}.png",
+                         "prompt": ["a red cube", "a blue ball", "two stars", "a dotted square"][p],
+                         "model": "m", "model_fingerprint": "abc", "sampler": "dpm-solver", "steps": 20,
+                         "cfg": 4.5, "uncond": "diffusers", "cell_key": "k"})
+    pd.DataFrame(rows).to_parquet(root / "manifest.parquet")
+    clip = build_tiny_clip(root / "clip")
+    settings = root / "clip.json"
+    settings.write_text(json.dumps({"kind": "clip_score", "weights": clip["weights"],
+                                    "model_name": clip["model_name"], "config_dir": clip["config_dir"]}))
+    return root
+
+
+def _score(cell, tmp_path, name="clip_tiny"):
+    return score.run(score.parser().parse_args([
+        "--scorer", name, "--settings", str(cell / "clip.json"), "--cell", str(cell), "--protocol", "demo@custom-1",
+        "--scores-out", str(tmp_path / f"{name}.parquet"), "--metric-out", str(tmp_path / f"{name}.json")]))
+
+
+def test_scores_and_aggregate_with_ci(cell, tmp_path):
+    result = _score(cell, tmp_path)
+    per_image = pd.read_parquet(tmp_path / "clip_tiny.parquet")
+    assert len(per_image) == 12 and per_image["score"].notna().all()
+    assert result["value"] == pytest.approx(per_image["score"].mean())
+    assert result["ci_low"] <= result["value"] <= result["ci_high"]
+    assert result["n"] == 12 and result["n_failed"] == 0
+    assert result["protocol"] == "demo@custom-1" and result["model_fingerprint"] == "abc"
+    assert json.loads((tmp_path / "clip_tiny.json").read_text())["weights_fingerprint"] == result["weights_fingerprint"]
+
+
+def test_corrupt_image_is_named_and_counted(cell, tmp_path):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in cell.iterdir():
+        if f.is_file():
+            (broken / f.name).write_bytes(f.read_bytes())
+    (broken / "p000002_01.png").write_bytes(b"\x89PNG truncated")
+    result = _score(broken, tmp_path)
+    assert result["n_failed"] == 1 and result["n"] == 11
+    assert "p000002_01.png" in result["failed_examples"][0]
+
+
+def test_table_gathers_one_row_per_number(cell, tmp_path):
+    _score(cell, tmp_path, "a")
+    _score(cell, tmp_path, "b")
+    frame = table.gather([tmp_path / "a.json", tmp_path / "b.json"])
+    assert list(frame["metric"]) == ["a", "b"]
+    assert {"value", "ci_low", "ci_high", "n", "n_failed", "protocol", "model_fingerprint"} <= set(frame)

@@ -1,0 +1,55 @@
+# Scoring: one job per (cell, metric), then one tidy table of every number of the run.
+
+
+rule tiny_clip:
+    output:
+        weights=f"{config['tiny_clip']['out']}/tiny-clip-32.bin",
+        config=f"{config['tiny_clip']['out']}/tiny-clip-32.json",
+    params:
+        out=config["tiny_clip"]["out"],
+        seed=config["tiny_clip"]["seed"],
+    log:
+        f"{R}/logs/tiny_clip.log",
+    shell:
+        "{PY} -m evals.tiny --out {params.out} --seed {params.seed} > {log} 2>&1"
+
+
+rule scorer_settings:
+    output:
+        f"{R}/scorers/{{metric}}.json",
+    params:
+        settings=lambda w: with_defaults("scorers", w.metric),
+    localrule: True
+    run:
+        Path(output[0]).write_text(json.dumps(params.settings, indent=1, sort_keys=True))
+
+
+rule score:
+    input:
+        manifest=rules.manifest.output[0],
+        settings=rules.scorer_settings.output[0],
+        weights=lambda w: local_inputs(config["scorers"][w.metric].get("weights")),
+    output:
+        scores=f"{R}/scores/{{model}}/{{bench}}/{{sampler}}/cfg{{cfg}}/{{metric}}.parquet",
+        metric=f"{R}/metrics/{{model}}/{{bench}}/{{sampler}}/cfg{{cfg}}/{{metric}}.json",
+    params:
+        cell=lambda w: cell_dir(w.model, w.bench, w.sampler, w.cfg),
+        protocol=lambda w: protocol_of(w.bench),
+    resources:
+        gpu=1,
+    log:
+        f"{R}/logs/score/{{model}}/{{bench}}/{{sampler}}/cfg{{cfg}}/{{metric}}.log",
+    shell:
+        "{PY} -m evals.score --scorer {wildcards.metric} --settings {input.settings} --cell {params.cell}"
+        " --protocol {params.protocol} --scores-out {output.scores} --metric-out {output.metric} > {log} 2>&1"
+
+
+rule table:
+    input:
+        all_metrics(),
+    output:
+        f"{R}/table.parquet",
+    log:
+        f"{R}/logs/table.log",
+    shell:
+        "{PY} -m evals.table --out {output} {input} > {log} 2>&1"
