@@ -88,7 +88,7 @@ def run(args) -> dict:
     result = {"metric": args.scorer, "kind": kind, "protocol": args.protocol, **aggregate(frame),
               **meta, "seconds": round(time.perf_counter() - started, 3),
               **{k: (first[k].item() if hasattr(first[k], "item") else first[k]) for k in PROVENANCE if k in first},
-              "bench": args.protocol.split("@")[0], "cell": str(args.cell)}
+              "bench": args.bench or args.protocol.split("@")[0], "cell": str(args.cell)}
     failed = [e for e in errors if e]
     if failed:
         result["failed_examples"] = failed[:5]
@@ -119,6 +119,7 @@ def parser():
     p.add_argument("--settings", type=Path, required=True, help="JSON with the scorer's kind and settings")
     p.add_argument("--cell", type=Path, required=True, help="generated cell folder (with manifest.parquet)")
     p.add_argument("--protocol", required=True, help="BENCH@VERSION recorded with every number")
+    p.add_argument("--bench", help="the config's name of the prompt set (default: the protocol's name)")
     p.add_argument("--scores-out", type=Path, required=True)
     p.add_argument("--metric-out", type=Path, required=True)
     return p

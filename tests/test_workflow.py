@@ -29,7 +29,9 @@ def _micro_config(tmp_path, **changes):
                             "arch": "results/weights/tiny/transformer_config.json",
                             "vae": "results/weights/tiny/pipeline", "text_encoder": "t5", "uncond": "original"}},
         "benchmarks": {"micro": {"prompts": str(tmp_path / "prompts.txt"), "images_per_prompt": 2,
-                                 "seed_rule": "per_image", "seed_base": 42, "metrics": ["clip_tiny"]}},
+                                 "seed_rule": "per_image", "seed_base": 42, "metrics": ["clip_tiny"]},
+                       "spatial": {"protocol": "t2i_compbench", "subset": "spatial", "limit": 1,
+                                   "metrics": ["clip_tiny"]}},
         "sweep": {"samplers": ["dpm-solver:5"], "cfg": [4.5]},
         "generation": {"batch_size": 4, "shards": 2},
     }
@@ -44,6 +46,12 @@ def test_unknown_config_key_is_named(tmp_path):
     result = _run(["-n", "--configfile", str(config), "--cores", "1"], tmp_path)
     assert result.returncode != 0
     assert "'sampler' was unexpected" in result.stdout + result.stderr
+
+
+def test_benchmark_needs_a_protocol_or_a_prompt_file(tmp_path):
+    config = _micro_config(tmp_path, benchmarks={"b": {"images_per_prompt": 2}})
+    result = _run(["-n", "--configfile", str(config), "--cores", "1"], tmp_path)
+    assert result.returncode != 0 and "is not valid under any of the given schemas" in result.stdout + result.stderr
 
 
 def test_unknown_sampler_is_named(tmp_path):
@@ -70,9 +78,12 @@ def test_micro_dag_runs_end_to_end_and_reruns_nothing(tmp_path):
     assert len(manifest) == 6 and len(list(cell.glob("*.png"))) == 6
     assert set(manifest["shard"]) == {0, 1} and manifest["uncond"].eq("original").all()
     assert (tmp_path / "results/logs/generate/tiny/micro/dpm-solver-5/cfg4.5/shard0of2.log").exists()
-    table = pd.read_parquet(tmp_path / "results/table.parquet")
-    assert list(table["metric"]) == ["clip_tiny"] and table["n"].iloc[0] == 6
-    assert table["ci_low"].iloc[0] <= table["value"].iloc[0] <= table["ci_high"].iloc[0]
-    assert table["protocol"].iloc[0].startswith("micro@custom-")
+    table = pd.read_parquet(tmp_path / "results/table.parquet").set_index("bench")
+    assert list(table["metric"]) == ["clip_tiny", "clip_tiny"] and table.at["micro", "n"] == 6
+    assert table.at["micro", "ci_low"] <= table.at["micro", "value"] <= table.at["micro", "ci_high"]
+    assert table.at["micro", "protocol"].startswith("micro@custom-")
+    assert table.at["spatial", "protocol"] == "t2i_compbench@1/spatial" and table.at["spatial", "n"] == 10
+    seeds = pd.read_parquet(tmp_path / "results/samples/tiny/spatial/dpm-solver-5/cfg4.5/manifest.parquet")["seed"]
+    assert sorted(seeds) == list(range(42, 52))  # T2I-CompBench: image k of every prompt has seed 42 + k
     again = _run(["-n", "--configfile", str(config), "--cores", "2"], tmp_path)
     assert "Nothing to be done" in again.stdout + again.stderr

@@ -93,8 +93,30 @@ def all_metrics():
 
 
 def protocol_of(bench):
-    """bench@version; a plain prompt file is versioned by the sha256 of its content."""
+    """bench@version: from the protocol file, or the sha256 of a plain prompt file's content."""
     import hashlib
 
-    digest = hashlib.sha256(Path(data_path(config["benchmarks"][bench]["prompts"])).read_bytes()).hexdigest()
+    b = with_defaults("benchmarks", bench)
+    if "protocol" in b:
+        from evals.benchmarks.protocols import load_protocol
+
+        return load_protocol(b["protocol"]).tag + (f"/{b['subset']}" if b["subset"] else "")
+    digest = hashlib.sha256(Path(data_path(b["prompts"])).read_bytes()).hexdigest()
     return f"{bench}@custom-{digest[:12]}"
+
+
+def prompt_inputs(bench):
+    b = config["benchmarks"][bench]
+    return [data_path(b["prompts"])] if "prompts" in b else ([b["source"]] if b.get("source") else [])
+
+
+def prompt_command(bench):
+    """The module and arguments that write a benchmark's prompt-set parquet (protocol or plain file)."""
+    b = with_defaults("benchmarks", bench)
+    size = " ".join(f"--{k} {b[k]}" for k in ("height", "width", "limit") if b[k] is not None)
+    if "protocol" in b:
+        extra = "".join(f" --{k} {b[k]}" for k in ("subset", "source") if b[k])
+        return f"evals.benchmarks --benchmark {b['protocol']}{extra} {size}"
+    return (f"pixart.prompts --source {data_path(b['prompts'])} --column {b['column']}"
+            f" --images-per-prompt {b['images_per_prompt']} --seed-rule {b['seed_rule']}"
+            f" --seed-base {b['seed_base']} {size}")

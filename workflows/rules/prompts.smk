@@ -3,21 +3,15 @@
 
 rule prompts:
     input:
-        lambda w: data_path(config["benchmarks"][w.bench]["prompts"]),
+        lambda w: prompt_inputs(w.bench),
     output:
         f"{R}/prompts/{{bench}}.parquet",
     params:
-        b=lambda w: with_defaults("benchmarks", w.bench),
-        size=lambda w: " ".join(
-            f"--{k} {v}" for k, v in with_defaults("benchmarks", w.bench).items()
-            if k in ("height", "width", "limit") and v is not None
-        ),
+        command=lambda w: prompt_command(w.bench),
     log:
         f"{R}/logs/prompts/{{bench}}.log",
     shell:
-        "{PY} -m pixart.prompts --source {input} --out {output} --column {params.b[column]}"
-        " --images-per-prompt {params.b[images_per_prompt]} --seed-rule {params.b[seed_rule]}"
-        " --seed-base {params.b[seed_base]} {params.size} > {log} 2>&1"
+        "{PY} -m {params.command} --out {output} > {log} 2>&1"
 
 
 rule embeddings:

@@ -41,7 +41,7 @@ rule score:
         f"{R}/logs/score/{{model}}/{{bench}}/{{sampler}}/cfg{{cfg}}/{{metric}}.log",
     shell:
         "{PY} -m evals.score --scorer {wildcards.metric} --settings {input.settings} --cell {params.cell}"
-        " --protocol {params.protocol} --scores-out {output.scores} --metric-out {output.metric} > {log} 2>&1"
+        " --protocol {params.protocol} --bench {wildcards.bench} --scores-out {output.scores} --metric-out {output.metric} > {log} 2>&1"
 
 
 rule table:
