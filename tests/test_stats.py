@@ -1,0 +1,100 @@
+"""Bootstrap statistics: coverage, determinism, cluster resampling, paired false-alarm rate, bad input."""
+import numpy as np
+import pytest
+
+from evals.stats import CI, bootstrap_ci, bootstrap_statistic_ci, paired_bootstrap
+
+
+def test_ci_covers_true_mean_at_about_nominal_rate():
+    rng = np.random.default_rng(123)
+    hits = 0
+    for rep in range(200):
+        sample = rng.normal(loc=3.0, scale=2.0, size=80)
+        ci = bootstrap_ci(sample, n_resamples=500, seed=rep)
+        assert ci.low <= ci.value <= ci.high
+        hits += ci.low <= 3.0 <= ci.high
+    assert 0.90 <= hits / 200 <= 0.99
+
+
+def test_same_seed_same_interval_other_seed_differs():
+    x = np.random.default_rng(0).exponential(size=300)
+    first, again = bootstrap_ci(x, seed=7), bootstrap_ci(x, seed=7)
+    assert first == again
+    assert bootstrap_ci(x, seed=8) != first
+    assert first.to_dict() == {"value": first.value, "low": first.low, "high": first.high, "n": 300,
+                               "level": 0.95, "n_resamples": 1000, "seed": 7}
+    assert isinstance(first, CI)
+
+
+def test_cluster_bootstrap_draws_whole_groups():
+    # Each prompt's images share one score: a resample that split groups would produce other means.
+    group_scores = np.array([0.0, 1.0, 10.0, 100.0])
+    groups = np.repeat(["p0", "p1", "p2", "p3"], 3)
+    scores = group_scores[[0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]]
+    ci = bootstrap_ci(scores, groups, n_resamples=2000, level=0.999, seed=1)
+    means_of_group_draws = {np.mean(c) for c in np.array(np.meshgrid(*[group_scores] * 4)).reshape(4, -1).T}
+    assert ci.value == pytest.approx(scores.mean())
+    assert any(np.isclose(ci.low, m) for m in means_of_group_draws)
+    assert any(np.isclose(ci.high, m) for m in means_of_group_draws)
+
+
+def test_cluster_bootstrap_is_wider_for_correlated_images():
+    rng = np.random.default_rng(2)
+    prompt_effect = rng.normal(size=100)
+    scores = np.repeat(prompt_effect, 4) + 0.1 * rng.normal(size=400)
+    groups = np.repeat(np.arange(100), 4)
+    naive, cluster = bootstrap_ci(scores), bootstrap_ci(scores, groups)
+    assert (cluster.high - cluster.low) > 1.5 * (naive.high - naive.low)
+
+
+@pytest.mark.parametrize("statistic", [np.median, np.std])
+def test_general_statistic_with_equal_and_unequal_groups(statistic):
+    rng = np.random.default_rng(3)
+    scores = rng.normal(size=60)
+    equal = np.repeat(np.arange(20), 3)
+    unequal = np.sort(rng.integers(0, 15, size=60))
+    for groups in (equal, unequal):
+        ci = bootstrap_ci(scores, groups, statistic=statistic, n_resamples=300)
+        assert ci.value == pytest.approx(statistic(scores))
+        assert ci.low < ci.high
+
+
+def test_nan_scores_are_refused_with_their_count():
+    with pytest.raises(ValueError, match="2 of 4 scores are NaN"):
+        bootstrap_ci([1.0, np.nan, 2.0, np.nan])
+
+
+def test_paired_false_alarm_rate_at_most_nominal():
+    rng = np.random.default_rng(4)
+    prompt_difficulty = rng.normal(size=(300, 60))
+    alarms = 0
+    for rep in range(300):  # two models of equal quality scored on the same 60 prompts
+        a = prompt_difficulty[rep] + rng.normal(scale=0.5, size=60)
+        b = prompt_difficulty[rep] + rng.normal(scale=0.5, size=60)
+        alarms += paired_bootstrap(a, b, n_resamples=400, seed=rep).p_value < 0.05
+    assert alarms / 300 <= 0.05 + 0.035
+
+
+def test_paired_detects_a_real_shift_and_keeps_groups_together():
+    rng = np.random.default_rng(5)
+    groups = np.repeat(np.arange(50), 4)
+    a = np.repeat(rng.normal(size=50), 4) + rng.normal(scale=0.3, size=200)
+    b = a + 0.2 + rng.normal(scale=0.3, size=200)
+    result = paired_bootstrap(a, b, groups, seed=0)
+    assert result.diff == pytest.approx(b.mean() - a.mean())
+    assert result.low < result.diff < result.high and result.low > 0
+    assert result.p_value < 0.01 and result.n == 200
+
+
+def test_paired_refuses_misaligned_runs():
+    with pytest.raises(ValueError, match=r"len\(a\)=3 but len\(b\)=2"):
+        paired_bootstrap([1, 2, 3], [1, 2])
+
+
+def test_statistic_ci_resamples_rows():
+    rows = np.random.default_rng(6).normal(size=(200, 3))
+    ci = bootstrap_statistic_ci(rows, lambda r: float(r[:, 0].mean()), n_resamples=400, seed=0)
+    reference = bootstrap_ci(rows[:, 0], n_resamples=400, seed=0)
+    assert ci.value == pytest.approx(rows[:, 0].mean()) and ci.n == 200
+    width = reference.high - reference.low
+    assert abs(ci.low - reference.low) < 0.15 * width and abs(ci.high - reference.high) < 0.15 * width
