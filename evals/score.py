@@ -59,12 +59,74 @@ def clip_score_kind(settings: dict, manifest: pd.DataFrame, cell: Path):
     return scores, errors, meta
 
 
-KINDS = {"clip_score": clip_score_kind}
+def load_extractor(settings: dict):
+    """The feature extractor a fidelity scorer names: inception (clean-fid), dinov2 (timm) or a CLIP tower."""
+    from evals.metrics import features
+
+    device = settings.get("device", "auto")
+    from pixart.runtime import pick_device
+
+    device = pick_device(device)
+    kind = settings.get("extractor", "inception")
+    if kind == "inception":
+        return features.load_inception(settings.get("weights"), mode=settings.get("mode", "clean"), device=device)
+    if kind == "dinov2":
+        return features.load_dinov2(settings["weights"], device=device)
+    if kind == "clip":
+        from evals.metrics.clip_score import ClipImageFeatures, load_clip
+
+        scorer = load_clip(settings.get("variant", "custom"), settings["weights"],
+                           model_name=settings.get("model_name"), config_dir=settings.get("config_dir"))
+        return features.as_extractor(ClipImageFeatures(scorer).eval(), mode=settings.get("mode", "clean"),
+                                     name=f"clip:{settings.get('model_name') or settings.get('variant')}")
+    raise ValueError(f"unknown extractor {kind!r}; use inception, dinov2 or clip")
+
+
+def fidelity_kind(settings: dict, manifest: pd.DataFrame, cell: Path):
+    """FID / KID / FD of the cell's images against a reference set; CI by bootstrap over generated images."""
+    from evals.metrics import fid as fidelity
+    from evals.metrics.features import extract_features
+
+    extractor = load_extractor(settings)
+    preprocess = settings.get("preprocess", "coco256")
+    distance = settings.get("distance", "fid")
+    reference = settings.get("reference")
+    if not reference:
+        raise ValueError("a fidelity scorer needs `reference:` (a folder or zip of reference images)")
+    ref = fidelity.reference_stats(reference, extractor, preprocess=preprocess, keep_features=distance == "kid",
+                                   cache_dir=settings.get("refstats_dir", fidelity.REFSTATS_DIR))
+    files = [cell / f for f in manifest["file"]]
+    extracted = extract_features(files, extractor, transform=fidelity.preprocessing_transform(preprocess),
+                                 on_error="skip", desc=f"{distance} features")
+    bad = {str(path): err for path, err in extracted.bad_files}
+    errors = [f"{f.name}: {bad[str(f)]}" if str(f) in bad else None for f in files]
+    feats = extracted.features
+    seed, n_resamples = int(settings.get("seed", 0)), int(settings.get("n_resamples", 200))
+    if distance == "kid":
+        value = fidelity.kid_from_features(feats, ref["features"], seed=seed)
+        from evals.stats import bootstrap_statistic_ci
+
+        boot = bootstrap_statistic_ci(feats, lambda rows: fidelity.kid_from_features(rows, ref["features"], seed=seed),
+                                      n_resamples=n_resamples, seed=seed, bias_corrected=True)
+    else:
+        value = fidelity.fid_from_features(feats, ref)
+        boot = fidelity.fid_ci(feats, ref, n_resamples=n_resamples, seed=seed, bias_corrected=True)
+    low, high = boot.low, boot.high
+    meta = {"scorer": f"{distance}_{extractor.mode}_{extractor.name}_{preprocess}",
+            "weights_fingerprint": extractor.fingerprint, "higher_is_better": False,
+            "reference": str(reference), "reference_n": int(ref["n"]), "reference_key": ref["key"],
+            "aggregate": {"value": float(value), "ci_low": float(low), "ci_high": float(high), "level": boot.level,
+                          "n": int(len(feats)), "ci_method": f"bias-corrected percentile bootstrap over generated images, "
+                                                             f"{n_resamples} resamples, seed {seed}"}}
+    return np.full(len(files), np.nan), errors, meta
+
+
+KINDS = {"clip_score": clip_score_kind, "fidelity": fidelity_kind}
 
 
 def aggregate(frame: pd.DataFrame, seed: int = 0, n_resamples: int = 1000) -> dict:
     valid = frame[frame["score"].notna()]
-    n_failed = int(frame["score"].isna().sum())
+    n_failed = int((frame["error"].notna() | frame["score"].isna()).sum())
     if valid.empty:
         return {"value": None, "ci_low": None, "ci_high": None, "n": 0, "n_failed": n_failed}
     ci = bootstrap_ci(valid["score"].to_numpy(float), groups=valid["prompt_id"].to_numpy(),
@@ -85,7 +147,9 @@ def run(args) -> dict:
     frame["score"], frame["error"] = scores, errors
     _atomic_parquet(frame, Path(args.scores_out))
     first = manifest.iloc[0]
-    result = {"metric": args.scorer, "kind": kind, "protocol": args.protocol, **aggregate(frame),
+    set_level = meta.pop("aggregate", None)  # set-level metrics (FID) aggregate themselves
+    summary = {**set_level, "n_failed": sum(e is not None for e in errors)} if set_level else aggregate(frame)
+    result = {"metric": args.scorer, "kind": kind, "protocol": args.protocol, **summary,
               **meta, "seconds": round(time.perf_counter() - started, 3),
               **{k: (first[k].item() if hasattr(first[k], "item") else first[k]) for k in PROVENANCE if k in first},
               "bench": args.bench or args.protocol.split("@")[0], "cell": str(args.cell)}

@@ -67,3 +67,38 @@ def test_table_gathers_one_row_per_number(cell, tmp_path):
     frame = table.gather([tmp_path / "a.json", tmp_path / "b.json"])
     assert list(frame["metric"]) == ["a", "b"]
     assert {"value", "ci_low", "ci_high", "n", "n_failed", "protocol", "model_fingerprint"} <= set(frame)
+
+
+def test_fidelity_kind_clip_fid_and_kid(cell, tmp_path):
+    """FID/KID with the tiny CLIP image tower (CLIP-FID) against a reference folder; CI contains the value."""
+    rng = np.random.default_rng(1)
+    reference = tmp_path / "ref"
+    reference.mkdir()
+    for i in range(40):
+        Image.fromarray(rng.integers(0, 255, (80, 64, 3), dtype=np.uint8)).save(reference / f"r{i:03d}.png")
+    bigger = tmp_path / "cell40"
+    bigger.mkdir()
+    rows = []
+    for i in range(40):  # more images than the 32 feature dimensions, else the covariance is singular
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(bigger / f"s{i:03d}.png")
+        rows.append({"sample_id": f"s{i:03d}", "prompt_id": f"p{i // 2:06d}", "image_index": i % 2,
+                     "file": f"s{i:03d}.png", "prompt": "x", "model": "m"})
+    (bigger / "broken.png").write_bytes(b"not a png")
+    rows.append({"sample_id": "broken", "prompt_id": "p999999", "image_index": 0, "file": "broken.png",
+                 "prompt": "x", "model": "m"})
+    pd.DataFrame(rows).to_parquet(bigger / "manifest.parquet")
+    clip = json.loads((cell / "clip.json").read_text())
+    for distance in ("fid", "kid"):
+        settings = tmp_path / f"{distance}.json"
+        settings.write_text(json.dumps({"kind": "fidelity", "distance": distance, "extractor": "clip",
+                                        "weights": clip["weights"], "model_name": clip["model_name"],
+                                        "config_dir": clip["config_dir"], "reference": str(reference),
+                                        "preprocess": "none", "n_resamples": 50,
+                                        "refstats_dir": str(tmp_path / "refstats")}))
+        result = score.run(score.parser().parse_args([
+            "--scorer", distance, "--settings", str(settings), "--cell", str(bigger), "--protocol", "x@1",
+            "--scores-out", str(tmp_path / f"{distance}.parquet"), "--metric-out", str(tmp_path / f"{distance}.json")]))
+        assert result["n"] == 40 and result["n_failed"] == 1 and "broken.png" in result["failed_examples"][0]
+        assert result["ci_low"] <= result["value"] <= result["ci_high"] and result["higher_is_better"] is False
+        assert result["reference_n"] == 40
+    assert len(list((tmp_path / "refstats").glob("*.npz"))) >= 1  # reference statistics cached

@@ -104,3 +104,22 @@ def load_clip(variant: str, weights: str | None = None, *, model_name: str | Non
     model.eval()
     return ClipScorer(model, preprocess, open_clip.get_tokenizer(arch), variant, scale, prefix,
                       torch.device(device), file_sha256(Path(weights))[:16])
+
+
+class ClipImageFeatures(torch.nn.Module):
+    """CLIP's image tower as a FID feature extractor (CLIP-FID): takes clean-fid's float batches in [0, 255]."""
+
+    def __init__(self, scorer: ClipScorer):
+        super().__init__()
+        self.model = scorer.model
+        size = self.model.visual.image_size
+        self.size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+        mean = getattr(self.model.visual, "image_mean", None) or (0.48145466, 0.4578275, 0.40821073)
+        std = getattr(self.model.visual, "image_std", None) or (0.26862954, 0.26130258, 0.27577711)
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.nn.functional.interpolate(x / 255.0, size=self.size, mode="bicubic", antialias=True,
+                                            align_corners=False)
+        return self.model.encode_image((x - self.mean) / self.std).float()

@@ -75,7 +75,7 @@ def fid_from_features(gen_feats: np.ndarray, ref_stats: dict) -> float:
 
 
 def fid_ci(gen_feats: np.ndarray, ref_stats: dict, *, n_resamples: int = 100, level: float = 0.95,
-           seed: int = 0) -> CI:
+           seed: int = 0, bias_corrected: bool = False) -> CI:
     """FID with a percentile-bootstrap CI over generated images (reference statistics held fixed).
 
     Replicates use Tr sqrt(S_g S_r) = Tr sqrt(A S_g A) with A = S_r^(1/2) (one symmetric eigendecomposition per
@@ -94,7 +94,8 @@ def fid_ci(gen_feats: np.ndarray, ref_stats: dict, *, n_resamples: int = 100, le
         cross = np.sqrt(np.clip(np.linalg.eigvalsh(ref_root @ sigma @ ref_root), 0, None)).sum()
         return float(((mu - ref_mu) ** 2).sum() + np.trace(sigma) + ref_trace - 2 * cross)
 
-    return bootstrap_statistic_ci(gen_feats, fid, n_resamples=n_resamples, level=level, seed=seed, desc="FID CI")
+    return bootstrap_statistic_ci(gen_feats, fid, n_resamples=n_resamples, level=level, seed=seed, desc="FID CI",
+                                  bias_corrected=bias_corrected)
 
 
 def kid_from_features(gen_feats: np.ndarray, ref_feats: np.ndarray, *, num_subsets: int = 100,
