@@ -121,7 +121,49 @@ def fidelity_kind(settings: dict, manifest: pd.DataFrame, cell: Path):
     return np.full(len(files), np.nan), errors, meta
 
 
-KINDS = {"clip_score": clip_score_kind, "fidelity": fidelity_kind}
+def wise_kind(settings: dict, manifest: pd.DataFrame, cell: Path):
+    """WISE judge scores (WiScore per image); Overall with category weights, a CI, and per-category rows."""
+    from evals.metrics import wise
+    from evals.stats import bootstrap_ci, bootstrap_statistic_ci
+
+    client = wise.JudgeClient(settings["base_url"], settings.get("model", wise.DEFAULT_MODEL),
+                              api_key_env=settings.get("api_key_env", "OPENAI_API_KEY"),
+                              timeout=float(settings.get("timeout", 120)), retries=int(settings.get("retries", 3)))
+    cache = wise.JudgementCache(Path(settings["_output"]).with_suffix(".judgements.jsonl"))
+    judged = wise.judge_images(wise.items_from_prompts(manifest, cell), client, cache,
+                               concurrency=int(settings.get("concurrency", 4))).set_index("sample_id")
+    judged = judged.loc[manifest["sample_id"]]
+    errors = [None if pd.isna(e) else f"{sid}.png: {e}" for sid, e in zip(judged.index, judged["error"])]
+    summary = wise.summarize(judged.reset_index())
+    valid = judged[judged["wiscore"].notna()]
+    categories = sorted(wise.OVERALL_WEIGHTS)
+    codes = valid["category"].map({c: i for i, c in enumerate(categories)}).to_numpy()
+    rows = np.column_stack([codes, valid["wiscore"].to_numpy(float)])
+
+    def overall(sample):
+        means = {c: sample[sample[:, 0] == i, 1].mean() for i, c in enumerate(categories) if (sample[:, 0] == i).any()}
+        return wise.overall_score(means) if len(means) == len(categories) else float(np.mean(sample[:, 1]))
+
+    aggregate = None
+    if len(valid) >= 2:
+        ci = bootstrap_statistic_ci(rows, overall, n_resamples=int(settings.get("n_resamples", 1000)))
+        aggregate = {"value": ci.value, "ci_low": ci.low, "ci_high": ci.high, "level": ci.level, "n": ci.n,
+                     "ci_method": "bootstrap over prompts of the category-weighted Overall"
+                                  + ("" if summary["overall"] is not None else " (categories missing: plain mean)")}
+    breakdown = {}
+    for category, group in valid.groupby("category"):
+        cci = bootstrap_ci(group["wiscore"].to_numpy(float), seed=0) if len(group) >= 2 else None
+        breakdown[category] = {"value": float(group["wiscore"].mean()), "n": len(group),
+                               "ci_low": cci.low if cci else None, "ci_high": cci.high if cci else None,
+                               "n_failed": int(summary["n_failed_by_category"].get(category, 0))}
+    meta = {"scorer": f"wise_judge:{client.model}", "weights_fingerprint": wise.RUBRIC_VERSION,
+            "higher_is_better": True, "breakdown": breakdown, "n_cached": summary["n_cached"]}
+    if aggregate:
+        meta["aggregate"] = aggregate
+    return judged["wiscore"].to_numpy(float), errors, meta
+
+
+KINDS = {"clip_score": clip_score_kind, "fidelity": fidelity_kind, "wise": wise_kind}
 
 
 def aggregate(frame: pd.DataFrame, seed: int = 0, n_resamples: int = 1000) -> dict:
@@ -141,6 +183,7 @@ def run(args) -> dict:
     kind = settings.get("kind")
     if kind not in KINDS:
         raise SystemExit(f"scorer {args.scorer!r}: unknown kind {kind!r}; known: {sorted(KINDS)}")
+    settings["_output"] = str(args.scores_out)  # kinds keep side files (judgement caches) beside it
     manifest = pd.read_parquet(Path(args.cell) / "manifest.parquet")
     scores, errors, meta = KINDS[kind](settings, manifest, Path(args.cell))
     frame = manifest[["sample_id", "prompt_id", "image_index"]].copy()

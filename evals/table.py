@@ -14,12 +14,19 @@ COLUMNS = ("model", "bench", "protocol", "sampler", "steps", "cfg", "metric", "v
 
 
 def gather(files) -> pd.DataFrame:
-    rows = [json.loads(Path(f).read_text()) for f in files]
+    rows = []
+    for f in files:
+        result = json.loads(Path(f).read_text())
+        breakdown = result.pop("breakdown", {}) or {}
+        rows.append(result)
+        for part, numbers in breakdown.items():  # e.g. WISE categories: metric "wise/cultural"
+            rows.append({**result, **numbers, "metric": f"{result['metric']}/{part}"})
     if not rows:
         raise SystemExit("table: no metric files given (does the config list any scorers?)")
     frame = pd.DataFrame.from_records(rows)
     ordered = [c for c in COLUMNS if c in frame] + sorted(c for c in frame if c not in COLUMNS)
-    return frame[ordered].sort_values(["bench", "metric", "model", "sampler", "cfg"]).reset_index(drop=True)
+    keys = [c for c in ("bench", "metric", "model", "sampler", "cfg") if c in frame]
+    return frame[ordered].sort_values(keys).reset_index(drop=True)
 
 
 def main(argv=None):

@@ -157,6 +157,7 @@ def run(args) -> dict:
             records.append({
                 "sample_id": sample_id, "prompt_id": row["prompt_id"], "image_index": int(row["image_index"]),
                 "prompt": row["prompt"], "seed": int(row["seed"]), "file": f"{sample_id}.png",
+                "metadata": row.get("metadata", "{}"),
                 "height": batch.size[2], "width": batch.size[3], "gen_height": batch.size[0],
                 "gen_width": batch.size[1], "batch_index": batch.index, "seconds": meta["seconds"],
                 "device": meta["device"], "cell_key": key,
