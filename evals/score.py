@@ -163,7 +163,13 @@ def wise_kind(settings: dict, manifest: pd.DataFrame, cell: Path):
     return judged["wiscore"].to_numpy(float), errors, meta
 
 
-KINDS = {"clip_score": clip_score_kind, "fidelity": fidelity_kind, "wise": wise_kind}
+def _compbench_kinds() -> dict:
+    from evals.metrics.compbench_scorers import KINDS as COMPBENCH
+
+    return COMPBENCH
+
+
+KINDS = {"clip_score": clip_score_kind, "fidelity": fidelity_kind, "wise": wise_kind, **_compbench_kinds()}
 
 
 def aggregate(frame: pd.DataFrame, seed: int = 0, n_resamples: int = 1000) -> dict:

@@ -69,6 +69,14 @@ def data_path(path):
     return path if Path(path).is_absolute() or Path(path).exists() else str(Path(workflow.basedir, path))
 
 
+def scorer_inputs(metric):
+    """Local weights and the reference image folder a scorer reads (built by a rule or given by the user)."""
+    entry = config["scorers"][metric]
+    files = [p for key in ("weights", "detector_weights", "depth_weights", "clip_weights")
+             for p in local_inputs(entry.get(key))]
+    return files + ([entry["reference"]] if entry.get("reference") else [])
+
+
 def cells():
     """Every (model, bench, sampler label, cfg label) of the sweep."""
     for model in config["models"]:

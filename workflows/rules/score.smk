@@ -11,7 +11,19 @@ rule tiny_clip:
     log:
         f"{R}/logs/tiny_clip.log",
     shell:
-        "{PY} -m evals.tiny --out {params.out} --seed {params.seed} > {log} 2>&1"
+        "{PY} -m evals.tiny clip --out {params.out} --seed {params.seed} > {log} 2>&1"
+
+
+rule tiny_reference:
+    output:
+        directory(config["tiny_reference"]["out"]),
+    params:
+        n=config["tiny_reference"]["n"],
+        seed=config["tiny_reference"]["seed"],
+    log:
+        f"{R}/logs/tiny_reference.log",
+    shell:
+        "{PY} -m evals.tiny shapes --out {output} --n {params.n} --seed {params.seed} > {log} 2>&1"
 
 
 rule scorer_settings:
@@ -28,7 +40,7 @@ rule score:
     input:
         manifest=rules.manifest.output[0],
         settings=rules.scorer_settings.output[0],
-        weights=lambda w: local_inputs(config["scorers"][w.metric].get("weights")),
+        weights=lambda w: scorer_inputs(w.metric),
     output:
         scores=f"{R}/scores/{{model}}/{{bench}}/{{sampler}}/cfg{{cfg}}/{{metric}}.parquet",
         metric=f"{R}/metrics/{{model}}/{{bench}}/{{sampler}}/cfg{{cfg}}/{{metric}}.json",
