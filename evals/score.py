@@ -121,10 +121,49 @@ def fidelity_kind(settings: dict, manifest: pd.DataFrame, cell: Path):
     return np.full(len(files), np.nan), errors, meta
 
 
-def wise_kind(settings: dict, manifest: pd.DataFrame, cell: Path):
-    """WISE judge scores (WiScore per image); Overall with category weights, a CI, and per-category rows."""
-    from evals.metrics import wise
+def category_aggregate(scores: np.ndarray, categories: list[str], weights: dict | None = None,
+                       n_resamples: int = 1000, seed: int = 0) -> tuple[dict | None, dict]:
+    """Headline = weighted mean of per-category means (equal weights when None), with a bootstrap CI over
+    images, plus one row per category. Used by WISE (Overall) and GenEval (mean of task scores)."""
     from evals.stats import bootstrap_ci, bootstrap_statistic_ci
+
+    cats = np.asarray(categories, dtype=object)
+    valid = ~np.isnan(scores)
+    names = sorted(set(cats[valid]))
+    expected = sorted(weights) if weights else names
+    w = {c: (weights[c] if weights else 1.0) for c in expected}
+    codes = np.array([names.index(c) for c in cats[valid]])
+    rows = np.column_stack([codes, scores[valid]])
+    complete = set(names) >= set(expected)
+
+    def headline(sample):
+        means = {names[i]: sample[sample[:, 0] == i, 1].mean() for i in range(len(names))
+                 if (sample[:, 0] == i).any()}
+        if not complete or len(means) < len(expected):
+            return float(sample[:, 1].mean())
+        return float(sum(w[c] * means[c] for c in expected) / sum(w.values()))
+
+    aggregate = None
+    if valid.sum() >= 2:
+        ci = bootstrap_statistic_ci(rows, headline, n_resamples=n_resamples, seed=seed)
+        aggregate = {"value": ci.value, "ci_low": ci.low, "ci_high": ci.high, "level": ci.level, "n": ci.n,
+                     "ci_method": f"bootstrap over images of the {'weighted ' if weights else ''}mean of "
+                                  f"category means" + ("" if complete else
+                                                      f" (no scores for {sorted(set(expected) - set(names))}: "
+                                                      f"plain mean)")}
+    breakdown = {}
+    for name in names:
+        group = scores[valid][cats[valid] == name]
+        cci = bootstrap_ci(group, seed=seed) if len(group) >= 2 else None
+        breakdown[name] = {"value": float(group.mean()), "n": int(len(group)),
+                           "ci_low": cci.low if cci else None, "ci_high": cci.high if cci else None,
+                           "n_failed": int(((cats == name) & ~valid).sum())}
+    return aggregate, breakdown
+
+
+def wise_kind(settings: dict, manifest: pd.DataFrame, cell: Path):
+    """WISE judge scores (WiScore per image); Overall with the category weights, a CI, per-category rows."""
+    from evals.metrics import wise
 
     client = wise.JudgeClient(settings["base_url"], settings.get("model", wise.DEFAULT_MODEL),
                               api_key_env=settings.get("api_key_env", "OPENAI_API_KEY"),
@@ -134,33 +173,28 @@ def wise_kind(settings: dict, manifest: pd.DataFrame, cell: Path):
                                concurrency=int(settings.get("concurrency", 4))).set_index("sample_id")
     judged = judged.loc[manifest["sample_id"]]
     errors = [None if pd.isna(e) else f"{sid}.png: {e}" for sid, e in zip(judged.index, judged["error"])]
-    summary = wise.summarize(judged.reset_index())
-    valid = judged[judged["wiscore"].notna()]
-    categories = sorted(wise.OVERALL_WEIGHTS)
-    codes = valid["category"].map({c: i for i, c in enumerate(categories)}).to_numpy()
-    rows = np.column_stack([codes, valid["wiscore"].to_numpy(float)])
-
-    def overall(sample):
-        means = {c: sample[sample[:, 0] == i, 1].mean() for i, c in enumerate(categories) if (sample[:, 0] == i).any()}
-        return wise.overall_score(means) if len(means) == len(categories) else float(np.mean(sample[:, 1]))
-
-    aggregate = None
-    if len(valid) >= 2:
-        ci = bootstrap_statistic_ci(rows, overall, n_resamples=int(settings.get("n_resamples", 1000)))
-        aggregate = {"value": ci.value, "ci_low": ci.low, "ci_high": ci.high, "level": ci.level, "n": ci.n,
-                     "ci_method": "bootstrap over prompts of the category-weighted Overall"
-                                  + ("" if summary["overall"] is not None else " (categories missing: plain mean)")}
-    breakdown = {}
-    for category, group in valid.groupby("category"):
-        cci = bootstrap_ci(group["wiscore"].to_numpy(float), seed=0) if len(group) >= 2 else None
-        breakdown[category] = {"value": float(group["wiscore"].mean()), "n": len(group),
-                               "ci_low": cci.low if cci else None, "ci_high": cci.high if cci else None,
-                               "n_failed": int(summary["n_failed_by_category"].get(category, 0))}
+    scores = judged["wiscore"].to_numpy(float)
+    aggregate, breakdown = category_aggregate(scores, list(judged["category"]), wise.OVERALL_WEIGHTS,
+                                              int(settings.get("n_resamples", 1000)))
     meta = {"scorer": f"wise_judge:{client.model}", "weights_fingerprint": wise.RUBRIC_VERSION,
-            "higher_is_better": True, "breakdown": breakdown, "n_cached": summary["n_cached"]}
+            "higher_is_better": True, "breakdown": breakdown, "n_cached": int(judged["cached"].sum())}
     if aggregate:
         meta["aggregate"] = aggregate
-    return judged["wiscore"].to_numpy(float), errors, meta
+    return scores, errors, meta
+
+
+def geneval_score_kind(settings: dict, manifest: pd.DataFrame, cell: Path):
+    """GenEval: 1/0 per image; headline Overall = mean of the six task scores, with a CI and per-task rows."""
+    from evals.metrics.geneval_backends import geneval_kind
+
+    scores, errors, meta = geneval_kind(settings, manifest, cell)
+    tags = [json.loads(m).get("tag") for m in manifest["metadata"]]
+    aggregate, breakdown = category_aggregate(np.asarray(scores, float), tags, None,
+                                              int(settings.get("n_resamples", 1000)))
+    meta = {**meta, "breakdown": breakdown}
+    if aggregate:
+        meta["aggregate"] = aggregate
+    return scores, errors, meta
 
 
 def _compbench_kinds() -> dict:
@@ -169,7 +203,8 @@ def _compbench_kinds() -> dict:
     return COMPBENCH
 
 
-KINDS = {"clip_score": clip_score_kind, "fidelity": fidelity_kind, "wise": wise_kind, **_compbench_kinds()}
+KINDS = {"clip_score": clip_score_kind, "fidelity": fidelity_kind, "wise": wise_kind, "geneval": geneval_score_kind,
+         **_compbench_kinds()}
 
 
 def aggregate(frame: pd.DataFrame, seed: int = 0, n_resamples: int = 1000) -> dict:

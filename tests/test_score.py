@@ -102,3 +102,15 @@ def test_fidelity_kind_clip_fid_and_kid(cell, tmp_path):
         assert result["ci_low"] <= result["value"] <= result["ci_high"] and result["higher_is_better"] is False
         assert result["reference_n"] == 40
     assert len(list((tmp_path / "refstats").glob("*.npz"))) >= 1  # reference statistics cached
+
+
+def test_category_aggregate_weights_and_missing_categories():
+    scores = np.array([1.0, 0.0, 1.0, 1.0, np.nan, 0.0])
+    cats = ["a", "a", "b", "b", "c", "c"]
+    aggregate, breakdown = score.category_aggregate(scores, cats, {"a": 0.5, "b": 0.25, "c": 0.25}, 200)
+    assert aggregate["value"] == pytest.approx(0.5 * 0.5 + 0.25 * 1.0 + 0.25 * 0.0)
+    assert breakdown["c"] == {"value": 0.0, "n": 1, "ci_low": None, "ci_high": None, "n_failed": 1}
+    unweighted, _ = score.category_aggregate(scores, cats, None, 200)
+    assert unweighted["value"] == pytest.approx((0.5 + 1.0 + 0.0) / 3)  # GenEval: mean of task scores
+    partial, _ = score.category_aggregate(scores[:4], cats[:4], {"a": 0.5, "b": 0.25, "c": 0.25}, 200)
+    assert partial["value"] == pytest.approx(0.75) and "no scores for ['c']" in partial["ci_method"]

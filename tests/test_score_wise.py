@@ -27,7 +27,7 @@ def test_wise_kind_end_to_end(server, tmp_path, monkeypatch):  # noqa: F811
     assert result["n"] == 5 and result["ci_low"] <= result["value"] <= result["ci_high"]
     # the only chemistry prompt failed: no chemistry row, and Overall says it fell back to the plain mean
     assert set(result["breakdown"]) == {"cultural", "time", "space", "biology", "physics"}
-    assert "categories missing" in result["ci_method"]
+    assert "no scores for ['chemistry']: plain mean" in result["ci_method"]
     assert result["breakdown"]["cultural"]["value"] == pytest.approx(0.8)  # C,R,A = 2,1,0 → 0.80
     sent = len(srv.requests)
     again = score.run(score.parser().parse_args(args))
