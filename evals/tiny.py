@@ -1,7 +1,7 @@
 """Tiny evaluation components for tests and the embedded demo: a small open_clip CLIP, a shapes reference set.
 
-`python -m evals.tiny clip --out DIR` / `shapes --out DIR --n N` / `compbench --out DIR` (BLIP-VQA, OWLv2 and
-DPT with random weights, saved as folders that load through the same `from_pretrained` path as real weights).
+`python -m evals.tiny clip --out DIR` / `shapes --out DIR --n N` / `compbench --out DIR` (BLIP-VQA, OWLv2,
+DPT and Mask2Former with random weights, saved as folders that load through the same `from_pretrained` path as real weights).
 `build_tiny_clip(out, seed)` writes `{out}/tiny-clip-32.json` (an open_clip model config, registered with
 `open_clip.add_model_config(out)`) and `{out}/tiny-clip-32.bin` (random weights), so scorers load it through
 the same local-weights path as real CLIP.
@@ -96,6 +96,20 @@ def build_tiny_dpt(out: Path, seed: int = 0) -> str:
     return str(out)
 
 
+def build_tiny_mask2former(out: Path, seed: int = 0) -> str:
+    """A random Mask2Former (Swin backbone) over the 80 COCO classes, for GenEval's detector path."""
+    from transformers import Mask2FormerConfig, Mask2FormerForUniversalSegmentation, SwinConfig
+
+    swin = SwinConfig(embed_dim=16, depths=[1, 1, 1, 1], num_heads=[1, 1, 1, 1], window_size=4,
+                      out_features=["stage1", "stage2", "stage3", "stage4"])
+    config = Mask2FormerConfig(backbone_config=swin, feature_size=32, mask_feature_size=32, hidden_dim=32,
+                               encoder_feedforward_dim=64, encoder_layers=1, decoder_layers=2, num_attention_heads=2,
+                               dim_feedforward=64, num_queries=12, num_labels=80)
+    torch.manual_seed(seed)
+    Mask2FormerForUniversalSegmentation(config).save_pretrained(out)
+    return str(out)
+
+
 SHAPE_COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (235, 210, 40),
                  "purple": (140, 60, 180), "orange": (240, 140, 30)}
 
@@ -140,7 +154,8 @@ def main(argv=None):
         print(f"tiny CLIP written: {build_tiny_clip(args.out, args.seed)}")
     elif args.what == "compbench":
         folders = [build(args.out / name, args.seed) for name, build in
-                   (("blip", build_tiny_blip), ("owlv2", build_tiny_owlv2), ("dpt", build_tiny_dpt))]
+                   (("blip", build_tiny_blip), ("owlv2", build_tiny_owlv2), ("dpt", build_tiny_dpt),
+                    ("mask2former", build_tiny_mask2former))]
         print(f"tiny CompBench backends written: {folders}")
     else:
         print(f"shapes reference: {draw_shapes_reference(args.out, args.n, args.seed)} images → {args.out}")

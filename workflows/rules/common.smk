@@ -72,9 +72,10 @@ def data_path(path):
 def scorer_inputs(metric):
     """Local weights and the reference image folder a scorer reads (built by a rule or given by the user)."""
     entry = config["scorers"][metric]
-    files = [p for key in ("weights", "detector_weights", "depth_weights", "clip_weights")
-             for p in local_inputs(entry.get(key))]
-    return files + ([entry["reference"]] if entry.get("reference") else [])
+    paths = [entry.get(k) for k in ("weights", "blip_weights", "detector_weights", "depth_weights", "clip_weights",
+                                    "reference")]
+    # model folders (from_pretrained) and image folders are inputs as folders; hub ids are not files
+    return [p for p in paths if p and not (HUB_ID.match(p) and not Path(p).exists())]
 
 
 def cells():

@@ -14,6 +14,21 @@ rule tiny_clip:
         "{PY} -m evals.tiny clip --out {params.out} --seed {params.seed} > {log} 2>&1"
 
 
+rule tiny_compbench:
+    output:
+        blip=directory(f"{config['tiny_compbench']['out']}/blip"),
+        owlv2=directory(f"{config['tiny_compbench']['out']}/owlv2"),
+        dpt=directory(f"{config['tiny_compbench']['out']}/dpt"),
+        mask2former=directory(f"{config['tiny_compbench']['out']}/mask2former"),
+    params:
+        out=config["tiny_compbench"]["out"],
+        seed=config["tiny_compbench"]["seed"],
+    log:
+        f"{R}/logs/tiny_compbench.log",
+    shell:
+        "{PY} -m evals.tiny compbench --out {params.out} --seed {params.seed} > {log} 2>&1"
+
+
 rule tiny_reference:
     output:
         directory(config["tiny_reference"]["out"]),
