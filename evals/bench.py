@@ -24,9 +24,11 @@ from evals.benchmarks.loaders import load_prompts
 
 
 def synthetic_cell(root: Path, subset: str, n: int) -> Path:
+    """PNGs for the first n samples of a T2I-CompBench subset, or of GenEval (subset "geneval")."""
     cell = root / subset
     cell.mkdir(parents=True)
-    prompts = load_prompts("t2i_compbench", subset).head(n).copy()
+    benchmark = "geneval" if subset == "geneval" else "t2i_compbench"
+    prompts = load_prompts(benchmark, None if subset == "geneval" else subset).head(n).copy()
     rng = np.random.default_rng(0)
     for sid in prompts["sample_id"]:
         Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(cell / f"{sid}.png")
@@ -52,6 +54,9 @@ def scorer_settings(models: dict, reference: Path) -> dict:
                                           "detector_weights": models["owlv2"], "clip_weights": clip["weights"],
                                           "clip_model_name": clip["model_name"],
                                           "clip_config_dir": clip["config_dir"]}),
+        "geneval": ("geneval", {"kind": "geneval", "detector_weights": models["mask2former"],
+                                "clip_weights": clip["weights"], "clip_model": clip["model_name"],
+                                "clip_config_dir": clip["config_dir"]}),
     }
 
 
@@ -60,7 +65,8 @@ def run(args) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         models = {"clip": tiny.build_tiny_clip(root / "clip"), "blip": tiny.build_tiny_blip(root / "blip"),
-                  "owlv2": tiny.build_tiny_owlv2(root / "owlv2"), "dpt": tiny.build_tiny_dpt(root / "dpt")}
+                  "owlv2": tiny.build_tiny_owlv2(root / "owlv2"), "dpt": tiny.build_tiny_dpt(root / "dpt"),
+                  "mask2former": tiny.build_tiny_mask2former(root / "mask2former")}
         reference = root / "ref" / "shapes"
         tiny.draw_shapes_reference(reference, 64)
         cells = {}
