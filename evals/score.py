@@ -218,6 +218,17 @@ def aggregate(frame: pd.DataFrame, seed: int = 0, n_resamples: int = 1000) -> di
             "n_failed": n_failed, "ci_method": f"bootstrap over prompts, {n_resamples} resamples, seed {seed}"}
 
 
+def check_images_per_prompt(manifest: pd.DataFrame, cell: Path):
+    """Every prompt must have the same number of images: protocol means assume it (T2I-CompBench: 10)."""
+    counts = manifest.groupby("prompt_id").size()
+    if counts.nunique() > 1:
+        usual = int(counts.mode().iloc[0])
+        odd = counts[counts != usual]
+        raise ValueError(f"{cell}: images per prompt differ (most prompts have {usual}; "
+                         f"{', '.join(f'{p}: {n}' for p, n in odd.head(5).items())}"
+                         f"{' …' if len(odd) > 5 else ''}); regenerate the cell so every prompt is complete")
+
+
 def run(args) -> dict:
     started = time.perf_counter()
     settings = json.loads(Path(args.settings).read_text()) if args.settings else {}
@@ -226,6 +237,7 @@ def run(args) -> dict:
         raise SystemExit(f"scorer {args.scorer!r}: unknown kind {kind!r}; known: {sorted(KINDS)}")
     settings["_output"] = str(args.scores_out)  # kinds keep side files (judgement caches) beside it
     manifest = pd.read_parquet(Path(args.cell) / "manifest.parquet")
+    check_images_per_prompt(manifest, Path(args.cell))
     scores, errors, meta = KINDS[kind](settings, manifest, Path(args.cell))
     frame = manifest[["sample_id", "prompt_id", "image_index"]].copy()
     frame["score"], frame["error"] = scores, errors

@@ -114,3 +114,12 @@ def test_category_aggregate_weights_and_missing_categories():
     assert unweighted["value"] == pytest.approx((0.5 + 1.0 + 0.0) / 3)  # GenEval: mean of task scores
     partial, _ = score.category_aggregate(scores[:4], cats[:4], {"a": 0.5, "b": 0.25, "c": 0.25}, 200)
     assert partial["value"] == pytest.approx(0.75) and "no scores for ['c']" in partial["ci_method"]
+
+
+def test_mismatched_images_per_prompt_are_refused(cell, tmp_path):
+    uneven = tmp_path / "uneven"
+    uneven.mkdir()
+    manifest = pd.read_parquet(cell / "manifest.parquet")
+    manifest[manifest["sample_id"] != "p000001_02"].to_parquet(uneven / "manifest.parquet")
+    with pytest.raises(ValueError, match=r"images per prompt differ \(most prompts have 3; p000001: 2\)"):
+        score.check_images_per_prompt(pd.read_parquet(uneven / "manifest.parquet"), uneven)
