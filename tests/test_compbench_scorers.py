@@ -300,69 +300,13 @@ def test_complex_kind_legacy_modes(tmp_path):
 # ------------------------------------------------------------------ tiny random models through the real adapters
 
 
-def _tiny_blip(folder: Path) -> Path:
-    from transformers import BertTokenizer, BlipConfig, BlipForQuestionAnswering, BlipImageProcessor, BlipProcessor
-
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "yes", "no", "a", "green", "bench", "red", "car", "?",
-             "the", "dog", "[DEC]", "[ENC]"]
-    folder.mkdir(parents=True)
-    (folder / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    text = dict(vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
-                encoder_hidden_size=32, bos_token_id=vocab.index("[DEC]"), pad_token_id=0, sep_token_id=3,
-                max_position_embeddings=64)
-    vision = dict(hidden_size=32, image_size=64, patch_size=16, num_hidden_layers=2, num_attention_heads=2,
-                  intermediate_size=37)
-    torch.manual_seed(0)
-    BlipForQuestionAnswering(BlipConfig(text_config=text, vision_config=vision)).save_pretrained(folder)
-    BlipProcessor(BlipImageProcessor(), BertTokenizer(str(folder / "vocab.txt"))).save_pretrained(folder)
-    return folder
-
-
-def _tiny_owlv2(folder: Path) -> Path:
-    from transformers import CLIPTokenizer, Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor
-
-    folder.mkdir(parents=True)
-    letters = [chr(c) for c in range(97, 123)]
-    vocab = {"!": 0, **{c: i + 1 for i, c in enumerate(letters)}, **{c + "</w>": i + 27 for i, c in enumerate(letters)}}
-    vocab.update({"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1})
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    # model_max_length 16 as google/owlv2-*: the processor pads queries of different lengths to it
-    tokenizer = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=16)
-    n = len(vocab)
-    config = Owlv2Config(
-        text_config=dict(vocab_size=n, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=37,
-                         max_position_embeddings=16, bos_token_id=n - 2, eos_token_id=n - 1, pad_token_id=n - 1),
-        vision_config=dict(hidden_size=32, image_size=64, patch_size=16, num_hidden_layers=2, num_attention_heads=2,
-                           intermediate_size=37),
-        projection_dim=32,
-    )
-    torch.manual_seed(0)
-    Owlv2ForObjectDetection(config).save_pretrained(folder)
-    Owlv2Processor(image_processor=Owlv2ImageProcessor(size={"height": 64, "width": 64}),
-                   tokenizer=tokenizer).save_pretrained(folder)
-    return folder
-
-
-def _tiny_dpt(folder: Path) -> Path:
-    from transformers import DPTConfig, DPTForDepthEstimation
-
-    config = DPTConfig(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=37, image_size=32,
-                       patch_size=16, backbone_out_indices=[0, 1, 2, 3], neck_hidden_sizes=[8, 16, 32, 32],
-                       fusion_hidden_size=16, head_hidden_size=8)
-    torch.manual_seed(0)
-    DPTForDepthEstimation(config).save_pretrained(folder)
-    return folder
-
-
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory):
-    from evals.tiny import build_tiny_clip
+    from evals.tiny import build_tiny_blip, build_tiny_clip, build_tiny_dpt, build_tiny_owlv2
 
     root = tmp_path_factory.mktemp("tiny_compbench")
-    clip = build_tiny_clip(root / "clip", seed=0)
-    return {"blip": str(_tiny_blip(root / "blip")), "owlv2": str(_tiny_owlv2(root / "owlv2")),
-            "dpt": str(_tiny_dpt(root / "dpt")), "clip": clip}
+    return {"blip": build_tiny_blip(root / "blip"), "owlv2": build_tiny_owlv2(root / "owlv2"),
+            "dpt": build_tiny_dpt(root / "dpt"), "clip": build_tiny_clip(root / "clip", seed=0)}
 
 
 def noise_images(n, seed=0, size=(80, 60)):
@@ -445,7 +389,7 @@ def test_kind_through_the_scoring_cli(tiny, tmp_path, monkeypatch):
 
     monkeypatch.setitem(score.KINDS, "compbench_spatial_2d", cs.compbench_spatial_2d_kind)
     cell = tmp_path / "cell"
-    manifest = write_noise_cell(cell, [SHEEP, SHEEP, CHICKEN])
+    manifest = write_noise_cell(cell, [SHEEP, SHEEP, CHICKEN, CHICKEN])  # same image count for every prompt
     (cell / manifest["file"].iloc[1]).write_bytes(b"not a png")
     settings = tmp_path / "spatial.json"
     settings.write_text(json.dumps({"kind": "compbench_spatial_2d", "weights": tiny["owlv2"], "device": "cpu",
@@ -454,7 +398,7 @@ def test_kind_through_the_scoring_cli(tiny, tmp_path, monkeypatch):
         "--scorer", "spatial_owlv2", "--settings", str(settings), "--cell", str(cell),
         "--protocol", "t2i_compbench@1", "--scores-out", str(tmp_path / "s.parquet"),
         "--metric-out", str(tmp_path / "m.json")]))
-    assert result["n"] == 2 and result["n_failed"] == 1 and "p000000_01.png" in result["failed_examples"][0]
+    assert result["n"] == 3 and result["n_failed"] == 1 and "p000000_01.png" in result["failed_examples"][0]
     saved = json.loads((tmp_path / "m.json").read_text())
     assert saved["scorer"] == "compbench_spatial2d_owlv2"
     assert saved["weights_fingerprint"] == cs.path_fingerprint(tiny["owlv2"])

@@ -5,12 +5,12 @@ version (+ changelog), prompt sources with sha256, images per prompt, seed rule,
 preprocessing, scorers, aggregation and deviations from the original benchmark. Shipped data paths
 are relative to the protocol file, so a protocol copied elsewhere together with its data still loads.
 """
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import jsonschema
 import yaml
+from evals.files import sha256_file  # noqa: F401  (re-exported)
 
 PROTOCOL_DIR = Path(__file__).resolve().parent
 SOURCE_FORMATS = ("prompt_file", "compbench_lines", "geneval_jsonl", "wise_json", "sam_list")
@@ -80,12 +80,6 @@ class DataIntegrityError(ValueError):
     """A data file differs from the bytes the protocol was written for."""
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def verify_sha256(path: Path, expected: str, fix: str) -> Path:

@@ -8,13 +8,14 @@ OpenAI weights use QuickGELU: open_clip turns it on only for its own 'openai' ta
 local file must use the `-quickgelu` model names (`ViT-B-32-quickgelu`, `ViT-L-14-quickgelu`), else the
 embeddings are silently wrong. Captions are truncated to CLIP's 77 tokens; how many were is counted.
 """
-import hashlib
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from evals.files import sha256_file
 
 log = logging.getLogger(__name__)
 VARIANTS = {  # name -> (open_clip model for local OpenAI weights, scale, hub file users can fetch)
@@ -74,12 +75,6 @@ class ClipScorer:
         return np.concatenate(out) if out else np.zeros(0)
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def load_clip(variant: str, weights: str | None = None, *, model_name: str | None = None, prefix: str = "",
@@ -103,7 +98,7 @@ def load_clip(variant: str, weights: str | None = None, *, model_name: str | Non
     model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=str(weights), device=device)
     model.eval()
     return ClipScorer(model, preprocess, open_clip.get_tokenizer(arch), variant, scale, prefix,
-                      torch.device(device), file_sha256(Path(weights))[:16])
+                      torch.device(device), sha256_file(Path(weights))[:16])
 
 
 class ClipImageFeatures(torch.nn.Module):

@@ -5,7 +5,6 @@ An extractor receives float batches (B, 3, H, W) with values in [0, 255], clean-
 (B, dim) features. Its `resize` is applied per image before batching, exactly where clean-fid applies
 `fn_resize`, so that our features equal clean-fid's for the same module. Weights always come from local files.
 """
-import hashlib
 import os
 import warnings
 import zipfile
@@ -23,6 +22,7 @@ from PIL import Image
 from tqdm import tqdm
 
 from pixart.checkpoints import fingerprint_state
+from evals.files import sha256_file  # noqa: F401  (re-exported)
 
 WEIGHTS_DIR = Path("weights")  # documented local home of metric weights (config key `weights.*`)
 INCEPTION_FILE = "inception-2015-12-05.pt"  # clean-fid's TF-ported torchscript (modes clean, legacy_tensorflow)
@@ -129,12 +129,6 @@ def load_dinov2(path: str | Path, device="cpu", *, arch: str = DINOV2_ARCH, img_
                             _pil_bicubic_resizer(img_size)).to(device)
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _find_inception(path, file_name: str, url: str, download: bool | None) -> Path:

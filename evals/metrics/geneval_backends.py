@@ -210,7 +210,7 @@ class ClipColorClassifier:
                   **kwargs) -> ClipColorClassifier:
         import open_clip
 
-        from evals.metrics.clip_score import file_sha256
+        from evals.files import sha256_file
 
         if config_dir:
             open_clip.add_model_config(str(config_dir))
@@ -224,7 +224,7 @@ class ClipColorClassifier:
                                                                      device=torch.device(device))
         name = "clip_vitl14_openai" if model_name == DEFAULT_CLIP_MODEL else f"clip_{model_name}"
         return cls(model, preprocess, open_clip.get_tokenizer(model_name), device=device, name=name,
-                   fingerprint=file_sha256(weights)[:16], **kwargs)
+                   fingerprint=sha256_file(weights)[:16], **kwargs)
 
     def _autocast(self):
         return torch.autocast("cuda", enabled=self.amp and self.device.type == "cuda")
