@@ -79,13 +79,11 @@ def test_fidelity_kind_clip_fid_and_kid(cell, tmp_path):
     bigger = tmp_path / "cell40"
     bigger.mkdir()
     rows = []
-    for i in range(40):  # more images than the 32 feature dimensions, else the covariance is singular
+    for i in range(40):  # more good images than the 32 feature dimensions, else the covariance is singular
         Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(bigger / f"s{i:03d}.png")
         rows.append({"sample_id": f"s{i:03d}", "prompt_id": f"p{i // 2:06d}", "image_index": i % 2,
                      "file": f"s{i:03d}.png", "prompt": "x", "model": "m"})
-    (bigger / "broken.png").write_bytes(b"not a png")
-    rows.append({"sample_id": "broken", "prompt_id": "p999999", "image_index": 0, "file": "broken.png",
-                 "prompt": "x", "model": "m"})
+    (bigger / "s039.png").write_bytes(b"not a png")  # a corrupt image, named and counted
     pd.DataFrame(rows).to_parquet(bigger / "manifest.parquet")
     clip = json.loads((cell / "clip.json").read_text())
     for distance in ("fid", "kid"):
@@ -98,7 +96,7 @@ def test_fidelity_kind_clip_fid_and_kid(cell, tmp_path):
         result = score.run(score.parser().parse_args([
             "--scorer", distance, "--settings", str(settings), "--cell", str(bigger), "--protocol", "x@1",
             "--scores-out", str(tmp_path / f"{distance}.parquet"), "--metric-out", str(tmp_path / f"{distance}.json")]))
-        assert result["n"] == 40 and result["n_failed"] == 1 and "broken.png" in result["failed_examples"][0]
+        assert result["n"] == 39 and result["n_failed"] == 1 and "s039.png" in result["failed_examples"][0]
         assert result["ci_low"] <= result["value"] <= result["ci_high"] and result["higher_is_better"] is False
         assert result["reference_n"] == 40
     assert len(list((tmp_path / "refstats").glob("*.npz"))) >= 1  # reference statistics cached
