@@ -121,3 +121,24 @@ def test_mismatched_images_per_prompt_are_refused(cell, tmp_path):
     manifest[manifest["sample_id"] != "p000001_02"].to_parquet(uneven / "manifest.parquet")
     with pytest.raises(ValueError, match=r"images per prompt differ \(most prompts have 3; p000001: 2\)"):
         score.check_images_per_prompt(pd.read_parquet(uneven / "manifest.parquet"), uneven)
+
+
+def test_refstats_rule_command_writes_a_pointer_and_reuses_the_cache(cell, tmp_path, monkeypatch):
+    from evals import refstats
+    from evals.tiny import draw_shapes_reference
+
+    draw_shapes_reference(tmp_path / "ref", 40)
+    clip = json.loads((cell / "clip.json").read_text())
+    settings = tmp_path / "fid.json"
+    settings.write_text(json.dumps({"kind": "fidelity", "extractor": "clip", "weights": clip["weights"],
+                                    "model_name": clip["model_name"], "config_dir": clip["config_dir"],
+                                    "reference": str(tmp_path / "ref"), "preprocess": "none",
+                                    "refstats_dir": str(tmp_path / "cache")}))
+    refstats.main(["--settings", str(settings), "--out", str(tmp_path / "pointer.json")])
+    pointer = json.loads((tmp_path / "pointer.json").read_text())
+    assert pointer["n"] == 40 and (tmp_path / "cache" / f"{pointer['key']}.npz").exists()
+    import evals.metrics.fid as fidelity
+
+    monkeypatch.setattr(fidelity, "extract_features", lambda *a, **k: pytest.fail("recomputed a cached reference"))
+    refstats.main(["--settings", str(settings), "--out", str(tmp_path / "again.json")])
+    assert json.loads((tmp_path / "again.json").read_text())["key"] == pointer["key"]

@@ -45,16 +45,32 @@ rule scorer_settings:
     output:
         f"{R}/scorers/{{metric}}.json",
     params:
-        settings=lambda w: with_defaults("scorers", w.metric),
+        # reference statistics live under this run's results/ unless the scorer names another cache
+        settings=lambda w: {"refstats_dir": f"{R}/refstats", **with_defaults("scorers", w.metric)},
     localrule: True
     run:
         Path(output[0]).write_text(json.dumps(params.settings, indent=1, sort_keys=True))
+
+
+rule refstats:
+    input:
+        settings=rules.scorer_settings.output[0],
+        data=lambda w: scorer_inputs(w.metric),
+    output:
+        f"{R}/refstats/{{metric}}.json",
+    resources:
+        gpu=1,
+    log:
+        f"{R}/logs/refstats/{{metric}}.log",
+    shell:
+        "{PY} -m evals.refstats --settings {input.settings} --out {output} > {log} 2>&1"
 
 
 rule score:
     input:
         manifest=rules.manifest.output[0],
         settings=rules.scorer_settings.output[0],
+        refstats=lambda w: [f"{R}/refstats/{w.metric}.json"] if config["scorers"][w.metric]["kind"] == "fidelity" else [],
         weights=lambda w: scorer_inputs(w.metric),
     output:
         scores=f"{R}/scores/{{model}}/{{bench}}/{{sampler}}/cfg{{cfg}}/{{metric}}.parquet",
