@@ -1,5 +1,6 @@
 """The Snakemake DAG: schema errors, the slurm profile's plan, and a real end-to-end run on a micro config."""
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -87,3 +88,11 @@ def test_micro_dag_runs_end_to_end_and_reruns_nothing(tmp_path):
     assert sorted(seeds) == list(range(42, 52))  # T2I-CompBench: image k of every prompt has seed 42 + k
     again = _run(["-n", "--configfile", str(config), "--cores", "2"], tmp_path)
     assert "Nothing to be done" in again.stdout + again.stderr
+    # incremental: one more cfg value schedules only the new cells (2 shards + manifest + score per bench)
+    wider = yaml.safe_load(config.read_text())
+    wider["sweep"]["cfg"] = [4.5, 2.0]
+    config.write_text(yaml.safe_dump(wider))
+    plan = _run(["-n", "--configfile", str(config), "--cores", "2"], tmp_path)
+    counts = dict(re.findall(r"^(\w+)\s+(\d+)$", plan.stdout, re.M))
+    assert counts.get("generate_shard") == "4" and counts.get("manifest") == "2", plan.stdout[-1500:]
+    assert counts.get("score") == "2" and "prompts" not in counts and "embeddings" not in counts
