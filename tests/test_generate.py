@@ -240,3 +240,16 @@ def test_clean_caption_is_explicit_and_applied(tiny):
     clean = encode_prompts([prompt], tokenizer, encoder, clean_caption=True, progress=False)
     assert clean.meta["clean_caption"] and not raw.meta["clean_caption"]
     assert clean.lengths([0])[0] < raw.lengths([0])[0]  # markup and URL removed before tokenising
+
+
+def test_iddpm_sampler_uses_iddpm_respaced_timesteps():
+    """space_timesteps(1000, "100") of IDDPM: round(i·999/99), stepped to the previous respaced timestep."""
+    scheduler = parse_sampler("iddpm:100").build()
+    scheduler.set_timesteps(100)
+    stride, taken, cur = 999 / 99, [], 0.0
+    for _ in range(100):
+        taken.append(round(cur))
+        cur += stride
+    assert scheduler.timesteps.tolist() == sorted(taken, reverse=True)
+    assert int(scheduler.previous_timestep(scheduler.timesteps[0])) == int(scheduler.timesteps[1])
+    assert scheduler.config.variance_type == "learned_range"
