@@ -1,0 +1,121 @@
+"""Build every paper table and figure the results support.
+
+python -m reports.build --table results/table.parquet --out results/report \
+    [--samples results/samples --scores results/scores] [--paper-values reports/paper_values.yaml] \
+    [--mixed-versions separate|refuse] [--worst-k 8] [--grid-prompts 6]
+
+Writes {out}/tables/{table2,table3,wise}.{md,tex,csv} and {out}/figures/*.{png,svg} (worst-k also .csv),
+an index {out}/README.md listing what was written and, for every artefact not written, why; prints one
+message per skipped artefact and a one-line summary. Exit status 0 unless an input is missing or
+unreadable, or mixed protocol versions are refused.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from reports import figures, tables
+from reports.tables import MixedProtocolVersions, NoData
+
+
+def build(table_path: str | Path | None, out: str | Path, samples: str | Path | None = None,
+          scores: str | Path | None = None, paper_values: str | Path | None = None,
+          mixed_versions: str = "separate", worst_k: int = 8, grid_prompts: int = 6,
+          log=print) -> dict:
+    """Returns {"tables": [paths], "figures": [paths], "skipped": {artefact: reason}}."""
+    out = Path(out)
+    paper = tables.load_paper_values(paper_values)
+    frame = pd.read_parquet(table_path) if table_path else pd.DataFrame()
+    result = {"tables": [], "figures": [], "skipped": {}}
+
+    def attempt(name, fn, key):
+        try:
+            paths = fn()
+        except NoData as err:
+            result["skipped"][name] = str(err)
+            log(f"report: skipped {name}: {err}")
+            return
+        result[key] += [Path(p) for p in paths]
+
+    empty = len(frame) == 0
+    if empty:
+        reason = (f"the results table {table_path} has no rows: nothing measured yet (run the scoring rules "
+                  f"and `python -m evals.table`); no table is written from an empty table")
+        log(f"report: {reason}")
+        for name in ("table2", "table3", "wise", "fid_vs_clip", "compbench_over_cfg", "metric_vs_step"):
+            result["skipped"][name] = reason
+    else:
+        for name, builder in tables.BUILDERS.items():
+            attempt(name, lambda b=builder: tables.write_table(b(frame, paper, mixed_versions), out / "tables"),
+                    "tables")
+        figs = out / "figures"
+        attempt("fid_vs_clip", lambda: figures.fid_vs_clip(frame, figs), "figures")
+        attempt("compbench_over_cfg", lambda: figures.compbench_over_cfg(frame, figs, paper), "figures")
+        attempt("metric_vs_step", lambda: figures.metric_vs_step(frame, figs), "figures")
+    figs = out / "figures"
+    if samples:
+        attempt("sample_grid", lambda: figures.sample_grid(samples, figs, grid_prompts), "figures")
+    else:
+        result["skipped"]["sample_grid"] = "no --samples folder given"
+    if scores and samples and worst_k > 0:
+        attempt("worst_k", lambda: figures.worst_k(scores, samples, figs, worst_k, None if empty else frame),
+                "figures")
+    else:
+        result["skipped"]["worst_k"] = ("--worst-k 0" if worst_k <= 0 else
+                                        "needs both --scores and --samples (scores name the images)")
+    write_index(result, out, table_path)
+    return result
+
+
+def write_index(result: dict, out: Path, table_path) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    lines = ["# Report", "", f"Built from `{table_path}`.", "", "## Tables", ""]
+    lines += [f"- [{p.name}]({p.relative_to(out)})" for p in result["tables"]] or ["- none"]
+    lines += ["", "## Figures", ""]
+    lines += [f"- [{p.name}]({p.relative_to(out)})" for p in result["figures"]] or ["- none"]
+    lines += ["", "## Not written", ""]
+    lines += [f"- **{k}**: {v}" for k, v in result["skipped"].items()] or ["- nothing skipped"]
+    path = out / "README.md"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def summary(result: dict, out: Path) -> str:
+    n_tables = len({p.stem for p in result["tables"]})
+    n_figs = len({p.stem for p in result["figures"] if p.suffix == ".png"})
+    skipped = ", ".join(result["skipped"]) or "none"
+    return (f"report: {n_tables} tables, {n_figs} figures (PNG+SVG) → {out}; not written: {skipped} "
+            f"(reasons in {out}/README.md)")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--table", type=Path, required=True, help="results/table.parquet (evals/table.py)")
+    p.add_argument("--out", type=Path, required=True, help="report folder")
+    p.add_argument("--samples", type=Path, help="cells: {samples}/{model}/{bench}/{sampler}-{steps}/cfg{cfg}/")
+    p.add_argument("--scores", type=Path, help="per-image scores: {scores}/…/cfg{cfg}/{metric}.parquet")
+    p.add_argument("--paper-values", type=Path, default=None,
+                   help="published numbers (default reports/paper_values.yaml)")
+    p.add_argument("--mixed-versions", choices=tables.MIXED_MODES, default="separate",
+                   help="results of several protocol versions: one column per version (separate, default) or "
+                        "refuse to build the table (refuse)")
+    p.add_argument("--worst-k", type=int, default=8, help="images per worst-k figure (0: none)")
+    p.add_argument("--grid-prompts", type=int, default=6, help="prompts (rows) per sample grid")
+    args = p.parse_args(argv)
+    if not args.table.exists():
+        raise SystemExit(f"report: results table {args.table} does not exist (run `python -m evals.table` first)")
+    try:
+        result = build(args.table, args.out, args.samples, args.scores, args.paper_values, args.mixed_versions,
+                       args.worst_k, args.grid_prompts)
+    except MixedProtocolVersions as err:
+        print(f"report: refused: {err}", file=sys.stderr)
+        raise SystemExit(2)
+    print(summary(result, args.out))
+    return result
+
+
+if __name__ == "__main__":
+    main()

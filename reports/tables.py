@@ -1,0 +1,503 @@
+"""Paper tables beside measured numbers: Table 2 (COCO FID-30K), Table 3 (T2I-CompBench), the WISE table.
+
+Each builder takes the run's tidy results (`results/table.parquet`, one row per number; see evals/table.py)
+and the published numbers (`reports/paper_values.yaml`) and returns a `Table`, rendered by `to_markdown`,
+`to_latex` and `to_csv`. Columns are "paper" (published, with their source in the notes) or "measured"
+(value with its 95% CI, and a footnote per cell naming the cell's protocol@version, metric, scorer, n and
+failures).
+
+Protocol versions. Two numbers are comparable only under one protocol version (`bench@version`, DESIGN §3).
+A measured column therefore always belongs to exactly one protocol version: its key contains the version
+and its header names it, so results of `t2i_compbench@1` and `t2i_compbench@2` land in separate columns
+(mixed_versions="separate", the default). With mixed_versions="refuse" a table whose rows come from more
+than one version is not built at all (MixedProtocolVersions, with the versions found) — for a paper
+artefact that must show a single protocol. Within a T2I-CompBench column the BLIP-VQA `np_num` must also
+be one value (it is what separates the two published PixArt-α sets).
+
+No measured rows for a table → NoData with a message naming what the results do contain; an empty table
+is never rendered.
+"""
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+PAPER_VALUES = Path(__file__).resolve().parent / "paper_values.yaml"
+PROTOCOL_RE = re.compile(r"^(?P<name>[^@/]+)@(?P<version>[^/]+)(?:/(?P<subset>.+))?$")
+REQUIRED = ("model", "protocol", "sampler", "steps", "cfg", "metric", "value")
+MIXED_MODES = ("separate", "refuse")
+
+# The T2I-CompBench scorer of each category (the official rule); a category with several metrics in one
+# column uses this one.
+COMPBENCH_KIND = {"color": "compbench_blip_vqa", "shape": "compbench_blip_vqa", "texture": "compbench_blip_vqa",
+                  "spatial": "compbench_spatial_2d", "non_spatial": "clip_score", "complex": "compbench_complex",
+                  "3d_spatial": "compbench_spatial_3d", "numeracy": "compbench_numeracy"}
+COMPBENCH_SUBSET_ALIASES = {"non-spatial": "non_spatial", "action": "non_spatial", "3d": "3d_spatial",
+                            "spatial_3d": "3d_spatial", "2d_spatial": "spatial"}
+
+
+class NoData(ValueError):
+    """The results hold nothing for this table or figure; the message says what they do hold."""
+
+
+class MixedProtocolVersions(ValueError):
+    """Numbers from different protocol versions (or np_num settings) would share one column or table."""
+
+
+# ------------------------------------------------------------------------------------------------ model
+@dataclass
+class Cell:
+    value: float | None = None
+    ci_low: float | None = None
+    ci_high: float | None = None
+    note: str | None = None      # footnote text (measured cells: protocol@version, metric, scorer, n)
+    text: str | None = None      # non-numeric content (params "0.6B")
+    protocol: str | None = None
+
+
+@dataclass
+class Column:
+    key: str
+    label: str
+    kind: str                    # "paper" | "measured" | "info"
+    digits: int = 4
+    protocol: str | None = None  # name@version of a measured column
+
+
+@dataclass
+class Table:
+    key: str
+    title: str
+    row_header: str
+    rows: list[str]
+    columns: list[Column]
+    cells: dict = field(default_factory=dict)     # (row label, column key) -> Cell
+    notes: list[str] = field(default_factory=list)
+
+    def cell(self, row: str, column: str) -> Cell | None:
+        return self.cells.get((row, column))
+
+    def footnotes(self) -> tuple[dict, list[str]]:
+        """Footnote number of each cell (row-major, identical texts share a number) and the texts."""
+        numbers, texts, by_text = {}, [], {}
+        for row in self.rows:
+            for col in self.columns:
+                c = self.cells.get((row, col.key))
+                if c is None or not c.note:
+                    continue
+                if c.note not in by_text:
+                    texts.append(c.note)
+                    by_text[c.note] = len(texts)
+                numbers[(row, col.key)] = by_text[c.note]
+        return numbers, texts
+
+
+# ------------------------------------------------------------------------------------------------ inputs
+def load_paper_values(path: str | Path | None = None) -> dict:
+    return yaml.safe_load(Path(path or PAPER_VALUES).read_text())
+
+
+def parse_protocol(protocol: str) -> tuple[str, str, str | None]:
+    """'t2i_compbench@1/color' → ('t2i_compbench', '1', 'color'); a string without '@' has version ''."""
+    m = PROTOCOL_RE.match(str(protocol))
+    if not m:
+        name, _, subset = str(protocol).partition("/")
+        return name, "", subset or None
+    return m["name"], m["version"], m["subset"]
+
+
+def prepare(frame: pd.DataFrame) -> pd.DataFrame:
+    """Validated copy with parsed protocol columns: _name, _version, _subset, _tag (name@version)."""
+    if frame is None or len(frame) == 0:
+        raise NoData("the results table is empty (no numbers): run the scoring rules and `python -m evals.table` "
+                     "first; no table or figure is written from an empty table")
+    missing = [c for c in REQUIRED if c not in frame]
+    if missing:
+        raise ValueError(f"results table lacks columns {missing}; expected the output of evals/table.py")
+    out = frame.copy()
+    parsed = [parse_protocol(p) for p in out["protocol"]]
+    out["_name"] = [p[0] for p in parsed]
+    out["_version"] = [p[1] for p in parsed]
+    out["_subset"] = [p[2] for p in parsed]
+    out["_tag"] = [f"{n}@{v}" if v else n for n, v, _ in parsed]
+    for col in ("ci_low", "ci_high", "n", "n_failed", "scorer", "kind", "np_num", "higher_is_better"):
+        if col not in out:
+            out[col] = None
+    return out
+
+
+def _num(x) -> float | None:
+    try:
+        x = float(x)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(x) else x
+
+
+def config_label(row) -> str:
+    return f"{row['model']} {row['sampler']}-{int(row['steps'])} cfg{float(row['cfg']):g}"
+
+
+def footnote(row) -> str:
+    parts = [f"{row['protocol']}: {row['model']}, metric {row['metric']}"]
+    if isinstance(row.get("scorer"), str):
+        parts.append(f"scorer {row['scorer']}")
+    np_num = _num(row.get("np_num"))
+    if np_num is not None:
+        parts.append(f"np_num={int(np_num)}")
+    n, failed = _num(row.get("n")), _num(row.get("n_failed"))
+    if n is not None:
+        parts.append(f"n={int(n)}" + (f", failed={int(failed)}" if failed is not None else ""))
+    parts.append(f"{row['sampler']}-{int(row['steps'])}, cfg {float(row['cfg']):g}")
+    if isinstance(row.get("model_fingerprint"), str):
+        parts.append(f"model {row['model_fingerprint']}")
+    return "; ".join(parts)
+
+
+def measured_cell(row) -> Cell:
+    return Cell(value=_num(row["value"]), ci_low=_num(row.get("ci_low")), ci_high=_num(row.get("ci_high")),
+                note=footnote(row), protocol=str(row["protocol"]))
+
+
+def _check_versions(rows: pd.DataFrame, mixed_versions: str, what: str):
+    if mixed_versions not in MIXED_MODES:
+        raise ValueError(f"mixed_versions must be one of {MIXED_MODES}, got {mixed_versions!r}")
+    tags = sorted(set(rows["_tag"]))
+    if mixed_versions == "refuse" and len(tags) > 1:
+        raise MixedProtocolVersions(
+            f"{what}: the results come from {len(tags)} protocol versions ({', '.join(tags)}); numbers from "
+            f"different versions are not comparable and are never put in one table in 'refuse' mode. Filter the "
+            f"results to one version, or build with mixed_versions='separate' (one column per version).")
+
+
+def _present(frame: pd.DataFrame) -> str:
+    tags = sorted(set(frame["_tag"])) if "_tag" in frame else sorted(set(frame["protocol"]))
+    return ", ".join(tags) or "none"
+
+
+def _unique(rows: pd.DataFrame, what: str) -> pd.Series:
+    if len(rows) > 1:
+        detail = "; ".join(f"{r['metric']} from bench {r.get('bench')} ({r['protocol']}, n={r.get('n')})"
+                           for _, r in rows.iterrows())
+        raise ValueError(f"{what}: {len(rows)} results for one cell ({detail}); keep one (e.g. filter by bench)")
+    return rows.iloc[0]
+
+
+# ------------------------------------------------------------------------------------------------ Table 2
+def _is_fid(row) -> bool:
+    scorer = row.get("scorer")
+    if isinstance(scorer, str) and scorer:
+        return scorer.lower().startswith("fid")
+    metric = str(row["metric"]).lower()
+    return "fid" in metric and "kid" not in metric
+
+
+def _is_clip(row) -> bool:
+    if isinstance(row.get("kind"), str):
+        return row["kind"] == "clip_score"
+    return "clip" in str(row["metric"]).lower() and "fid" not in str(row["metric"]).lower()
+
+
+def table2(frame: pd.DataFrame, paper: dict | None = None, mixed_versions: str = "separate",
+           bench: str = "coco30k") -> Table:
+    """Table 2: paper rows (params, images, FID-30K, GPU-days) then one row per measured configuration, with a
+    measured FID column (and CLIP score column when scored) per metric and protocol version."""
+    paper = paper or load_paper_values()
+    spec = paper["table2_coco_fid30k"]
+    frame = prepare(frame)
+    rows = frame[frame["_name"] == bench]
+    if rows.empty:
+        raise NoData(f"Table 2: no {bench}@… results (protocols present: {_present(frame)}); nothing to set "
+                     f"beside the paper's FID-30K")
+    fid = rows[[_is_fid(r) for _, r in rows.iterrows()]]
+    clip = rows[[_is_clip(r) for _, r in rows.iterrows()]]
+    if fid.empty:
+        raise NoData(f"Table 2: {bench} results hold no FID metric (metrics: {sorted(set(rows['metric']))})")
+    _check_versions(pd.concat([fid, clip]), mixed_versions, "Table 2")
+
+    columns = [Column("params", "#Params", "info"), Column("images", "#Images", "info"),
+               Column("gpu_days", "GPU days", "info", digits=0),
+               Column("paper_fid", "FID-30K (paper)", "paper", digits=2)]
+    measured = []
+    for (tag, metric), _ in fid.groupby(["_tag", "metric"], sort=True):
+        measured.append(Column(f"fid|{tag}|{metric}", f"FID-30K measured ({metric}, {tag})", "measured", 2, tag))
+    for (tag, metric), _ in clip.groupby(["_tag", "metric"], sort=True):
+        measured.append(Column(f"clip|{tag}|{metric}", f"CLIP score measured ({metric}, {tag})", "measured", 4, tag))
+    table = Table("table2", spec["title"], "Method", [], columns + measured)
+
+    for prow in spec["rows"]:
+        label = prow["model"] + (f" ({prow['resolution']} px)" if prow.get("resolution") else "")
+        table.rows.append(label)
+        for key in ("params", "images"):
+            if prow.get(key) is not None:
+                table.cells[(label, key)] = Cell(text=str(prow[key]))
+        if prow.get("gpu_days") is not None:
+            table.cells[(label, "gpu_days")] = Cell(value=float(prow["gpu_days"]), note=prow.get("gpu_days_note"))
+        if prow.get("fid30k") is not None:
+            table.cells[(label, "paper_fid")] = Cell(value=float(prow["fid30k"]), note=prow.get("note"))
+
+    keys = ["model", "sampler", "steps", "cfg"]
+    both = pd.concat([fid.assign(_col="fid"), clip.assign(_col="clip")])
+    for config, group in both.sort_values(keys).groupby(keys, sort=False):
+        label = config_label(group.iloc[0])
+        table.rows.append(label)
+        for (part, tag, metric), cell_rows in group.groupby(["_col", "_tag", "metric"]):
+            row = _unique(cell_rows, f"Table 2 {label} {metric} {tag}")
+            table.cells[(label, f"{part}|{tag}|{metric}")] = measured_cell(row)
+    table.notes = [f"Paper: {spec['source']}.",
+                   "Rows and numbers of the paper's table that the project's reference notes do not quote are "
+                   "left out (see reports/paper_values.yaml).",
+                   "Measured: value [95% CI]; each cell's footnote names its protocol@version. Lower FID is better."]
+    return table
+
+
+# ------------------------------------------------------------------------------------------------ Table 3
+def compbench_rows(frame: pd.DataFrame, bench: str = "t2i_compbench") -> pd.DataFrame:
+    """T2I-CompBench rows with a `category` column, one metric per (configuration, version, category): the
+    category's official scorer (COMPBENCH_KIND) when several metrics scored it. Input must be `prepare`d."""
+    rows = frame[frame["_name"] == bench].copy()
+    if rows.empty:
+        return rows.assign(category=pd.Series(dtype=object))
+    rows["category"] = [COMPBENCH_SUBSET_ALIASES.get(str(s), str(s)) if s else "all" for s in rows["_subset"]]
+    keep = []
+    for _, group in rows.groupby(["_tag", "model", "sampler", "steps", "cfg", "category"], sort=False):
+        if len(group) == 1:
+            keep.append(group.index[0])
+            continue
+        want = COMPBENCH_KIND.get(group["category"].iloc[0])
+        kinds = group["kind"].where(group["kind"].notna(), group["metric"]).astype(str)
+        chosen = group[kinds == want] if want else group.iloc[0:0]
+        keep.extend(chosen.index if len(chosen) else group.index)
+    return rows.loc[keep]
+
+
+def table3(frame: pd.DataFrame, paper: dict | None = None, mixed_versions: str = "separate",
+           bench: str = "t2i_compbench") -> Table:
+    """Table 3: categories as rows; both published PixArt-α sets (A: np_num=2 era, B: np_num=8) and the
+    reference rows as paper columns; one measured column per configuration and protocol version."""
+    paper = paper or load_paper_values()
+    spec = paper["table3_t2i_compbench"]
+    frame = prepare(frame)
+    rows = compbench_rows(frame, bench)
+    if rows.empty:
+        raise NoData(f"Table 3: no {bench}@… results (protocols present: {_present(frame)})")
+    _check_versions(rows, mixed_versions, "Table 3")
+    labels = spec.get("category_labels", {})
+    cats = list(spec["categories"]) + sorted(set(rows["category"]) - set(spec["categories"]))
+    cats = [c for c in cats if c in set(rows["category"]) or c in spec["categories"]]
+    row_label = {c: labels.get(c, c) for c in cats}
+    columns = [Column(f"paper|{p['key']}", f"paper: {p['model']}", "paper", 4) for p in spec["rows"]]
+    table = Table("table3", spec["title"], "Category", [row_label[c] for c in cats], columns)
+    for p in spec["rows"]:
+        for cat, value in p["values"].items():
+            if cat in row_label:
+                table.cells[(row_label[cat], f"paper|{p['key']}")] = Cell(value=float(value))
+
+    keys = ["_tag", "model", "sampler", "steps", "cfg"]
+    for (tag, *_), group in rows.sort_values(keys).groupby(keys, sort=False):
+        np_nums = sorted({int(x) for x in group["np_num"] if _num(x) is not None})
+        label = f"measured: {config_label(group.iloc[0])} ({tag}"
+        if len(np_nums) > 1:
+            raise MixedProtocolVersions(
+                f"Table 3 {label}): BLIP-VQA np_num differs between categories ({np_nums}); numbers scored with "
+                f"different np_num are not comparable (it is what separates the paper's Set A and Set B)")
+        label += f", np_num={np_nums[0]})" if np_nums else ")"
+        key = f"measured|{tag}|{label}"
+        table.columns.append(Column(key, label, "measured", 4, tag))
+        for cat, cat_rows in group.groupby("category"):
+            row = _unique(cat_rows, f"Table 3 {label} {cat}")
+            table.cells[(row_label[cat], key)] = measured_cell(row)
+    table.notes = [f"Why the two PixArt-α sets differ: {' '.join(spec['why_sets_differ'].split())}"]
+    table.notes += [f"{p['model']}: {p['source']}." + (f" {p['note']}" if p.get("note") else "") for p in spec["rows"]]
+    table.notes.append("Measured: value [95% CI]; each cell's footnote names its protocol@version, metric and "
+                       "scorer. Compare np_num=8 measurements with Set B.")
+    extra = sorted(set(rows["category"]) - set(spec["categories"]))
+    if extra:
+        table.notes.append(f"Subsets without a paper value: {', '.join(extra)} (different prompt list or category).")
+    return table
+
+
+# ------------------------------------------------------------------------------------------------ WISE
+def wise_rows(frame: pd.DataFrame, bench: str = "wise") -> pd.DataFrame:
+    kinds = frame["kind"].astype(object)
+    rows = frame[(frame["_name"] == bench) | (kinds == "wise")].copy()
+    parts = rows["metric"].astype(str).str.split("/", n=1)
+    rows["_base"] = [p[0] for p in parts]
+    rows["category"] = [p[1] if len(p) > 1 else "overall" for p in parts]
+    return rows
+
+
+def table_wise(frame: pd.DataFrame, paper: dict | None = None, mixed_versions: str = "separate",
+               bench: str = "wise") -> Table:
+    """WISE: categories and Overall as rows; the PixArt-Alpha row and reference rows as paper columns; one
+    measured column per configuration, judge metric and protocol version."""
+    paper = paper or load_paper_values()
+    spec = paper["wise"]
+    frame = prepare(frame)
+    rows = wise_rows(frame, bench)
+    if rows.empty:
+        raise NoData(f"WISE table: no {bench}@… results (protocols present: {_present(frame)})")
+    _check_versions(rows, mixed_versions, "WISE table")
+    labels = spec.get("category_labels", {})
+    cats = list(spec["categories"]) + sorted(set(rows["category"]) - set(spec["categories"]))
+    row_label = {c: labels.get(c, c) for c in cats}
+    columns = [Column(f"paper|{p['key']}", f"paper: {p['model']}", "paper", 2) for p in spec["rows"]]
+    table = Table("wise", spec["title"], "Category", [row_label[c] for c in cats], columns)
+    for p in spec["rows"]:
+        for cat, value in p["values"].items():
+            table.cells[(row_label[cat], f"paper|{p['key']}")] = Cell(value=float(value))
+    keys = ["_tag", "_base", "model", "sampler", "steps", "cfg"]
+    for (tag, base, *_), group in rows.sort_values(keys).groupby(keys, sort=False):
+        label = f"measured: {config_label(group.iloc[0])} ({base}, {tag})"
+        key = f"measured|{tag}|{label}"
+        table.columns.append(Column(key, label, "measured", 3, tag))
+        for cat, cat_rows in group.groupby("category"):
+            table.cells[(row_label[cat], key)] = measured_cell(_unique(cat_rows, f"WISE {label} {cat}"))
+    table.notes = [f"{spec['metric']}."]
+    table.notes += [f"{p['model']}: {p['source']}." + (f" {p['note']}" if p.get("note") else "") for p in spec["rows"]]
+    table.notes.append("Measured: value [95% CI]; images the judge could not score are counted (failed=…) and "
+                       "drop out of the means, as in the original protocol.")
+    return table
+
+
+BUILDERS = {"table2": table2, "table3": table3, "wise": table_wise}
+
+
+# ------------------------------------------------------------------------------------------------ rendering
+def _fmt(x: float | None, digits: int) -> str:
+    return "" if x is None else f"{x:.{digits}f}"
+
+
+def cell_text(cell: Cell | None, column: Column) -> str:
+    """Plain text of a cell: paper/info value, or 'value [low, high]' for a measured one."""
+    if cell is None:
+        return ""
+    if cell.text is not None:
+        return cell.text
+    if cell.value is None:
+        return "n/a"
+    text = _fmt(cell.value, column.digits)
+    if column.kind == "measured":
+        if cell.ci_low is not None and cell.ci_high is not None:
+            text += f" [{_fmt(cell.ci_low, column.digits)}, {_fmt(cell.ci_high, column.digits)}]"
+        else:
+            text += " [no CI]"
+    return text
+
+
+def to_markdown(table: Table) -> str:
+    numbers, texts = table.footnotes()
+
+    def esc(s):
+        return str(s).replace("|", "\\|")
+
+    head = [table.row_header] + [c.label for c in table.columns]
+    lines = [f"### {table.title}", "", "| " + " | ".join(esc(h) for h in head) + " |",
+             "|" + "---|" + "|".join("---:" for _ in table.columns) + "|"]
+    for row in table.rows:
+        cells = []
+        for col in table.columns:
+            text = esc(cell_text(table.cell(row, col.key), col))
+            if (row, col.key) in numbers:
+                text += f"[^{table.key}-{numbers[(row, col.key)]}]"
+            cells.append(text)
+        lines.append("| " + " | ".join([esc(row)] + cells) + " |")
+    lines.append("")
+    lines += [f"- {n}" for n in table.notes]
+    if texts:
+        lines.append("")
+        lines += [f"[^{table.key}-{i}]: {t}" for i, t in enumerate(texts, 1)]
+    return "\n".join(lines) + "\n"
+
+
+_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
+_LATEX_UNICODE = {"α": r"$\alpha$", "Σ": r"$\Sigma$", "×": r"$\times$", "·": r"$\cdot$", "≈": r"$\approx$",
+                  "–": "--", "—": "---", "→": r"$\rightarrow$", "…": r"\ldots{}", "²": r"$^2$",
+                  "≥": r"$\geq$",
+                  "≤": r"$\leq$", "“": "``", "”": "''", "’": "'"}
+
+
+def latex_escape(text: str) -> str:
+    out = "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
+    return "".join(_LATEX_UNICODE.get(ch, ch) for ch in out)
+
+
+def to_latex(table: Table) -> str:
+    numbers, texts = table.footnotes()
+    spec = "l" + "r" * len(table.columns)
+    head = [table.row_header] + [c.label for c in table.columns]
+    lines = [r"\begin{table}[t]", r"\centering", r"\small",
+             rf"\caption{{{latex_escape(table.title)}}}", rf"\label{{tab:{table.key}}}",
+             rf"\resizebox{{\textwidth}}{{!}}{{\begin{{tabular}}{{{spec}}}", r"\toprule",
+             " & ".join(latex_escape(h) for h in head) + r" \\", r"\midrule"]
+    for row in table.rows:
+        cells = []
+        for col in table.columns:
+            cell = table.cell(row, col.key)
+            text = cell_text(cell, col)
+            if col.kind == "measured" and cell is not None and cell.value is not None and " [" in text:
+                value, ci = text.split(" [", 1)
+                text = latex_escape(value) + r" {\scriptsize[" + latex_escape(ci)[:-1] + "]}"
+            else:
+                text = latex_escape(text)
+            if (row, col.key) in numbers:
+                text += rf"\textsuperscript{{{numbers[(row, col.key)]}}}"
+            cells.append(text)
+        lines.append(" & ".join([latex_escape(row)] + cells) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}}", r"\par\vspace{2pt}\footnotesize"]
+    lines += [latex_escape(n) + r"\par" for n in table.notes]
+    lines += [rf"\textsuperscript{{{i}}}{latex_escape(t)}\par" for i, t in enumerate(texts, 1)]
+    lines.append(r"\end{table}")
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(table: Table) -> str:
+    """Wide CSV: the row label, each paper/info column, and per measured column its value, CI bounds and the
+    protocol@version of the cell (the footnote's key fact), all formatted with the column's digits."""
+    header = [table.row_header]
+    for col in table.columns:
+        if col.kind == "measured":
+            header += [col.label, f"{col.label} ci_low", f"{col.label} ci_high", f"{col.label} protocol"]
+        else:
+            header.append(col.label if col.kind == "info" or "paper" in col.label.lower() else f"paper: {col.label}")
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(header)
+    for row in table.rows:
+        out = [row]
+        for col in table.columns:
+            cell = table.cell(row, col.key)
+            if col.kind == "measured":
+                if cell is None:
+                    out += ["", "", "", ""]
+                else:
+                    out += [_fmt(cell.value, col.digits), _fmt(cell.ci_low, col.digits),
+                            _fmt(cell.ci_high, col.digits), cell.protocol or ""]
+            elif cell is None:
+                out.append("")
+            else:
+                out.append(cell.text if cell.text is not None else _fmt(cell.value, col.digits))
+        writer.writerow(out)
+    return buf.getvalue()
+
+
+RENDERERS = {"md": to_markdown, "tex": to_latex, "csv": to_csv}
+
+
+def write_table(table: Table, out_dir: str | Path) -> list[Path]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for ext, render in RENDERERS.items():
+        path = out_dir / f"{table.key}.{ext}"
+        path.write_text(render(table))
+        written.append(path)
+    return written

@@ -1,0 +1,243 @@
+"""Paper tables and figures from a synthetic results table with known values (reports/)."""
+import csv
+import io
+import json
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+
+from reports import build, figures, tables
+from reports.tables import MixedProtocolVersions, NoData
+
+PAPER = tables.load_paper_values()
+
+
+def row(protocol, metric, value, lo, hi, model="pix", cfg=4.5, sampler="dpm-solver", steps=20, kind=None,
+        scorer=None, bench=None, **extra):
+    return {"model": model, "bench": bench or protocol.split("@")[0], "protocol": protocol, "sampler": sampler,
+            "steps": steps, "cfg": cfg, "metric": metric, "value": value, "ci_low": lo, "ci_high": hi, "n": 300,
+            "n_failed": 0, "scorer": scorer or metric, "weights_fingerprint": "w0", "model_fingerprint": "f0",
+            "higher_is_better": not str(scorer or "").startswith("fid"), "kind": kind, **extra}
+
+
+@pytest.fixture()
+def results():
+    rows = []
+    for cfg, shift in ((2.0, 0.0), (4.5, 0.01)):
+        rows += [
+            row("t2i_compbench@1/color", "compbench_blip_vqa", 0.5123 + shift, 0.5011 + shift, 0.5237 + shift,
+                cfg=cfg, kind="compbench_blip_vqa", scorer="compbench_blipvqa_np8", bench="t2i_color", np_num=8),
+            row("t2i_compbench@1/color", "clip_b32", 0.3111, 0.30, 0.32, cfg=cfg, kind="clip_score", bench="t2i_color"),
+            row("t2i_compbench@1/spatial", "compbench_spatial_2d", 0.1875 + shift, 0.1700, 0.2050 + shift, cfg=cfg,
+                kind="compbench_spatial_2d", bench="t2i_spatial"),
+            row("coco30k@1", "fid30k", 30.25 - 10 * shift, 29.5, 31.0, cfg=cfg, kind="fidelity",
+                scorer="fid_clean_inception_coco256"),
+            row("coco30k@1", "clip_b32", 0.301 + shift, 0.299, 0.305 + shift, cfg=cfg, kind="clip_score",
+                scorer="clip_vitb32"),
+        ]
+    wise = {"cultural": 0.412, "time": 0.5, "space": 0.45, "biology": 0.4, "physics": 0.55, "chemistry": 0.3}
+    rows.append(row("wise@1", "wise_judge", 0.444, 0.43, 0.46, kind="wise", scorer="wise_judge:gpt-4o-2024-05-13"))
+    rows += [row("wise@1", f"wise_judge/{c}", v, v - 0.02, v + 0.02, kind="wise",
+                 scorer="wise_judge:gpt-4o-2024-05-13") for c, v in wise.items()]
+    for step, fid in ((1000, 40.0), (2000, 35.0), (3000, 32.5)):  # a checkpoint series
+        rows.append(row("coco30k@1", "fid30k", fid, fid - 1, fid + 1, model=f"run@{step}", kind="fidelity",
+                        scorer="fid_clean_inception_coco256"))
+    return pd.DataFrame(rows)
+
+
+def test_paper_values_both_compbench_sets_and_fid_caveat():
+    t3 = {r["key"]: r for r in PAPER["table3_t2i_compbench"]["rows"]}
+    assert t3["pixart_alpha_set_a"]["values"]["color"] == pytest.approx(0.6886)
+    assert t3["pixart_alpha_set_b"]["values"]["color"] == pytest.approx(0.6690)
+    assert (t3["pixart_alpha_set_a"]["np_num"], t3["pixart_alpha_set_b"]["np_num"]) == (2, 8)
+    assert "np_num" in PAPER["table3_t2i_compbench"]["why_sets_differ"]
+    pixart = PAPER["table2_coco_fid30k"]["rows"][0]
+    assert pixart["fid30k"] == pytest.approx(7.32) and pixart["resolution"] == 256
+    assert pixart["checkpoint"] == "PixArt-XL-2-256x256-MSCOCO-FID732.pth"
+    assert PAPER["wise"]["rows"][0]["values"]["overall"] == pytest.approx(0.47)
+
+
+def test_table3_paper_sets_and_measured_cells(results):
+    t = tables.table3(results, PAPER)
+    md = tables.to_markdown(t)
+    color = next(line for line in md.splitlines() if line.startswith("| Color |"))
+    assert "| 0.6690 |" in color and "| 0.6886 |" in color
+    assert "0.5123 [0.5011, 0.5237][^table3-" in color      # cfg 2: value [CI] + footnote
+    assert "0.5223 [0.5111, 0.5337]" in color                 # cfg 4.5
+    assert "0.3111" not in color                              # BLIP-VQA, not CLIP, scores colour
+    assert "[^table3-1]: t2i_compbench@1/color: pix, metric compbench_blip_vqa" in md
+    assert "np_num=8" in md and "Why the two PixArt-α sets differ" in md
+    rows = list(csv.DictReader(io.StringIO(tables.to_csv(t))))
+    color = next(r for r in rows if r["Category"] == "Color")
+    assert color["paper: PixArt-α, Set B (np_num=8, current code)"] == "0.6690"
+    assert color["paper: PixArt-α, Set A (np_num=2 era)"] == "0.6886"
+    measured = [k for k in color if k.startswith("measured:") and "cfg2 " in k]
+    by_suffix = {k.rsplit(")", 1)[-1].strip(): color[k] for k in measured}
+    assert by_suffix == {"": "0.5123", "ci_low": "0.5011", "ci_high": "0.5237", "protocol": "t2i_compbench@1/color"}
+    spatial = next(r for r in rows if r["Category"] == "2D Spatial")
+    assert spatial["paper: SD v1.4"] == "0.1246"
+    tex = tables.to_latex(t)
+    assert r"PixArt-$\alpha$" in tex and r"np\_num" in tex and r"0.5123 {\scriptsize[0.5011, 0.5237]}" in tex
+
+
+def test_table2_paper_rows_and_measured(results):
+    t = tables.table2(results, PAPER)
+    md = tables.to_markdown(t)
+    pixart = next(line for line in md.splitlines() if line.startswith("| PixArt-α (256 px)"))
+    assert "| 7.32[^table2-" in pixart and "0.6B" in pixart and "25M" in pixart and "| 753" in pixart
+    assert "PixArt-XL-2-256x256-MSCOCO-FID732.pth" in md
+    assert "| 9.09" in next(line for line in md.splitlines() if line.startswith("| GigaGAN"))
+    measured = next(line for line in md.splitlines() if line.startswith("| pix dpm-solver-20 cfg2 "))
+    assert "30.25 [29.50, 31.00]" in measured and "0.3010 [0.2990, 0.3050]" in measured
+    assert "coco30k@1: pix, metric fid30k" in md
+    rows = list(csv.DictReader(io.StringIO(tables.to_csv(t))))
+    assert next(r for r in rows if r["Method"].startswith("PixArt"))["FID-30K (paper)"] == "7.32"
+
+
+def test_wise_table(results):
+    t = tables.table_wise(results, PAPER)
+    md = tables.to_markdown(t)
+    overall = next(line for line in md.splitlines() if line.startswith("| Overall |"))
+    assert "| 0.47 |" in overall and "0.444 [0.430, 0.460]" in overall
+    cultural = next(line for line in md.splitlines() if line.startswith("| Cultural |"))
+    assert "| 0.45 |" in cultural and "0.412 [0.392, 0.432]" in cultural
+    assert "wise@1/" not in md and "wise@1: pix, metric wise_judge/cultural" in md
+    assert "failed=0" in md
+
+
+def test_mixed_protocol_versions_separate_or_refuse(results):
+    extra = pd.DataFrame([row("t2i_compbench@2/color", "compbench_blip_vqa", 0.4321, 0.42, 0.44, cfg=2.0,
+                              kind="compbench_blip_vqa", bench="t2i_color", np_num=8)])
+    mixed = pd.concat([results, extra], ignore_index=True)
+    t = tables.table3(mixed, PAPER)
+    v1 = [c for c in t.columns if c.kind == "measured" and c.protocol == "t2i_compbench@1"]
+    v2 = [c for c in t.columns if c.kind == "measured" and c.protocol == "t2i_compbench@2"]
+    assert v1 and len(v2) == 1 and all("t2i_compbench@2" in c.label for c in v2)
+    assert t.cell("Color", v2[0].key).value == pytest.approx(0.4321)
+    assert t.cell("2D Spatial", v2[0].key) is None              # v2 never borrows a v1 number
+    for col in v1:
+        cell = t.cell("Color", col.key)
+        assert cell.protocol.startswith("t2i_compbench@1")
+    with pytest.raises(MixedProtocolVersions, match=r"t2i_compbench@1, t2i_compbench@2"):
+        tables.table3(mixed, PAPER, mixed_versions="refuse")
+    tables.table3(results, PAPER, mixed_versions="refuse")       # one version: fine
+
+
+def test_np_num_mixed_in_one_column_refused(results):
+    odd = results.copy()
+    odd.loc[odd["metric"] == "compbench_spatial_2d", "np_num"] = 2
+    with pytest.raises(MixedProtocolVersions, match="np_num"):
+        tables.table3(odd, PAPER)
+
+
+def test_empty_and_missing_data_messages(results, tmp_path):
+    with pytest.raises(NoData, match="empty"):
+        tables.table3(results.iloc[0:0], PAPER)
+    with pytest.raises(NoData, match=r"no wise@.*protocols present: coco30k@1"):
+        tables.table_wise(results[results["protocol"] == "coco30k@1"], PAPER)
+    empty = tmp_path / "empty.parquet"
+    results.iloc[0:0].to_parquet(empty)
+    messages = []
+    out = build.build(empty, tmp_path / "rep", log=messages.append)
+    assert out["tables"] == [] and out["figures"] == []
+    assert not (tmp_path / "rep" / "tables").exists()
+    assert any("no rows" in m for m in messages)
+    assert "no rows" in (tmp_path / "rep" / "README.md").read_text()
+
+
+def test_figures_png_and_svg(results, tmp_path):
+    assert matplotlib.get_backend().lower() == "agg"
+    paths = figures.fid_vs_clip(results, tmp_path)
+    assert {p.suffix for p in paths} == {".png", ".svg"}
+    svg = next(p for p in paths if p.suffix == ".svg").read_text()
+    assert "cfg 2" in svg and "cfg 4.5" in svg and "coco30k@1" in svg
+    paths = figures.compbench_over_cfg(results, tmp_path, PAPER)
+    assert sorted(p.name for p in paths) == ["compbench_over_cfg__t2i_compbench_1.png",
+                                             "compbench_over_cfg__t2i_compbench_1.svg"]
+    paths = figures.metric_vs_step(results, tmp_path)
+    assert [p.name for p in paths] == ["step__run__coco30k_1__fid30k.png", "step__run__coco30k_1__fid30k.svg"]
+    for p in tmp_path.glob("*.png"):
+        assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    single = results[results["cfg"] == 4.5]
+    with pytest.raises(NoData, match="cfg"):
+        figures.compbench_over_cfg(single, tmp_path / "x", PAPER)
+    with pytest.raises(NoData, match="two or more steps"):
+        figures.metric_vs_step(results[~results["model"].str.startswith("run@")], tmp_path / "x")
+
+
+def make_cells(root, scores_root=None):
+    """Tiny synthetic cells: 3 prompts × 2 images at cfg 1.0 and 4.5, solid-colour 8×8 PNGs."""
+    from PIL import Image
+
+    for cfg in (1.0, 4.5):
+        cell = root / "pix" / "demo" / "dpm-solver-20" / f"cfg{cfg}"
+        cell.mkdir(parents=True)
+        records = []
+        for p in range(3):
+            for i in range(2):
+                sid = f"p{p:06d}_{i:02d}"
+                Image.new("RGB", (8, 8), (40 * p, 100 * i, int(cfg * 40))).save(cell / f"{sid}.png")
+                records.append({"sample_id": sid, "prompt_id": f"p{p:06d}", "image_index": i,
+                                "prompt": f"prompt number {p}", "file": f"{sid}.png",
+                                "metadata": json.dumps({}), "cfg": cfg})
+        pd.DataFrame(records).to_parquet(cell / "manifest.parquet")
+        if scores_root is not None:
+            sdir = scores_root / "pix" / "demo" / "dpm-solver-20" / f"cfg{cfg}"
+            sdir.mkdir(parents=True)
+            frame = pd.DataFrame(records)[["sample_id", "prompt_id", "image_index"]]
+            frame["score"] = np.arange(len(frame), dtype=float) / 10
+            frame.loc[0, "score"] = np.nan
+            frame["error"] = [("p000000_00.png: broken" if k == 0 else None) for k in range(len(frame))]
+            frame.to_parquet(sdir / "clip_b32.parquet")
+            fid = frame.assign(score=np.nan, error=None)
+            fid.to_parquet(sdir / "fid30k.parquet")          # set-level metric: no per-image scores
+
+
+def test_sample_grid_and_worst_k(tmp_path):
+    samples, scores = tmp_path / "samples", tmp_path / "scores"
+    make_cells(samples, scores)
+    paths = figures.sample_grid(samples, tmp_path / "fig", max_prompts=2)
+    assert [p.name for p in paths] == ["grid__pix__demo__dpm-solver-20.png", "grid__pix__demo__dpm-solver-20.svg"]
+    svg = paths[1].read_text()
+    assert "cfg 1" in svg and "cfg 4.5" in svg and "prompt number 1" in svg and "prompt number 2" not in svg
+    frame = pd.DataFrame([row("demo@x", "clip_b32", 0.1, 0, 0.2, model="pix", cfg=c, bench="demo")
+                          for c in (1.0, 4.5)])
+    paths = figures.worst_k(scores, samples, tmp_path / "fig", k=2, frame=frame)
+    csvs = sorted(p for p in paths if p.suffix == ".csv")
+    assert len(csvs) == 2 and len([p for p in paths if p.suffix == ".svg"]) == 2
+    worst = pd.read_csv(csvs[0])
+    assert list(worst["sample_id"]) == ["p000000_01", "p000001_00"]   # lowest valid scores; the failed one excluded
+    assert list(worst["score"]) == [0.1, 0.2] and worst["prompt"].iloc[1] == "prompt number 1"
+    assert "1 failed" in next(p for p in paths if p.suffix == ".svg").read_text()
+    with pytest.raises(NoData, match="no generated cells"):
+        figures.sample_grid(tmp_path / "nothing", tmp_path / "fig")
+
+
+def test_cli_builds_everything(results, tmp_path, capsys):
+    table = tmp_path / "table.parquet"
+    results.to_parquet(table)
+    samples, scores = tmp_path / "samples", tmp_path / "scores"
+    make_cells(samples, scores)
+    out = tmp_path / "report"
+    build.main(["--table", str(table), "--out", str(out), "--samples", str(samples), "--scores", str(scores),
+                "--worst-k", "3"])
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert line.startswith("report: 3 tables, ") and "not written: none" in line
+    for key in ("table2", "table3", "wise"):
+        for ext in ("md", "tex", "csv"):
+            assert (out / "tables" / f"{key}.{ext}").stat().st_size > 0
+    names = {p.name for p in (out / "figures").iterdir()}
+    for stem in ("fid_vs_clip__coco30k_1__fid30k__clip_b32", "compbench_over_cfg__t2i_compbench_1",
+                 "step__run__coco30k_1__fid30k", "grid__pix__demo__dpm-solver-20"):
+        assert {f"{stem}.png", f"{stem}.svg"} <= names
+    assert any(n.startswith("worst__clip_b32__") for n in names)
+    assert "table3.md" in (out / "README.md").read_text()
+
+    mixed = pd.concat([results, pd.DataFrame([row("wise@2", "wise_judge", 0.5, 0.4, 0.6, kind="wise")])])
+    mixed.to_parquet(table)
+    with pytest.raises(SystemExit) as exit_info:
+        build.main(["--table", str(table), "--out", str(tmp_path / "r2"), "--mixed-versions", "refuse"])
+    assert exit_info.value.code == 2
+    assert "wise@1, wise@2" in capsys.readouterr().err
