@@ -21,6 +21,8 @@ $(STAMP): requirements.txt requirements-test.txt tools/torchvision_fix.py
 
 demo: $(STAMP)
 	$(BIN)/snakemake --profile workflows/profiles/local --configfile workflows/config/demo.yaml
+	$(BIN)/snakemake --configfile workflows/config/demo.yaml --report results/report.html
+	@echo "demo: results/table.parquet, results/report/ (tables, figures), results/report.html"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

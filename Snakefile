@@ -8,6 +8,9 @@ min_version("9.0")
 configfile: "workflows/config/demo.yaml"
 
 
+report: "workflows/report/workflow.rst"
+
+
 validate(config, "workflows/schemas/config.schema.yaml")
 
 
@@ -16,7 +19,7 @@ include: "workflows/rules/models.smk"
 include: "workflows/rules/prompts.smk"
 include: "workflows/rules/generate.smk"
 include: "workflows/rules/score.smk"
-# Reports (reports/) attach to results/table.parquet and the per-cell metric JSONs of score.smk.
+# score.smk ends with the report rule (reports.build: paper tables, figures) for `snakemake --report`.
 
 
 rule all:
@@ -24,4 +27,5 @@ rule all:
         all_manifests(),
         all_metrics(),
         table=f"{R}/table.parquet" if all_metrics() else [],
+        report=f"{R}/report/figures" if all_metrics() else [],
     default_target: True

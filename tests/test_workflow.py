@@ -86,6 +86,9 @@ def test_micro_dag_runs_end_to_end_and_reruns_nothing(tmp_path):
     assert table.at["spatial", "protocol"] == "t2i_compbench@1/spatial" and table.at["spatial", "n"] == 10
     seeds = pd.read_parquet(tmp_path / "results/samples/tiny/spatial/dpm-solver-5/cfg4.5/manifest.parquet")["seed"]
     assert sorted(seeds) == list(range(42, 52))  # T2I-CompBench: image k of every prompt has seed 42 + k
+    assert (tmp_path / "results/report/tables/table3.csv").exists()  # the spatial subset fills Table 3
+    html = _run(["--configfile", str(config), "--report", "report.html"], tmp_path)
+    assert html.returncode == 0 and (tmp_path / "report.html").stat().st_size > 10_000, html.stderr[-2000:]
     again = _run(["-n", "--configfile", str(config), "--cores", "2"], tmp_path)
     assert "Nothing to be done" in again.stdout + again.stderr
     # incremental: one more cfg value schedules only the new cells (2 shards + manifest + score per bench)
@@ -96,3 +99,4 @@ def test_micro_dag_runs_end_to_end_and_reruns_nothing(tmp_path):
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", plan.stdout, re.M))
     assert counts.get("generate_shard") == "4" and counts.get("manifest") == "2", plan.stdout[-1500:]
     assert counts.get("score") == "2" and "prompts" not in counts and "embeddings" not in counts
+    assert counts.get("report") == "1"  # tables and figures are rebuilt from the grown table

@@ -96,3 +96,21 @@ rule table:
         f"{R}/logs/table.log",
     shell:
         "{PY} -m evals.table --out {output} {input} > {log} 2>&1"
+
+
+rule report:
+    input:
+        table=rules.table.output[0],
+        manifests=all_manifests(),
+    output:
+        tables=report(directory(f"{R}/report/tables"), patterns=["{name}.csv"], category="Tables",
+                      caption="../report/tables.rst"),
+        figures=report(directory(f"{R}/report/figures"), patterns=["{name}.png"], category="Figures",
+                       caption="../report/figures.rst"),
+    params:
+        out=f"{R}/report",
+    log:
+        f"{R}/logs/report.log",
+    shell:
+        "{PY} -m reports.build --table {input.table} --out {params.out} --samples {R}/samples"
+        " --scores {R}/scores > {log} 2>&1"
