@@ -122,13 +122,22 @@ def _open_image(cell: Path, name: str):
         return None, f"{name}: cannot read image: {err}"
 
 
-def _chunks(manifest: pd.DataFrame, cell: Path, size: int) -> Iterator[tuple[list[int], list, list[str | None]]]:
-    """(row indices, images, load errors) for consecutive chunks of the manifest: bounded memory."""
+def _readable_chunks(manifest: pd.DataFrame, cell: Path, size: int, errors: list,
+                     unreadable: list) -> Iterator[tuple[list[int], list]]:
+    """(row indices, images) of the readable images in consecutive chunks of the manifest (bounded memory).
+    An unreadable file gets its error in `errors[row]` and its row appended to `unreadable`."""
     files = list(manifest["file"])
     for start in range(0, len(files), size):
-        rows = list(range(start, min(len(files), start + size)))
-        opened = [_open_image(Path(cell), str(files[i])) for i in rows]
-        yield rows, [im for im, _ in opened], [err for _, err in opened]
+        rows, images = [], []
+        for i in range(start, min(len(files), start + size)):
+            image, err = _open_image(Path(cell), str(files[i]))
+            if err:
+                errors[i] = err
+                unreadable.append(i)
+            else:
+                rows.append(i)
+                images.append(image)
+        yield rows, images
 
 
 def _guarded(batch_call: Callable[[], Sequence], single_call: Callable[[int], Any], n: int) -> list:
@@ -365,12 +374,10 @@ def compbench_blip_vqa_kind(settings: dict, manifest: pd.DataFrame, cell: Path):
     blip, fingerprint = build_blip(settings, "weights")
 
     scores, errors = np.full(len(prompts), np.nan), [None] * len(prompts)
-    unreadable = 0
-    for rows, images, load_errors in _chunks(manifest, cell, int(settings.get("chunk_size", DEFAULT_CHUNK))):
-        ok = [j for j, im in enumerate(images) if im is not None]
-        for j, err in enumerate(load_errors):
-            if err:
-                errors[rows[j]], unreadable = err, unreadable + 1
+    unreadable: list[int] = []
+    for rows, images in _readable_chunks(manifest, cell, int(settings.get("chunk_size", DEFAULT_CHUNK)), errors,
+                                         unreadable):
+        ok = list(range(len(images)))
         results = _blip_scores(blip, [images[j] for j in ok], [questions[prompts[rows[j]]] for j in ok], np_num)
         for j, result in zip(ok, results):
             i = rows[j]
@@ -378,14 +385,14 @@ def compbench_blip_vqa_kind(settings: dict, manifest: pd.DataFrame, cell: Path):
                 errors[i] = _error(str(manifest["file"].iloc[i]), result)
             else:
                 scores[i] = result
-    _finish(scores, errors, unreadable)
+    _finish(scores, errors, len(unreadable))
     meta = {
         "scorer": f"compbench_blipvqa_np{np_num}", "weights_fingerprint": fingerprint, "higher_is_better": True,
         "backend": _backend_name(blip), "np_num": np_num,
         "question_filter": bool(settings.get("question_filter", True)),
         "val_files": list(val_files),
         "n_images_without_questions": int(sum(not questions[p] for p in prompts)),
-        "n_unreadable": unreadable,
+        "n_unreadable": len(unreadable),
     }
     return scores, errors, meta
 
@@ -420,12 +427,10 @@ def compbench_spatial_2d_kind(settings: dict, manifest: pd.DataFrame, cell: Path
 
     scores, errors = np.full(len(prompts), np.nan), [None] * len(prompts)
     found: list[tuple[bool, bool] | None] = [None] * len(prompts)
-    unreadable = 0
-    for rows, images, load_errors in _chunks(manifest, cell, int(settings.get("chunk_size", DEFAULT_CHUNK))):
-        ok = [j for j, im in enumerate(images) if im is not None]
-        for j, err in enumerate(load_errors):
-            if err:
-                errors[rows[j]], unreadable = err, unreadable + 1
+    unreadable: list[int] = []
+    for rows, images in _readable_chunks(manifest, cell, int(settings.get("chunk_size", DEFAULT_CHUNK)), errors,
+                                         unreadable):
+        ok = list(range(len(images)))
         frames = [cb.to_detector_frame(images[j]) for j in ok]
         label_lists = [_labels(*targets[prompts[rows[j]]][:2]) for j in ok]
         for j, dets in zip(ok, _detect_all(detector, frames, label_lists)):
@@ -439,14 +444,14 @@ def compbench_spatial_2d_kind(settings: dict, manifest: pd.DataFrame, cell: Path
                 found[i] = _found_exact(dets, obj1, obj2)
             except Exception as err:  # noqa: BLE001 - recorded as this image's error
                 errors[i] = _error(name, err)
-    _finish(scores, errors, unreadable)
+    _finish(scores, errors, len(unreadable))
     meta = {
         "scorer": f"compbench_spatial2d_{tag}", "weights_fingerprint": fingerprint, "higher_is_better": True,
         "detector": _backend_name(detector), "val_files": list(val_files),
         **_spatial_2d_meta_counts(found),
         "n_zero_scores": int(np.sum(scores == 0)),
         "n_images_without_relation_word": int(sum(targets[p][2] is None for p in prompts)),
-        "n_unreadable": unreadable,
+        "n_unreadable": len(unreadable),
     }
     return scores, errors, meta
 
@@ -465,12 +470,10 @@ def compbench_spatial_3d_kind(settings: dict, manifest: pd.DataFrame, cell: Path
 
     scores, errors = np.full(len(prompts), np.nan), [None] * len(prompts)
     found: list[tuple[bool, bool] | None] = [None] * len(prompts)
-    unreadable = 0
-    for rows, images, load_errors in _chunks(manifest, cell, int(settings.get("chunk_size", DEFAULT_CHUNK))):
-        ok = [j for j, im in enumerate(images) if im is not None]
-        for j, err in enumerate(load_errors):
-            if err:
-                errors[rows[j]], unreadable = err, unreadable + 1
+    unreadable: list[int] = []
+    for rows, images in _readable_chunks(manifest, cell, int(settings.get("chunk_size", DEFAULT_CHUNK)), errors,
+                                         unreadable):
+        ok = list(range(len(images)))
         frames = [cb.to_detector_frame(images[j]) for j in ok]
         label_lists = [_labels(*targets[prompts[rows[j]]][:2]) for j in ok]
         detections = _detect_all(detector, frames, label_lists)
@@ -491,7 +494,7 @@ def compbench_spatial_3d_kind(settings: dict, manifest: pd.DataFrame, cell: Path
                 found[i] = _found_substring(dets, obj1, obj2)
             except Exception as err:  # noqa: BLE001 - recorded as this image's error
                 errors[i] = _error(name, err)
-    _finish(scores, errors, unreadable)
+    _finish(scores, errors, len(unreadable))
     meta = {
         "scorer": f"compbench_spatial3d_{det_tag}_{depth_tag}",
         "weights_fingerprint": combine_fingerprints({"detector": det_fp, "depth": depth_fp}),
@@ -499,7 +502,7 @@ def compbench_spatial_3d_kind(settings: dict, manifest: pd.DataFrame, cell: Path
         "fingerprints": {"detector": det_fp, "depth": depth_fp}, "val_files": list(val_files),
         **_spatial_2d_meta_counts(found),
         "n_images_without_relation_word": int(sum(targets[p][2] is None for p in prompts)),
-        "n_unreadable": unreadable,
+        "n_unreadable": len(unreadable),
     }
     return scores, errors, meta
 
@@ -537,15 +540,12 @@ def compbench_numeracy_kind(settings: dict, manifest: pd.DataFrame, cell: Path):
                                                 else "detector_weights", "R50")
 
     scores, errors = np.full(len(prompts), np.nan), [None] * len(prompts)
-    unreadable = n_none = n_full = 0
-    for rows, images, load_errors in _chunks(manifest, cell, int(settings.get("chunk_size", DEFAULT_CHUNK))):
-        for j, err in enumerate(load_errors):
-            if err:
-                errors[rows[j]], unreadable = err, unreadable + 1
+    unreadable: list[int] = []
+    n_none = n_full = 0
+    for rows, images in _readable_chunks(manifest, cell, int(settings.get("chunk_size", DEFAULT_CHUNK)), errors,
+                                         unreadable):
         ok = []
-        for j, im in enumerate(images):
-            if im is None:
-                continue
+        for j in range(len(images)):
             target = targets[prompts[rows[j]]]
             if isinstance(target, Exception):  # the upstream evaluator would crash on this prompt
                 errors[rows[j]] = (f"{manifest['file'].iloc[rows[j]]}: scoring failed: prompt {prompts[rows[j]]!r} "
@@ -566,13 +566,13 @@ def compbench_numeracy_kind(settings: dict, manifest: pd.DataFrame, cell: Path):
             except Exception as err:  # noqa: BLE001 - recorded as this image's error
                 errors[i] = _error(str(manifest["file"].iloc[i]), err)
     n_unparsable = sum(isinstance(targets[p], Exception) for p in prompts)
-    _finish(scores, errors, unreadable)
+    _finish(scores, errors, len(unreadable))
     meta = {
         "scorer": f"compbench_numeracy_{tag}", "weights_fingerprint": fingerprint, "higher_is_better": True,
         "detector": _backend_name(detector), "val_files": list(val_files),
         "new_objects_sha256": path_fingerprint(table_path),
         "n_no_object_detected": int(n_none), "n_all_counts_correct": int(n_full),
-        "n_images_unparsable_prompt": int(n_unparsable), "n_unreadable": unreadable,
+        "n_images_unparsable_prompt": int(n_unparsable), "n_unreadable": len(unreadable),
     }
     return scores, errors, meta
 
@@ -640,12 +640,10 @@ def compbench_complex_kind(settings: dict, manifest: pd.DataFrame, cell: Path):
     scores, errors = np.full(n, np.nan), [None] * n
     a_terms, s_terms, c_terms = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
     found: list[tuple[bool, bool] | None] = [None] * n
-    unreadable = 0
-    for rows, images, load_errors in _chunks(manifest, cell, int(settings.get("chunk_size", DEFAULT_CHUNK))):
-        ok = [j for j, im in enumerate(images) if im is not None]
-        for j, err in enumerate(load_errors):
-            if err:
-                errors[rows[j]], unreadable = err, unreadable + 1
+    unreadable: list[int] = []
+    for rows, images in _readable_chunks(manifest, cell, int(settings.get("chunk_size", DEFAULT_CHUNK)), errors,
+                                         unreadable):
+        ok = list(range(len(images)))
         failures: dict[int, Exception] = {}
         # A: BLIP-VQA on every image
         for j, result in zip(ok, _blip_scores(blip, [images[j] for j in ok],
@@ -688,7 +686,7 @@ def compbench_complex_kind(settings: dict, manifest: pd.DataFrame, cell: Path):
                 errors[i] = _error(str(manifest["file"].iloc[i]), failures[j])
                 continue
             scores[i] = cb.three_in_one(groups[i], a_terms[i], s_terms[i], c_terms[i])
-    _finish(scores, errors, unreadable)
+    _finish(scores, errors, len(unreadable))
 
     def mean(values):
         values = values[np.isfinite(scores)]
@@ -708,7 +706,7 @@ def compbench_complex_kind(settings: dict, manifest: pd.DataFrame, cell: Path):
         "n_spatial_without_object_pair": int(sum(need_s[i] and not any(spatial[prompts[i]][:2]) for i in range(n))),
         **{f"spatial_{k}": v for k, v in counts.items()},
         "n_truncated_captions": int(getattr(clip, "n_truncated", 0) or 0),
-        "n_unreadable": unreadable,
+        "n_unreadable": len(unreadable),
     }
     return scores, errors, meta
 
