@@ -28,4 +28,5 @@ rule all:
         all_metrics(),
         table=f"{R}/table.parquet" if all_metrics() else [],
         report=f"{R}/report/figures" if all_metrics() else [],
+        history=f"{R}/history.parquet" if all_metrics() else [],
     default_target: True

@@ -10,9 +10,9 @@ sampler, steps, cfg, …). A failed image is named and counted, never dropped si
 """
 import argparse
 import json
-import math
 import os
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
@@ -218,6 +218,15 @@ def aggregate(frame: pd.DataFrame, seed: int = 0, n_resamples: int = 1000) -> di
             "n_failed": n_failed, "ci_method": f"bootstrap over prompts, {n_resamples} resamples, seed {seed}"}
 
 
+def seed_summary(manifest: pd.DataFrame) -> str:
+    """The seeds a cell used, e.g. '42..51 per image' (T2I-CompBench) or '0..29999'."""
+    if "seed" not in manifest:
+        return "unknown"
+    low, high = int(manifest["seed"].min()), int(manifest["seed"].max())
+    per_image = "image_index" in manifest and manifest.groupby("image_index")["seed"].nunique().eq(1).all()
+    return f"{low}..{high}" + (" per image" if per_image and manifest["prompt_id"].nunique() > 1 else "")
+
+
 def check_images_per_prompt(manifest: pd.DataFrame, cell: Path):
     """Every prompt must have the same number of images: protocol means assume it (T2I-CompBench: 10)."""
     counts = manifest.groupby("prompt_id").size()
@@ -248,11 +257,16 @@ def run(args) -> dict:
     result = {"metric": args.scorer, "kind": kind, "protocol": args.protocol, **summary,
               **meta, "seconds": round(time.perf_counter() - started, 3),
               **{k: (first[k].item() if hasattr(first[k], "item") else first[k]) for k in PROVENANCE if k in first},
-              "bench": args.bench or args.protocol.split("@")[0], "cell": str(args.cell)}
+              "bench": args.bench or args.protocol.split("@")[0], "cell": str(args.cell),
+              "seeds": seed_summary(manifest), "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     failed = [e for e in errors if e]
     if failed:
         result["failed_examples"] = failed[:5]
     _atomic_text(json.dumps(result, indent=1, default=str), Path(args.metric_out))
+    if args.history_dir:  # append-only: a new uniquely named file per job, never a shared one
+        stamp = result["time"].replace(":", "").replace("-", "")
+        _atomic_text(json.dumps(result, default=str),
+                     Path(args.history_dir) / f"{stamp}-{result.get('cell_key', 'cell')}-{args.scorer}.json")
     value = "n/a" if result["value"] is None else f"{result['value']:.4f} [{result['ci_low']:.4f}, {result['ci_high']:.4f}]"
     print(f"score: {args.scorer} on {args.cell}: {value} (n={result['n']}, failed={result['n_failed']}) "
           f"in {result['seconds']:.1f}s")
@@ -282,6 +296,7 @@ def parser():
     p.add_argument("--bench", help="the config's name of the prompt set (default: the protocol's name)")
     p.add_argument("--scores-out", type=Path, required=True)
     p.add_argument("--metric-out", type=Path, required=True)
+    p.add_argument("--history-dir", type=Path, help="also append this result to the run history (one file per job)")
     return p
 
 

@@ -1,6 +1,7 @@
-"""Gather every aggregate JSON of a run into one tidy table: one row per number with its provenance.
+"""Gather aggregate JSONs into one tidy table: one row per number with its provenance.
 
-python -m evals.table --out results/table.parquet METRIC.json [METRIC.json …]
+python -m evals.table --out results/table.parquet METRIC.json [METRIC.json …]     this run's numbers
+python -m evals.table --out results/history.parquet --history results/history     every run so far
 """
 import argparse
 import json
@@ -9,8 +10,9 @@ from pathlib import Path
 
 import pandas as pd
 
-COLUMNS = ("model", "bench", "protocol", "sampler", "steps", "cfg", "metric", "value", "ci_low", "ci_high", "n",
-           "n_failed", "scorer", "weights_fingerprint", "model_fingerprint", "uncond", "seconds", "code_version")
+COLUMNS = ("model", "bench", "protocol", "sampler", "steps", "cfg", "seeds", "metric", "value", "ci_low", "ci_high",
+           "n", "n_failed", "scorer", "weights_fingerprint", "model_fingerprint", "uncond", "seconds", "code_version",
+           "time")
 
 
 def gather(files) -> pd.DataFrame:
@@ -32,9 +34,11 @@ def gather(files) -> pd.DataFrame:
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--history", type=Path, help="folder of per-job history files (append-only) to merge")
     parser.add_argument("files", nargs="*")
     args = parser.parse_args(argv)
-    frame = gather(args.files)
+    files = list(args.files) + (sorted(args.history.glob("*.json")) if args.history else [])
+    frame = gather(files)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = args.out.with_name(f".{args.out.name}.tmp{os.getpid()}")
     frame.to_parquet(tmp, index=False)

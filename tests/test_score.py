@@ -142,3 +142,27 @@ def test_refstats_rule_command_writes_a_pointer_and_reuses_the_cache(cell, tmp_p
     monkeypatch.setattr(fidelity, "extract_features", lambda *a, **k: pytest.fail("recomputed a cached reference"))
     refstats.main(["--settings", str(settings), "--out", str(tmp_path / "again.json")])
     assert json.loads((tmp_path / "again.json").read_text())["key"] == pointer["key"]
+
+
+def test_history_is_append_only_one_file_per_job(cell, tmp_path):
+    args = ["--scorer", "clip_tiny", "--settings", str(cell / "clip.json"), "--cell", str(cell),
+            "--protocol", "demo@custom-1", "--scores-out", str(tmp_path / "s.parquet"),
+            "--metric-out", str(tmp_path / "m.json"), "--history-dir", str(tmp_path / "history")]
+    first = score.run(score.parser().parse_args(args))
+    import time
+
+    time.sleep(1.1)  # history file names carry the second of the run
+    score.run(score.parser().parse_args(args))
+    files = sorted((tmp_path / "history").glob("*.json"))
+    assert len(files) == 2
+    merged = table.gather(files)
+    assert len(merged) == 2 and merged["time"].nunique() == 2
+    assert first["seeds"] == "unknown"  # this synthetic manifest records no seeds
+    assert {"seeds", "time", "value", "ci_low", "ci_high", "protocol"} <= set(merged)
+
+
+def test_seed_summary_names_the_per_image_rule():
+    frame = pd.DataFrame({"prompt_id": ["a"] * 10 + ["b"] * 10, "image_index": list(range(10)) * 2,
+                          "seed": list(range(42, 52)) * 2})
+    assert score.seed_summary(frame) == "42..51 per image"
+    assert score.seed_summary(frame.assign(seed=range(20))) == "0..19"

@@ -87,6 +87,8 @@ def test_micro_dag_runs_end_to_end_and_reruns_nothing(tmp_path):
     seeds = pd.read_parquet(tmp_path / "results/samples/tiny/spatial/dpm-solver-5/cfg4.5/manifest.parquet")["seed"]
     assert sorted(seeds) == list(range(42, 52))  # T2I-CompBench: image k of every prompt has seed 42 + k
     assert (tmp_path / "results/report/tables/table3.csv").exists()  # the spatial subset fills Table 3
+    history = pd.read_parquet(tmp_path / "results/history.parquet")
+    assert len(history) == len(table) and set(history["seeds"]) == {"42..43 per image", "42..51"}  # 1 prompt
     html = _run(["--configfile", str(config), "--report", "report.html"], tmp_path)
     assert html.returncode == 0 and (tmp_path / "report.html").stat().st_size > 10_000, html.stderr[-2000:]
     again = _run(["-n", "--configfile", str(config), "--cores", "2"], tmp_path)

@@ -84,7 +84,8 @@ rule score:
         f"{R}/logs/score/{{model}}/{{bench}}/{{sampler}}/cfg{{cfg}}/{{metric}}.log",
     shell:
         "{PY} -m evals.score --scorer {wildcards.metric} --settings {input.settings} --cell {params.cell}"
-        " --protocol {params.protocol} --bench {wildcards.bench} --scores-out {output.scores} --metric-out {output.metric} > {log} 2>&1"
+        " --protocol {params.protocol} --bench {wildcards.bench} --scores-out {output.scores}"
+        " --metric-out {output.metric} --history-dir {R}/history > {log} 2>&1"
 
 
 rule table:
@@ -96,6 +97,17 @@ rule table:
         f"{R}/logs/table.log",
     shell:
         "{PY} -m evals.table --out {output} {input} > {log} 2>&1"
+
+
+rule history:
+    input:
+        all_metrics(),
+    output:
+        f"{R}/history.parquet",
+    log:
+        f"{R}/logs/history.log",
+    shell:
+        "{PY} -m evals.table --out {output} --history {R}/history > {log} 2>&1"
 
 
 rule report:
