@@ -377,9 +377,8 @@ def compbench_blip_vqa_kind(settings: dict, manifest: pd.DataFrame, cell: Path):
     unreadable: list[int] = []
     for rows, images in _readable_chunks(manifest, cell, int(settings.get("chunk_size", DEFAULT_CHUNK)), errors,
                                          unreadable):
-        ok = list(range(len(images)))
-        results = _blip_scores(blip, [images[j] for j in ok], [questions[prompts[rows[j]]] for j in ok], np_num)
-        for j, result in zip(ok, results):
+        results = _blip_scores(blip, images, [questions[prompts[i]] for i in rows], np_num)
+        for j, result in enumerate(results):
             i = rows[j]
             if isinstance(result, Exception):
                 errors[i] = _error(str(manifest["file"].iloc[i]), result)
@@ -430,10 +429,9 @@ def compbench_spatial_2d_kind(settings: dict, manifest: pd.DataFrame, cell: Path
     unreadable: list[int] = []
     for rows, images in _readable_chunks(manifest, cell, int(settings.get("chunk_size", DEFAULT_CHUNK)), errors,
                                          unreadable):
-        ok = list(range(len(images)))
-        frames = [cb.to_detector_frame(images[j]) for j in ok]
-        label_lists = [_labels(*targets[prompts[rows[j]]][:2]) for j in ok]
-        for j, dets in zip(ok, _detect_all(detector, frames, label_lists)):
+        frames = [cb.to_detector_frame(image) for image in images]
+        label_lists = [_labels(*targets[prompts[i]][:2]) for i in rows]
+        for j, dets in enumerate(_detect_all(detector, frames, label_lists)):
             i = rows[j]
             name = str(manifest["file"].iloc[i])
             try:
@@ -473,12 +471,11 @@ def compbench_spatial_3d_kind(settings: dict, manifest: pd.DataFrame, cell: Path
     unreadable: list[int] = []
     for rows, images in _readable_chunks(manifest, cell, int(settings.get("chunk_size", DEFAULT_CHUNK)), errors,
                                          unreadable):
-        ok = list(range(len(images)))
-        frames = [cb.to_detector_frame(images[j]) for j in ok]
-        label_lists = [_labels(*targets[prompts[rows[j]]][:2]) for j in ok]
+        frames = [cb.to_detector_frame(image) for image in images]
+        label_lists = [_labels(*targets[prompts[i]][:2]) for i in rows]
         detections = _detect_all(detector, frames, label_lists)
-        depths = _depth_all(depth, [images[j] for j in ok])
-        for j, frame, dets, dmap in zip(ok, frames, detections, depths):
+        depths = _depth_all(depth, images)
+        for j, (frame, dets, dmap) in enumerate(zip(frames, detections, depths)):
             i = rows[j]
             name = str(manifest["file"].iloc[i])
             try:
@@ -643,17 +640,15 @@ def compbench_complex_kind(settings: dict, manifest: pd.DataFrame, cell: Path):
     unreadable: list[int] = []
     for rows, images in _readable_chunks(manifest, cell, int(settings.get("chunk_size", DEFAULT_CHUNK)), errors,
                                          unreadable):
-        ok = list(range(len(images)))
         failures: dict[int, Exception] = {}
         # A: BLIP-VQA on every image
-        for j, result in zip(ok, _blip_scores(blip, [images[j] for j in ok],
-                                              [questions[prompts[rows[j]]] for j in ok], np_num)):
+        for j, result in enumerate(_blip_scores(blip, images, [questions[prompts[i]] for i in rows], np_num)):
             if isinstance(result, Exception):
                 failures[j] = result
             else:
                 a_terms[rows[j]] = result
         # S: 2D rule in complex mode where the group uses it (no object pair -> 0 without detection)
-        s_rows = [j for j in ok if need_s[rows[j]]]
+        s_rows = [j for j, i in enumerate(rows) if need_s[i]]
         detect_rows = [j for j in s_rows if any(spatial[prompts[rows[j]]][:2])]
         detections = dict(zip(detect_rows, _detect_all(
             detector, [cb.to_detector_frame(images[j]) for j in detect_rows],
@@ -670,7 +665,7 @@ def compbench_complex_kind(settings: dict, manifest: pd.DataFrame, cell: Path):
             except Exception as err:  # noqa: BLE001
                 failures.setdefault(j, err)
         # C: CLIP raw cosine on the adjective-free text where the group uses it
-        c_rows = [j for j in ok if need_c[rows[j]]]
+        c_rows = [j for j, i in enumerate(rows) if need_c[i]]
         c_images, c_texts = [images[j] for j in c_rows], [captions[prompts[rows[j]]] for j in c_rows]
         c_values = _guarded(lambda: list(np.asarray(clip.score(c_images, c_texts, batch_size=clip_batch), float)),
                             lambda k: float(np.asarray(clip.score([c_images[k]], [c_texts[k]], batch_size=1))[0]),
@@ -680,7 +675,7 @@ def compbench_complex_kind(settings: dict, manifest: pd.DataFrame, cell: Path):
                 failures.setdefault(j, value)
             else:
                 c_terms[rows[j]] = float(value)
-        for j in ok:
+        for j in range(len(rows)):
             i = rows[j]
             if j in failures:
                 errors[i] = _error(str(manifest["file"].iloc[i]), failures[j])
