@@ -1,0 +1,1 @@
+"""Training: offline features, IDDPM loss, the model variants, DiT re-parameterisation and the training loop."""

@@ -1,0 +1,270 @@
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pixart.train.buckets import (ASPECT_RATIO_256, ASPECT_RATIO_512, ASPECT_RATIO_1024, AspectRatioBatchSampler,
+                                  assign_buckets, buckets_for, nearest_bucket)
+from pixart.train.data import DatasetError, LatentDataset, scan_dataset
+
+EXTRA_KEYS = {"0.26", "0.27", "2.89", "3.11", "3.62", "3.75", "3.88"}
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # Tiny tensors: on a shared CPU, intra-op threads cost far more than they save.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _png(width: int, height: int, seed: int) -> bytes:
+    pixels = np.random.default_rng(seed).integers(0, 256, (height, width, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _jsonl_dataset(root: Path) -> Path:
+    """6 good images (4 landscape 64×48, 2 portrait 48×64); a truncated image, an empty caption, a missing file,
+    a bad line and a duplicate."""
+    (root / "img").mkdir(parents=True)
+    lines = []
+    for i in range(6):
+        w, h = (64, 48) if i < 4 else (48, 64)
+        (root / f"img/{i}.png").write_bytes(_png(w, h, i))
+        lines.append(json.dumps({"file": f"img/{i}.png", "caption": f"a red circle number {i}", "label": i % 3,
+                                 "source": "test"}))
+    (root / "img/corrupt.png").write_bytes(_png(64, 48, 99)[:300])
+    (root / "img/empty.png").write_bytes(_png(64, 48, 98))
+    lines += [json.dumps({"file": "img/corrupt.png", "caption": "a corrupt image"}),
+              json.dumps({"file": "img/empty.png", "caption": "   "}),
+              json.dumps({"file": "img/missing.png", "caption": "no such file"}),
+              "{not json",
+              json.dumps({"file": "img/0.png", "caption": "the same image again"})]
+    (root / "captions.jsonl").write_text("\n".join(lines) + "\n")
+    return root
+
+
+# ---------------------------------------------------------------- buckets
+
+def test_1024_table_has_40_buckets_of_about_one_megapixel():
+    assert len(ASPECT_RATIO_1024) == 40
+    assert list(ASPECT_RATIO_1024)[0] == "0.25" and list(ASPECT_RATIO_1024)[-1] == "4.0"
+    for key, (h, w) in ASPECT_RATIO_1024.items():
+        assert h % 64 == 0 and w % 64 == 0
+        assert 0.9 <= h * w / 1024**2 <= 1.0, key  # "≈1 MPix": upstream sizes span 0.90–1.00 of 1024²
+        assert abs(h / w - float(key)) <= 0.0051, key
+
+
+def test_tables_match_diffusers_bin_tables_on_shared_keys():
+    from diffusers.pipelines.pixart_alpha.pipeline_pixart_alpha import (ASPECT_RATIO_256_BIN, ASPECT_RATIO_512_BIN,
+                                                                       ASPECT_RATIO_1024_BIN)
+
+    for ours, theirs in ((ASPECT_RATIO_1024, ASPECT_RATIO_1024_BIN), (ASPECT_RATIO_512, ASPECT_RATIO_512_BIN),
+                         (ASPECT_RATIO_256, ASPECT_RATIO_256_BIN)):
+        assert set(ours) - set(theirs) == EXTRA_KEYS and set(theirs) <= set(ours)
+        assert all(ours[key] == theirs[key] for key in theirs)
+
+
+def test_buckets_for_scales_and_rounds():
+    assert buckets_for(1024, 64) == ASPECT_RATIO_1024
+    assert buckets_for(512, 16) == ASPECT_RATIO_512
+    assert buckets_for(256, 16) == ASPECT_RATIO_256
+    tiny = buckets_for(64, 8)
+    assert set(tiny) == set(ASPECT_RATIO_1024) and tiny["1.0"] == [64, 64]
+    assert all(h % 8 == 0 and w % 8 == 0 and h >= 8 and w >= 8 for h, w in tiny.values())
+
+
+def test_nearest_bucket_and_extreme_ratios():
+    assert nearest_bucket(1000, 1000) == "1.0"
+    assert nearest_bucket(512, 2048) == "0.25" and nearest_bucket(100, 1000) == "0.25"
+    assert nearest_bucket(1080, 1920, ASPECT_RATIO_512) == "0.57"
+    assert assign_buckets([(100, 100), (500, 100), (100, 401), (400, 100)]) == ["1.0", None, None, "4.0"]
+
+
+def _sizes(n=50, seed=0):
+    rng = np.random.default_rng(seed)
+    return [(int(rng.integers(100, 400)), int(rng.integers(100, 400))) for _ in range(n)] + [(2000, 100)]
+
+
+def test_batch_sampler_single_bucket_deterministic_per_epoch():
+    sizes = _sizes()
+    sampler = AspectRatioBatchSampler(sizes, 4, table=ASPECT_RATIO_256, seed=3)
+    assert sampler.n_dropped == 1
+    first = list(sampler)
+    assert first == list(AspectRatioBatchSampler(sizes, 4, table=ASPECT_RATIO_256, seed=3))
+    assert len(first) == len(sampler)
+    for batch in first:
+        assert len({sampler.keys[i] for i in batch}) == 1 and 1 <= len(batch) <= 4
+    assert sorted(i for b in first for i in b) == list(range(len(sizes) - 1))
+    sampler.set_epoch(1)
+    assert list(sampler) != first
+
+
+def test_batch_sampler_shards_by_rank():
+    keys = ["1.0"] * 23 + ["0.5"] * 10 + ["2.0"] * 7
+    for drop_last in (False, True):
+        shards = [list(AspectRatioBatchSampler(keys, 3, seed=1, rank=r, world_size=3, drop_last=drop_last))
+                  for r in range(3)]
+        assert len({len(s) for s in shards}) == 1
+        assert all(len(s) == len(AspectRatioBatchSampler(keys, 3, rank=0, world_size=3, drop_last=drop_last))
+                   for s in shards)
+        seen = [i for s in shards for b in s for i in b]
+        if drop_last:
+            assert len(seen) == len(set(seen)) and all(len(b) == 3 for s in shards for b in s)
+        else:
+            assert set(seen) == set(range(len(keys)))
+    with pytest.raises(ValueError, match="table="):
+        AspectRatioBatchSampler([(10, 10)], 2)
+
+
+# ---------------------------------------------------------------- scanning
+
+def test_scan_jsonl_counts_and_names_every_skip(tmp_path):
+    items, report = scan_dataset(_jsonl_dataset(tmp_path / "data"))
+    assert len(items) == 6 and report["n_usable"] == 6 and report["n_records"] == 11
+    skipped = {r: e["count"] for r, e in report["skipped"].items()}
+    assert skipped == {"bad_record": 1, "duplicate": 1, "missing_image": 1, "missing_caption": 0, "empty_caption": 1,
+                       "corrupt_image": 1, "extreme_aspect": 0}
+    assert report["skipped"]["corrupt_image"]["first"] == ["img/corrupt.png"]
+    assert report["skipped"]["bad_record"]["first"][0].startswith("captions.jsonl:10")
+    assert (items[0].height, items[0].width, items[0].label, items[0].meta) == (48, 64, 0, {"source": "test"})
+
+
+def test_scan_sidecar_and_webdataset(tmp_path):
+    side = tmp_path / "side"
+    (side / "sub").mkdir(parents=True)
+    (side / "sub/a.png").write_bytes(_png(16, 16, 0))
+    (side / "sub/a.txt").write_text("a caption\n")
+    (side / "b.png").write_bytes(_png(16, 16, 1))
+    (side / "c.txt").write_text("orphan caption")
+    (side / "d.png").write_bytes(_png(16, 16, 2))
+    (side / "d.txt").write_bytes(b"caf\xe9 latin-1")
+    items, report = scan_dataset(side)
+    assert [(i.item_id, i.caption) for i in items] == [("sub/a.png", "a caption")]
+    assert report["skipped"]["missing_caption"]["first"] == ["b.png"]
+    assert report["skipped"]["missing_image"]["first"] == ["c.txt"]
+    assert report["skipped"]["bad_record"]["first"][0].startswith("d.png (caption")
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    with tarfile.open(shards / "000.tar", "w") as tar:
+        for name, data in [("k0.png", _png(16, 8, 0)), ("k0.txt", b"first"), ("k1.png", _png(8, 16, 1)),
+                           ("k1.json", json.dumps({"caption": "second", "label": 2, "url": "x"}).encode()),
+                           ("k2.png", _png(8, 8, 2))]:
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    items, report = scan_dataset(shards)
+    assert report["layout"] == "webdataset"
+    assert [(i.item_id, i.caption, i.label, i.height, i.meta) for i in items] == [
+        ("000.tar/k0", "first", None, 8, {}), ("000.tar/k1", "second", 2, 16, {"url": "x"})]
+    assert report["skipped"]["missing_caption"]["count"] == 1
+    from pixart.train.data import open_image
+
+    assert open_image(items[1]).size == (8, 16)
+
+
+def test_scan_without_usable_items_names_folder_and_layout(tmp_path):
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad/x.png").write_bytes(b"not an image")
+    (tmp_path / "bad/x.txt").write_text("caption")
+    with pytest.raises(DatasetError, match=r"bad.*corrupt_image.*captions\.jsonl"):
+        scan_dataset(tmp_path / "bad")
+
+
+# ---------------------------------------------------------------- features + dataset
+
+@pytest.fixture(scope="module")
+def extracted(tmp_path_factory):
+    from pixart.tiny import save_tiny
+    from pixart.train.features import extract
+
+    root = tmp_path_factory.mktemp("train")
+    pipeline = save_tiny(root / "tiny")["pipeline"]
+    data = _jsonl_dataset(root / "data")
+    kwargs = dict(vae_source=pipeline, text_encoder_source=pipeline, batch_size=4, progress=False)
+    single = extract(data, root / "ss", resolution=32, **kwargs)
+    multi = extract(data, root / "ms", resolution=64, multiscale=True, **kwargs)
+    return {"root": root, "pipeline": pipeline, "data": data, "kwargs": kwargs, "single": single, "multi": multi}
+
+
+def test_extract_counts_and_report(extracted):
+    counts, root = extracted["single"], extracted["root"]
+    assert counts["n_items"] == 6 and counts["n_images_encoded"] == 6 and counts["n_captions_encoded"] == 6
+    assert counts["n_skipped"] == 5
+    report = json.loads((root / "ss/report.json").read_text())
+    assert report["skipped"]["empty_caption"]["first"] == ["img/empty.png"] and report["run"] == counts
+    settings = json.loads((root / "ss/settings.json").read_text())
+    assert settings["resolution"] == 32 and not settings["multiscale"] and settings["multiple"] == 8
+    assert settings["vae_fingerprint"] and settings["scaling_factor"] == pytest.approx(0.18215)
+
+
+def test_latents_equal_a_direct_vae_encode(extracted):
+    from safetensors.torch import load_file
+
+    from pixart.checkpoints import load_vae
+
+    ds = LatentDataset(extracted["root"] / "ss")
+    row = ds.index.iloc[0]
+    moments = load_file(str(ds.root / row["vae"]))["moments"].float()
+    assert moments.shape == (8, 8, 8)
+    # by hand: short side 48 → 32 (long 64 → 42), center crop 32×32 from left 5
+    image = Image.open(extracted["data"] / row["file"]).convert("RGB").resize((42, 32), Image.BILINEAR)
+    pixels = torch.from_numpy(np.asarray(image.crop((5, 0, 37, 32)), dtype=np.float32) / 127.5 - 1)
+    with torch.no_grad():
+        posterior = load_vae(extracted["pipeline"]).encode(pixels.permute(2, 0, 1)[None]).latent_dist
+    torch.testing.assert_close(moments, torch.cat([posterior.mean, posterior.std], 1)[0], rtol=2e-3, atol=2e-3)
+
+
+def test_rerun_resumes_and_other_settings_are_refused(extracted):
+    from pixart.train.features import FeatureError, extract
+
+    root, kwargs = extracted["root"], extracted["kwargs"]
+    first = next((root / "ss/vae").rglob("*.safetensors"))
+    first.unlink()
+    again = extract(extracted["data"], root / "ss", resolution=32, **kwargs)
+    assert (again["n_images_encoded"], again["n_captions_encoded"], again["n_images_reused"]) == (1, 0, 5)
+    with pytest.raises(FeatureError, match="resolution"):
+        extract(extracted["data"], root / "ss", resolution=64, **kwargs)
+
+
+def test_dataset_resamples_posterior_per_epoch_deterministically(extracted):
+    ds = LatentDataset(extracted["root"] / "ss", seed=7)
+    a = ds[2]
+    assert a["latents"].shape == (4, 8, 8) and a["text"].shape == (120, 32) and a["label"] == 2
+    assert torch.equal(a["latents"], LatentDataset(extracted["root"] / "ss", seed=7)[2]["latents"])
+    n = int(a["text_mask"].sum())
+    assert 0 < n < 120 and a["text_mask"][:n].all() and a["text"][n:].abs().sum() == 0
+    assert a["img_hw"].tolist() == [32.0, 32.0] and a["aspect_ratio"].tolist() == [1.0]
+    ds.set_epoch(1)
+    b = ds[2]
+    assert not torch.equal(a["latents"], b["latents"]) and torch.equal(a["text"], b["text"])
+    from safetensors.torch import load_file
+
+    mean, std = load_file(str(ds.root / ds.index.iloc[2]["vae"]))["moments"].float().chunk(2)
+    eps = (b["latents"] / ds.scaling_factor - mean) / std
+    assert 0.7 < eps.std().item() < 1.3
+
+
+def test_multiscale_features_and_single_bucket_batches(extracted):
+    ds = LatentDataset(extracted["root"] / "ms")
+    table = buckets_for(64, 8)
+    assert sorted(set(ds.bucket_keys)) == sorted({nearest_bucket(48, 64, table), nearest_bucket(64, 48, table)})
+    for i in range(len(ds)):
+        item = ds[i]
+        h, w = table[ds.bucket_keys[i]]
+        assert item["latents"].shape == (4, h // 4, w // 4)
+        assert item["img_hw"].tolist() == [float(ds.index.iloc[i]["height"]), float(ds.index.iloc[i]["width"])]
+        assert item["aspect_ratio"].item() == pytest.approx(float(ds.bucket_keys[i]))
+    loader = torch.utils.data.DataLoader(ds, batch_sampler=AspectRatioBatchSampler(ds.bucket_keys, 2, seed=0))
+    batches = list(loader)
+    assert sum(len(b["item_id"]) for b in batches) == 6
+    assert all(len(set(b["aspect_ratio"].flatten().tolist())) == 1 for b in batches)
