@@ -4,6 +4,8 @@ Sources (reference/pixart.md §2, §5):
 - a HF hub id or a local diffusers pipeline folder (`transformer/` subfolder) or transformer folder;
 - an original PixArt `.pth` (`state_dict`, or `state_dict_ema` when asked) for 256, 512 or 1024-MS;
 - a `.safetensors` file in either key layout.
+Each of these may also hold the adaLN ablation variant (pixart/train/variants.py): a folder whose config says
+`modulation: adaln`, or a state dict with per-block `adaLN_modulation` keys, loads into that class.
 Original checkpoints keep their `y_embedder.y_embedding` buffer aside for the `original` null convention.
 """
 import hashlib
@@ -15,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from pixart.keymap import KeyMappingError, looks_original, original_to_diffusers
+from pixart.keymap import KeyMappingError, looks_original
 
 # Released PixArt-α resolutions → diffusers config fields (reference/pixart.md §1, §5).
 XL2 = dict(num_layers=28, num_attention_heads=16, attention_head_dim=72, in_channels=4, out_channels=8,
@@ -123,12 +125,14 @@ def _check_pos_embed(path: Path, buffers: dict, config: dict):
 
 
 def build_from_state(state: dict, config: dict, origin: str):
-    """Instantiate PixArtTransformer2DModel(config) and load a diffusers-layout state dict strictly."""
+    """Instantiate the config's variant (stock PixArt unless `modulation: adaln`) and load a diffusers-layout
+    state dict strictly."""
     from accelerate import init_empty_weights
-    from diffusers import PixArtTransformer2DModel
+
+    from pixart.train.variants import build_variant, variant_of
 
     with init_empty_weights():  # parameters on meta (no 2.4 GB random init); buffers such as pos_embed stay real
-        model = PixArtTransformer2DModel(**config)
+        model = build_variant(variant_of(config), config)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
@@ -154,11 +158,15 @@ def load_transformer(checkpoint: str, *, resolution: int | None = None, arch: st
                 f"checkpoint file {checkpoint} does not exist. Put the file there (original PixArt .pth files "
                 f"are in the hub repo PixArt-alpha/PixArt-alpha, e.g. PixArt-XL-2-512x512.pth) or fix `checkpoint:`."
             )
+        from pixart.train.variants import has_block_modulation, original_to_diffusers_any
+
         state = read_safetensors(path) if path.suffix == ".safetensors" else read_pth(path, weights)
         config = transformer_config(arch, resolution)
+        if has_block_modulation(state):  # the adaLN variant: a state dict carries no config to say so
+            config["modulation"] = "adaln"
         try:
             original = looks_original(state)
-            mapped, buffers = original_to_diffusers(state) if original else (state, {})
+            mapped, buffers = original_to_diffusers_any(state) if original else (state, {})
         except KeyMappingError as err:
             raise CheckpointError(f"{checkpoint}: not a PixArt state dict ({err})") from None
         _check_pos_embed(path, buffers, config)
@@ -166,17 +174,29 @@ def load_transformer(checkpoint: str, *, resolution: int | None = None, arch: st
         source.update(layout="original" if original else "diffusers", resolution=resolution)
         null = buffers.get("y_embedder.y_embedding")
         return LoadedTransformer(model, fingerprint_state(model.state_dict()), null, source)
-    model = _from_pretrained("PixArtTransformer2DModel", checkpoint, subfolder or "transformer", "transformer")
+    subfolder = subfolder or "transformer"
+    model = _from_pretrained(_folder_transformer_class(checkpoint, subfolder), checkpoint, subfolder, "transformer")
     source.update(layout="diffusers-folder")
     return LoadedTransformer(model.eval(), fingerprint_state(model.state_dict()), None, source)
 
 
-def _from_pretrained(class_name: str, source: str, subfolder: str | None, what: str):
+def _folder_transformer_class(source: str, subfolder: str) -> type:
+    """The adaLN variant's class when a local folder's config.json says so; stock PixArt otherwise (hub ids
+    included: every released model is adaLN-single)."""
+    from pixart.train.variants import variant_class
+
+    path = Path(source)
+    config_file = path / subfolder / "config.json" if (path / subfolder).is_dir() else path / "config.json"
+    return variant_class(json.loads(config_file.read_text()) if config_file.is_file() else {})
+
+
+def _from_pretrained(class_name: str | type, source: str, subfolder: str | None, what: str):
     """diffusers/transformers `from_pretrained` for a folder, a pipeline folder or a hub id, with a clear miss."""
     import diffusers
     import transformers
 
-    cls = getattr(diffusers, class_name, None) or getattr(transformers, class_name)
+    cls = class_name if isinstance(class_name, type) else \
+        getattr(diffusers, class_name, None) or getattr(transformers, class_name)
     path = Path(source)
     if path.is_dir():
         sub = subfolder if subfolder and (path / subfolder).is_dir() else None

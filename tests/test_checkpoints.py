@@ -117,3 +117,56 @@ def test_resolution_mismatch_is_explained(tiny):
 def test_unreachable_hub_id_says_how_to_supply_it():
     with pytest.raises(CheckpointError, match="hf download PixArt-alpha/PixArt-XL-2-512x512"):
         load_transformer("PixArt-alpha/PixArt-XL-2-512x512")
+
+
+def _random_adaln(seed=7):
+    from pixart.tiny import TINY_TRANSFORMER
+    from pixart.train.variants import build_variant
+
+    torch.manual_seed(seed)
+    model = build_variant("adaln", TINY_TRANSFORMER)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.normal_(0, 0.1)
+    return model.eval()
+
+
+def test_adaln_variant_loads_from_folder_pth_and_safetensors(tmp_path):
+    from safetensors.torch import save_file
+
+    from pixart.checkpoints import fingerprint_state
+    from pixart.tiny import TINY_TRANSFORMER
+    from pixart.train.variants import PixArtAdaLNTransformer2DModel, diffusers_to_original_any
+
+    model = _random_adaln()
+    state = model.state_dict()
+    model.save_pretrained(tmp_path / "pipeline" / "transformer")
+    original = diffusers_to_original_any(state, {"y_embedder.y_embedding": null_embedding(7, 32),
+                                                 "pos_embed": model.pos_embed.pos_embed.clone()})
+    assert "blocks.1.adaLN_modulation.1.weight" in original and "t_block.1.weight" in original
+    torch.save({"state_dict": original}, tmp_path / "adaln.pth")
+    save_file(original, str(tmp_path / "original.safetensors"))
+    save_file(state, str(tmp_path / "diffusers.safetensors"))
+    arch = dict(TINY_TRANSFORMER)  # a stock config: the per-block modulation keys say "adaln"
+    loaded = [load_transformer(str(tmp_path / "pipeline"))] + [
+        load_transformer(str(tmp_path / name), arch=arch)
+        for name in ("adaln.pth", "original.safetensors", "diffusers.safetensors")]
+    x, y, mask, t = _inputs()
+    with torch.no_grad():
+        expected = model(x, encoder_hidden_states=y, encoder_attention_mask=mask, timestep=t).sample
+        for item in loaded:
+            assert isinstance(item.transformer, PixArtAdaLNTransformer2DModel), item.source
+            assert item.fingerprint == fingerprint_state(state)
+            out = item.transformer(x, encoder_hidden_states=y, encoder_attention_mask=mask, timestep=t).sample
+            assert torch.equal(out, expected), item.source
+
+
+def test_adaln_checkpoint_missing_a_block_modulation_is_named(tmp_path):
+    from pixart.tiny import TINY_TRANSFORMER
+    from pixart.train.variants import diffusers_to_original_any
+
+    original = diffusers_to_original_any(_random_adaln().state_dict())
+    del original["blocks.1.adaLN_modulation.1.bias"]
+    torch.save({"state_dict": original}, tmp_path / "partial.pth")
+    with pytest.raises(CheckpointError, match=r"missing keys: \['transformer_blocks.1.adaln_modulation.1.bias'\]"):
+        load_transformer(str(tmp_path / "partial.pth"), arch=dict(TINY_TRANSFORMER))
