@@ -1,0 +1,28 @@
+"""The stream of training batches for one process: single-bucket batches in a (seed, epoch) order.
+
+The stream can start at any global step, so a resumed run sees exactly the batches an uninterrupted run
+would have seen from that step on.
+"""
+from collections.abc import Iterator
+
+from torch.utils.data import DataLoader
+
+from pixart.train.buckets import AspectRatioBatchSampler
+from pixart.train.data import DatasetError, LatentDataset
+
+
+def epoch_batches(recipe: dict, *, rank: int = 0, world_size: int = 1, start_step: int = 0) -> Iterator[dict]:
+    """Endless collated batches (keys of LatentDataset items, stacked) from global step `start_step` on."""
+    dataset = LatentDataset(recipe["features"], seed=recipe["seed"])
+    sampler = AspectRatioBatchSampler(dataset.bucket_keys, recipe["batch_size"], seed=recipe["seed"],
+                                      rank=rank, world_size=world_size)
+    per_epoch = len(sampler)
+    if per_epoch == 0:
+        raise DatasetError(f"{recipe['features']}: no item fits a bucket, so there is nothing to train on")
+    epoch, skip = divmod(start_step, per_epoch)
+    while True:
+        sampler.set_epoch(epoch)
+        dataset.set_epoch(epoch)
+        batches = list(sampler)[skip:]
+        yield from DataLoader(dataset, batch_sampler=batches)
+        epoch, skip = epoch + 1, 0

@@ -1,0 +1,101 @@
+"""A training recipe: one stage of the PixArt-α recipe as a validated dict (defaults from reference/pixart.md §3).
+
+Stages: `class` trains a class-conditional DiT (the paper's pixel-dependency stage); `text` trains a
+PixArt variant on captions (stages 2 and 3 differ only in data, resolution and where they start from).
+`init` says where weights start: `scratch`, `dit` (re-parameterise a stage-1 DiT checkpoint into the
+variant) or `checkpoint` (continue from a PixArt checkpoint, e.g. stage 3 from stage 2).
+"""
+import copy
+import json
+from pathlib import Path
+
+import yaml
+
+STAGES = ("class", "text")
+VARIANTS = ("adaln-single", "adaln")
+INIT_KINDS = ("scratch", "dit", "checkpoint")
+PRECISIONS = ("no", "fp16", "bf16")
+
+DEFAULTS = {
+    "stage": "text",
+    "variant": "adaln-single",
+    "model": None,             # diffusers config kwargs (dict), a config.json path, or "xl-2"
+    "resolution": 256,
+    "init": {"kind": "scratch", "source": None},
+    "features": None,          # folder written by `python -m pixart.train.features`
+    "steps": 1000,
+    "batch_size": 32,          # per process
+    "seed": 43,
+    "optimizer": {"lr": 2e-5, "weight_decay": 0.03, "eps": 1e-10, "betas": [0.9, 0.999],
+                  "warmup_steps": 1000, "grad_clip": 0.01, "lr_scaling": "sqrt", "base_batch": 256},
+    "ema_rate": 0.9999,
+    "caption_drop": 0.1,
+    "mixed_precision": "no",
+    "gradient_checkpointing": False,
+    "save_every": 500,
+    "log_every": 10,
+    "multiscale": False,
+}
+
+
+class RecipeError(ValueError):
+    """A recipe key is unknown or has a bad value; the message names the key and what is allowed."""
+
+
+def _merge(defaults: dict, given: dict, where: str) -> dict:
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise RecipeError(f"{where}: unknown key(s) {unknown}; known: {sorted(defaults)}")
+    out = copy.deepcopy(defaults)
+    for key, value in given.items():
+        if isinstance(defaults[key], dict) and key != "model":
+            if not isinstance(value, dict):
+                raise RecipeError(f"{where}: `{key}` must be a mapping, got {value!r}")
+            out[key] = _merge(defaults[key], value, f"{where}.{key}")
+        else:
+            out[key] = value
+    return out
+
+
+def _choice(recipe: dict, key: str, allowed, where: str):
+    value = recipe[key]
+    if value not in allowed:
+        raise RecipeError(f"{where}: `{key}` is {value!r}; use one of {list(allowed)}")
+
+
+def resolve(recipe: dict, where: str = "recipe") -> dict:
+    """Defaults filled in and every value checked (one error naming the key)."""
+    out = _merge(DEFAULTS, recipe, where)
+    _choice(out, "stage", STAGES, where)
+    _choice(out, "variant", VARIANTS, where)
+    _choice(out, "mixed_precision", PRECISIONS, where)
+    _choice(out["init"], "kind", INIT_KINDS, f"{where}.init")
+    if out["init"]["kind"] != "scratch" and not out["init"]["source"]:
+        raise RecipeError(f"{where}.init: kind {out['init']['kind']!r} needs `source` (a checkpoint path)")
+    if out["stage"] == "class" and out["init"]["kind"] == "dit":
+        raise RecipeError(f"{where}: a class-conditional stage cannot start from a re-parameterised DiT")
+    if out["features"] is None:
+        raise RecipeError(f"{where}: `features` (a folder from `python -m pixart.train.features`) is required")
+    if out["optimizer"]["lr_scaling"] not in ("none", "sqrt"):
+        raise RecipeError(f"{where}.optimizer: `lr_scaling` must be 'none' or 'sqrt'")
+    for key in ("steps", "batch_size", "save_every", "log_every"):
+        if not isinstance(out[key], int) or out[key] < 1:
+            raise RecipeError(f"{where}: `{key}` must be a positive integer, got {out[key]!r}")
+    return out
+
+
+def load(path: str | Path) -> dict:
+    """Read a recipe from YAML/JSON and resolve it."""
+    path = Path(path)
+    if not path.is_file():
+        raise RecipeError(f"recipe file {path} does not exist")
+    data = yaml.safe_load(path.read_text()) if path.suffix in (".yaml", ".yml") else json.loads(path.read_text())
+    return resolve(data or {}, str(path))
+
+
+def effective_lr(recipe: dict, world_size: int) -> float:
+    """The original's `auto_lr` rule: lr × sqrt(global batch / base batch) when lr_scaling is 'sqrt'."""
+    opt = recipe["optimizer"]
+    if opt["lr_scaling"] == "none":
+        return float(opt["lr"])
+    return float(opt["lr"]) * ((recipe["batch_size"] * world_size) / opt["base_batch"]) ** 0.5

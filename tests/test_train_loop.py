@@ -1,0 +1,158 @@
+"""The training loop on tiny models: loss goes down, resume = uninterrupted, checkpoints load, bad input named."""
+import json
+
+import pytest
+import torch
+from PIL import Image, ImageDraw
+
+from pixart.checkpoints import load_transformer
+from pixart.tiny import TINY_TRANSFORMER
+from pixart.train import recipe as recipes
+from pixart.train.features import extract
+from pixart.train.loop import NonFiniteLossError, train
+from pixart.train.saving import ResumeError, list_checkpoints
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (40, 60, 220), "yellow": (230, 210, 30)}
+TINY_DIT = dict(sample_size=16, num_layers=2, num_attention_heads=2, attention_head_dim=16, in_channels=4,
+                out_channels=8, patch_size=2, num_embeds_ada_norm=4, norm_type="ada_norm_zero",
+                activation_fn="gelu-approximate", norm_elementwise_affine=False, attention_bias=True)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models are slower on two threads than on one when the cores are shared."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def features(one_thread, tiny, tmp_path_factory):
+    """16 images of one coloured square each (label = colour), extracted with the tiny VAE and T5."""
+    data = tmp_path_factory.mktemp("squares")
+    lines = []
+    for i in range(16):
+        name, rgb = list(COLOURS.items())[i % 4]
+        image = Image.new("RGB", (64, 64), (235, 235, 235))
+        x = 4 + 3 * i
+        ImageDraw.Draw(image).rectangle([x, 16, x + 20, 36], fill=rgb)
+        image.save(data / f"{i:02d}.png")
+        lines.append(json.dumps({"file": f"{i:02d}.png", "caption": f"a {name} square", "label": i % 4}))
+    (data / "captions.jsonl").write_text("\n".join(lines) + "\n")
+    out = tmp_path_factory.mktemp("features")
+    pipeline = str(tiny["pipeline"])
+    extract(data, out, pipeline, pipeline, resolution=64, batch_size=8, progress=False)
+    return out
+
+
+def _recipe(features, **overrides) -> dict:
+    base = {"features": str(features), "model": dict(TINY_TRANSFORMER), "resolution": 64, "steps": 6,
+            "batch_size": 4, "seed": 3, "save_every": 3, "log_every": 1, "ema_rate": 0.9,
+            "optimizer": {"lr": 1e-3, "warmup_steps": 1, "grad_clip": 1.0, "lr_scaling": "none"}}
+    return recipes.resolve({**base, **overrides})
+
+
+def _params(folder) -> dict:
+    from safetensors.torch import load_file
+
+    return load_file(str(folder / "transformer" / "diffusion_pytorch_model.safetensors"))
+
+
+def test_recipe_errors_name_the_key(features):
+    with pytest.raises(recipes.RecipeError, match="unknown key.*'stepz'"):
+        recipes.resolve({"features": "x", "stepz": 3})
+    with pytest.raises(recipes.RecipeError, match="variant"):
+        recipes.resolve({"features": "x", "variant": "adaln-double"})
+    with pytest.raises(recipes.RecipeError, match="needs `source`"):
+        recipes.resolve({"features": "x", "init": {"kind": "dit"}})
+
+
+def test_sqrt_lr_scaling_follows_the_original_rule():
+    r = recipes.resolve({"features": "x", "batch_size": 64})
+    assert recipes.effective_lr(r, world_size=16) == pytest.approx(2e-5 * (64 * 16 / 256) ** 0.5)
+
+
+def test_short_run_lowers_the_loss(features, tmp_path):
+    stats = train(_recipe(features, steps=40, save_every=40, caption_drop=0.0), tmp_path / "run")
+    losses = [json.loads(line)["mse"] for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert len(losses) == 40
+    assert sum(losses[-10:]) / 10 < 0.8 * sum(losses[:10]) / 10
+    assert stats["params"] == sum(p.numel() for p in load_transformer(
+        str(tmp_path / "run" / "checkpoints" / "step_0000040")).transformer.parameters())
+
+
+def test_resume_equals_an_uninterrupted_run(features, tmp_path):
+    recipe = _recipe(features)
+    train(recipe, tmp_path / "straight")
+    train(recipe, tmp_path / "resumed", stop_after=3)
+    assert [s for s, _ in list_checkpoints(tmp_path / "resumed")] == [3]
+    train(recipe, tmp_path / "resumed")  # resume="auto" picks up step 3
+    straight, resumed = _params(tmp_path / "straight" / "checkpoints" / "step_0000006"), \
+        _params(tmp_path / "resumed" / "checkpoints" / "step_0000006")
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0, msg=key)
+
+
+def test_checkpoints_load_through_the_suite_in_both_layouts(features, tmp_path):
+    train(_recipe(features, steps=3), tmp_path / "run")
+    step = tmp_path / "run" / "checkpoints" / "step_0000003"
+    folder = load_transformer(str(step / "transformer"))
+    original = load_transformer(str(step / "model.pth"), arch=str(step / "transformer" / "config.json"))
+    ema = load_transformer(str(step / "model.pth"), arch=str(step / "transformer" / "config.json"),
+                           weights="state_dict_ema")
+    assert folder.fingerprint == original.fingerprint
+    assert ema.fingerprint == load_transformer(str(step / "transformer_ema")).fingerprint != folder.fingerprint
+    assert original.null_embedding is not None and original.null_embedding.shape == (120, 32)
+
+
+def test_adaln_variant_trains_and_reloads(features, tmp_path):
+    stats = train(_recipe(features, steps=3, variant="adaln"), tmp_path / "run")
+    step = tmp_path / "run" / "checkpoints" / "step_0000003"
+    loaded = load_transformer(str(step / "transformer"))
+    assert type(loaded.transformer).__name__ == "PixArtAdaLNTransformer2DModel"
+    assert stats["params"] > train(_recipe(features, steps=1), tmp_path / "single")["params"]
+    assert load_transformer(str(step / "model.pth"), arch=str(step / "transformer" / "config.json")).fingerprint \
+        == loaded.fingerprint
+
+
+def test_three_stages_class_then_reparameterised_text_then_finetune(features, tmp_path):
+    stage1 = _recipe(features, stage="class", model=TINY_DIT, steps=3)
+    train(stage1, tmp_path / "stage1")
+    stage2 = _recipe(features, init={"kind": "dit", "source": str(tmp_path / "stage1" / "checkpoints" / "step_0000003")},
+                     steps=3)
+    s2 = train(stage2, tmp_path / "stage2")
+    assert s2["reparam"] is True
+    stage3 = _recipe(features, init={"kind": "checkpoint",
+                                     "source": str(tmp_path / "stage2" / "checkpoints" / "step_0000003")}, steps=3)
+    s3 = train(stage3, tmp_path / "stage3")
+    assert s3["params"] == s2["params"]
+
+
+def test_resume_from_an_incompatible_checkpoint_names_what_differs(features, tmp_path):
+    train(_recipe(features, steps=3), tmp_path / "run")
+    wider = _recipe(features, steps=6, model={**TINY_TRANSFORMER, "num_layers": 3})
+    with pytest.raises(ResumeError, match="num_layers: checkpoint 2 vs recipe 3"):
+        train(wider, tmp_path / "run")
+
+
+def test_nan_loss_stops_with_step_batch_and_last_good_checkpoint(features, tmp_path, monkeypatch):
+    from pixart.train import diffusion
+
+    original = diffusion.GaussianDiffusion.training_losses
+    calls = {"n": 0}
+
+    def poisoned(self, *args, **kwargs):
+        terms = original(self, *args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 5:
+            terms["loss"] = terms["loss"] * float("nan")
+        return terms
+
+    monkeypatch.setattr(diffusion.GaussianDiffusion, "training_losses", poisoned)
+    with pytest.raises(NonFiniteLossError, match="at step 4") as err:
+        train(_recipe(features), tmp_path / "run")
+    report = json.loads((tmp_path / "run" / "nan_report.json").read_text())
+    assert report["step"] == 4 and len(report["batch_ids"]) == 4
+    assert report["last_good_checkpoint"].endswith("step_0000003") and "step_0000003" in str(err.value)
