@@ -156,3 +156,12 @@ def test_nan_loss_stops_with_step_batch_and_last_good_checkpoint(features, tmp_p
     report = json.loads((tmp_path / "run" / "nan_report.json").read_text())
     assert report["step"] == 4 and len(report["batch_ids"]) == 4
     assert report["last_good_checkpoint"].endswith("step_0000003") and "step_0000003" in str(err.value)
+
+
+def test_training_bench_reports_each_variant():
+    from pixart.train.bench import bench_variant
+
+    rows = {v: bench_variant(v, dict(TINY_TRANSFORMER), batch_size=2, steps=2, warmup=1, dtype=torch.float32,
+                             device=torch.device("cpu")) for v in ("adaln", "adaln-single")}
+    assert rows["adaln"]["params"] > rows["adaln-single"]["params"]
+    assert all(r["images_per_s"] > 0 and r["peak_memory_bytes"] is None for r in rows.values())
