@@ -122,8 +122,8 @@ def train(recipe: dict, out: str | Path, *, resume_from: str | None = "auto", st
         loss_value = float(loss.detach())
         done = step + 1
         if done % recipe["log_every"] == 0 or done == end:
-            record = {"step": done, "loss": loss_value, "mse": float(terms["mse"].mean()),
-                      "vb": float(terms["vb"].mean()), "lr": scheduler.get_last_lr()[0],
+            record = {"step": done, "loss": loss_value, "mse": float(terms["mse"].detach().mean()),
+                      "vb": float(terms["vb"].detach().mean()), "lr": scheduler.get_last_lr()[0],
                       "grad_norm": float(grad_norm), "images_per_s": images / max(seconds, 1e-9)}
             if accelerator.is_main_process:
                 with log_path.open("a") as fh:
