@@ -30,7 +30,7 @@ def _protocol_copy(tmp_path: Path, name: str, change) -> Path:
 
 
 def test_every_protocol_loads_and_every_shipped_file_matches_its_hash():
-    assert list_protocols() == ["coco30k", "custom", "geneval", "sam", "t2i_compbench", "wise"]
+    assert list_protocols() == ["coco30k", "custom", "geneval", "sam", "shapes", "t2i_compbench", "wise"]
     checked = 0
     for name in list_protocols():
         protocol = load_protocol(name)
@@ -40,8 +40,8 @@ def test_every_protocol_loads_and_every_shipped_file_matches_its_hash():
                 checked += 1
         for key in protocol.spec.get("auxiliary", {}):
             protocol.auxiliary_file(key)
-    assert checked == 14
-    for folder in ("t2i_compbench", "geneval"):
+    assert checked == 20
+    for folder in ("t2i_compbench", "geneval", "shapes"):
         assert (BENCH / "data" / folder / "LICENSE").is_file() and (BENCH / "data" / folder / "SOURCE.md").is_file()
     assert (BENCH / "data/coco30k/SOURCE.md").is_file()
     assert not (BENCH / "data" / "wise").exists()   # no licence: never shipped

@@ -253,6 +253,9 @@ def build_blip(settings: dict, weights_key: str):
     if settings.get("_blip") is not None:
         blip = settings["_blip"]
         return blip, backend_fingerprint(blip)
+    if settings.get("vqa") == "shapes_oracle":  # the shapes world's exact scene parser (evals/shapes/oracle.py)
+        from evals.shapes.oracle import ShapesOracle
+        return ShapesOracle(), ShapesOracle.fingerprint
     from evals.metrics.blip_vqa import DEFAULT_BLIP_VQA, BlipVqa
 
     source = settings.get(weights_key) or DEFAULT_BLIP_VQA
@@ -267,6 +270,9 @@ def build_detector(settings: dict, weights_key: str, default_backbone: str):
         det = settings["_detector"]
         return det, _backend_name(det), backend_fingerprint(det)
     backend = settings.get("detector", "owlv2")
+    if backend == "shapes_oracle":  # the shapes world's exact scene parser (evals/shapes/oracle.py)
+        from evals.shapes.oracle import ShapesOracle
+        return ShapesOracle(), ShapesOracle.name, ShapesOracle.fingerprint
     if backend == "owlv2":
         from evals.metrics.detectors import DEFAULT_OWLV2, Owlv2Detector
 
@@ -287,7 +293,7 @@ def build_detector(settings: dict, weights_key: str, default_backbone: str):
                              score_threshold=float(settings.get("detector_threshold", UNIDET_SCORE_THRESHOLD)))
         weights = Path(root) / "experts" / "expert_weights" / f"{UNIDET_CONFIGS[backbone]}.pth"
         return det, det.name, path_fingerprint(weights)
-    raise ValueError(f"unknown detector {backend!r}; use 'owlv2' or 'unidet'")
+    raise ValueError(f"unknown detector {backend!r}; use 'owlv2', 'unidet' or 'shapes_oracle'")
 
 
 def build_depth(settings: dict):

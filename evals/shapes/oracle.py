@@ -1,0 +1,196 @@
+"""The exact scene parser of the shapes world (the "oracle"), behind the T2I-CompBench backend interfaces.
+
+`parse_scene(image)` recovers the objects of an image of the shapes world:
+
+1. Pixels: each pixel takes the nearest of the reference colours (background, ink, palette). Foreground =
+   not nearest to the background, i.e. the midpoint rule, so the bilinear blends of the detector frame
+   (`compbench.to_detector_frame`) split halfway and a silhouette keeps its size.
+2. Objects: 4-connected components of the foreground (scipy.ndimage.label); stripes and dots are ink, which
+   is foreground, so a textured object stays one component. Components under MIN_AREA_FRACTION of the
+   image are noise and dropped.
+3. Per object: shape = the world shape whose mask drawn in the component's box (`world.shape_mask`, the
+   renderer's own masks) has the highest IoU with the silhouette (None under MIN_SHAPE_IOU); colour = the
+   majority palette colour among its pixels within COLOUR_TOLERANCE of a palette colour (blends excluded);
+   texture = plain when under PLAIN_INK_MAX of its pixels are ink, striped when some row at least half the
+   box wide is at least STRIPE_ROW_MIN ink, else dotted; size = box side / image side against the midpoints
+   of world.SIZES.
+
+Backends (one object, `ShapesOracle`, name "shapes_oracle", a `fingerprint` over everything that decides
+an answer):
+- detector (`evals.metrics.compbench.Detector`): `detect(image, labels)` -> one Detection per object whose
+  shape is among `labels`, score 1.0, box (x0, y0, x1, y1) in the image's pixels (x1/y1 exclusive edges),
+  largest box first.
+- VQA (`evals.metrics.blip_vqa.BlipVqa`): a question is a noun phrase + "?"; its words name attributes
+  (shape, colour, size, texture; other words such as articles are ignored). P(yes) = 1.0 when one parsed
+  object has every named attribute, else MISS_PROBABILITY = 0.0 (the product rule then gives 0 for the
+  image). A phrase naming no attribute ("the top?") asks whether there is any object.
+GenEval's detector is not provided: its prompts and metadata are COCO classes, which this world has none of.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+from scipy import ndimage
+
+from evals.metrics import compbench as cb
+from evals.shapes import world
+
+ORACLE_VERSION = 1
+REFERENCE_NAMES = ("background", "ink", *world.COLOURS)
+BACKGROUND_INDEX, INK_INDEX, FIRST_PALETTE_INDEX = 0, 1, 2
+REFERENCE_RGB = np.array([world.BACKGROUND, world.INK, *world.COLOURS.values()], np.float32)
+COLOUR_TOLERANCE = 60.0  # RGB distance; palette colours are >= 70 apart, edge blends are farther
+MIN_AREA_FRACTION = 0.004
+MIN_SHAPE_IOU = 0.5
+PLAIN_INK_MAX = 0.04
+STRIPE_ROW_MIN = 0.75
+MISS_PROBABILITY = 0.0
+_SIZE_ORDER = sorted(world.SIZES, key=world.SIZES.get)
+SIZE_THRESHOLDS = tuple(math.sqrt(world.SIZES[a] * world.SIZES[b]) for a, b in zip(_SIZE_ORDER, _SIZE_ORDER[1:]))
+
+VOCABULARY = {**{s: ("shape", s) for s in world.SHAPES}, **{c: ("colour", c) for c in world.COLOURS},
+              **{z: ("size", z) for z in world.SIZES}, **{t: ("texture", t) for t in world.TEXTURES}}
+
+
+@dataclass(frozen=True)
+class ParsedObject:
+    shape: str | None  # None: no world shape fits (IoU < MIN_SHAPE_IOU)
+    colour: str | None  # None: no pixel close to a palette colour
+    size: str
+    texture: str
+    box: tuple[int, int, int, int]  # x0, y0, x1, y1 pixels, x1/y1 exclusive
+    area: int
+    shape_iou: float
+
+    def attribute(self, name: str) -> str | None:
+        return getattr(self, name)
+
+
+def _as_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:
+    if isinstance(image, Image.Image):
+        image = image.convert("RGB")
+    return np.asarray(image, np.uint8)
+
+
+def nearest_reference(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(index into REFERENCE_NAMES, distance to it) per pixel of an H x W x 3 uint8 array."""
+    packed = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
+    # distances per distinct colour: a rendered or resized image has a few thousand, not 230k
+    colours, inverse = np.unique(packed.ravel(), return_inverse=True)
+    values = np.stack([colours >> 16, (colours >> 8) & 255, colours & 255], axis=1).astype(np.float32)
+    distances = np.linalg.norm(values[:, None, :] - REFERENCE_RGB[None], axis=-1)
+    nearest = distances.argmin(axis=1)
+    distance = distances[np.arange(len(colours)), nearest]
+    return nearest[inverse].reshape(rgb.shape[:2]), distance[inverse].reshape(rgb.shape[:2])
+
+
+def classify_shape(silhouette: np.ndarray) -> tuple[str | None, float]:
+    """(best world shape by IoU with the mask drawn in the same box, that IoU)."""
+    height, width = silhouette.shape
+    best, best_iou = None, 0.0
+    for shape in world.SHAPES:
+        template = world.shape_mask(shape, width, height)
+        iou = float((template & silhouette).sum() / (template | silhouette).sum())
+        if iou > best_iou:
+            best, best_iou = shape, iou
+    return (best if best_iou >= MIN_SHAPE_IOU else None), best_iou
+
+
+def classify_texture(silhouette: np.ndarray, ink: np.ndarray) -> str:
+    if ink.sum() < PLAIN_INK_MAX * silhouette.sum():
+        return "plain"
+    widths = silhouette.sum(axis=1)
+    wide = widths >= max(3, silhouette.shape[1] / 2)
+    row_ink = ink.sum(axis=1)[wide] / widths[wide]
+    return "striped" if row_ink.size and row_ink.max() >= STRIPE_ROW_MIN else "dotted"
+
+
+def classify_size(side: int, image_side: int) -> str:
+    extent = side / image_side
+    return _SIZE_ORDER[sum(extent >= t for t in SIZE_THRESHOLDS)]
+
+
+def parse_scene(image: Image.Image | np.ndarray) -> list[ParsedObject]:
+    """The objects of a shapes-world image, largest box first (then top to bottom, left to right)."""
+    rgb = _as_rgb_array(image)
+    nearest, distance = nearest_reference(rgb)
+    confident = distance < COLOUR_TOLERANCE
+    labels, _ = ndimage.label(nearest != BACKGROUND_INDEX)
+    image_side = min(rgb.shape[:2])
+    min_area = MIN_AREA_FRACTION * rgb.shape[0] * rgb.shape[1]
+    objects = []
+    for index, window in enumerate(ndimage.find_objects(labels), 1):
+        silhouette = labels[window] == index
+        area = int(silhouette.sum())
+        if area < min_area:
+            continue
+        shape, iou = classify_shape(silhouette)
+        kinds = nearest[window][silhouette & confident[window]]
+        palette_votes = np.bincount(kinds[kinds >= FIRST_PALETTE_INDEX], minlength=len(REFERENCE_NAMES))
+        colour = REFERENCE_NAMES[int(palette_votes.argmax())] if palette_votes.any() else None
+        ink = silhouette & confident[window] & (nearest[window] == INK_INDEX)
+        rows, cols = window
+        box = (cols.start, rows.start, cols.stop, rows.stop)
+        size = classify_size(max(box[2] - box[0], box[3] - box[1]), image_side)
+        objects.append(ParsedObject(shape, colour, size, classify_texture(silhouette, ink), box, area, iou))
+    return sorted(objects, key=lambda o: (-(o.box[2] - o.box[0]) * (o.box[3] - o.box[1]), o.box[1], o.box[0]))
+
+
+def question_attributes(question: str) -> dict[str, set[str]]:
+    """Attribute -> values a VQA question names, e.g. "a large red circle?" -> size large, colour red,
+    shape circle (normalised as BLIP does; unknown words ignored)."""
+    named: dict[str, set[str]] = {}
+    for word in cb.normalize_question(question).rstrip("?").split():
+        if word in VOCABULARY:
+            attribute, value = VOCABULARY[word]
+            named.setdefault(attribute, set()).add(value)
+    return named
+
+
+def answer(objects: Sequence[ParsedObject], question: str) -> float:
+    """P(yes): 1.0 if some object has every attribute the question names, else MISS_PROBABILITY."""
+    named = question_attributes(question)
+    hit = any(all({o.attribute(a)} == values for a, values in named.items()) for o in objects)
+    return 1.0 if hit else MISS_PROBABILITY
+
+
+def _fingerprint() -> str:
+    spec = {"version": ORACLE_VERSION, "shapes": world.SHAPES, "colours": world.COLOURS,
+            "background": world.BACKGROUND, "ink": world.INK, "sizes": world.SIZES,
+            "tolerance": COLOUR_TOLERANCE, "min_area": MIN_AREA_FRACTION, "min_iou": MIN_SHAPE_IOU,
+            "plain_ink_max": PLAIN_INK_MAX, "stripe_row_min": STRIPE_ROW_MIN, "miss": MISS_PROBABILITY}
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
+
+
+class ShapesOracle:
+    """Detector and VQA backend of the shapes world (see the module docstring)."""
+
+    name = "shapes_oracle"
+    fingerprint = _fingerprint()
+
+    def detect(self, image: Image.Image, labels: list[str]) -> list[cb.Detection]:
+        wanted = set(labels)
+        return [cb.Detection(o.shape, 1.0, tuple(float(v) for v in o.box))
+                for o in parse_scene(image) if o.shape in wanted]
+
+    def question_probabilities(self, images: Sequence[Image.Image], questions: Sequence[Sequence[str]],
+                               np_num: int = cb.NP_NUM_CURRENT) -> list[list[float]]:
+        """Per image, P(yes) of its first `np_num` questions (BlipVqa's contract)."""
+        if len(images) != len(questions):
+            raise ValueError(f"{len(images)} images but {len(questions)} question lists")
+        out = []
+        for image, asked in zip(images, questions):
+            objects = parse_scene(image)
+            out.append([answer(objects, q) for q in list(asked)[:np_num]])
+        return out
+
+    def image_scores(self, images: Sequence[Image.Image], questions: Sequence[Sequence[str]],
+                     np_num: int = cb.NP_NUM_CURRENT) -> list[float]:
+        """T2I-CompBench BLIP-VQA score per image (compbench.blip_vqa_image_score)."""
+        return [cb.blip_vqa_image_score(p, np_num) for p in self.question_probabilities(images, questions, np_num)]
