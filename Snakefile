@@ -1,4 +1,5 @@
-# PixArt-α evaluation DAG: prompt set → T5 embeddings → samples per model × benchmark × sampler × cfg × shard.
+# PixArt-α evaluation DAG: prompt set → T5 embeddings → samples per model × benchmark × sampler × cfg × shard
+# → scores → table, report; checkpoint series → status, gates, summary.
 # Wiring and config lookup only; every step is a `python -m …` command (DESIGN §2).
 from snakemake.utils import min_version, validate
 
@@ -20,6 +21,7 @@ include: "workflows/rules/prompts.smk"
 include: "workflows/rules/generate.smk"
 include: "workflows/rules/score.smk"
 # score.smk ends with the report rule (reports.build: paper tables, figures) for `snakemake --report`.
+include: "workflows/rules/series.smk"
 
 
 rule all:
@@ -29,4 +31,5 @@ rule all:
         table=f"{R}/table.parquet" if all_metrics() else [],
         report=f"{R}/report/figures" if all_metrics() else [],
         history=f"{R}/history.parquet" if all_metrics() else [],
+        series=series_summaries(),
     default_target: True

@@ -2,34 +2,44 @@
 
 python -m reports.build --table results/table.parquet --out results/report \
     [--samples results/samples --scores results/scores] [--paper-values reports/paper_values.yaml] \
-    [--mixed-versions separate|refuse] [--worst-k 8] [--grid-prompts 6]
+    [--mixed-versions separate|refuse] [--worst-k 8] [--grid-prompts 6] \
+    [--series results/series/NAME …] \
+    [--ablation adaln=MODEL … --train-stats MODEL=results/train/RECIPE/stats.json …]
 
-Writes {out}/tables/{table2,table3,wise}.{md,tex,csv} and {out}/figures/*.{png,svg} (worst-k also .csv),
-an index {out}/README.md listing what was written and, for every artefact not written, why; prints one
-message per skipped artefact and a one-line summary. Exit status 0 unless an input is missing or
-unreadable, or mixed protocol versions are refused.
+Writes {out}/tables/{table2,table3,wise,geneval}.{md,tex,csv}, the ablation table when rows are mapped
+(--ablation), one series__{name} table per --series folder (status, gate verdicts; built from the
+series_check table and the gate JSONs, so it exists even when nothing could be scored), and
+{out}/figures/*.{png,svg} (worst-k also .csv); an index {out}/README.md listing what was written, every
+checkpoint a series left out and, for every artefact not written, why. Prints one message per skipped
+artefact and a one-line summary. Exit status 0 unless an input is missing or unreadable, or mixed protocol
+versions are refused.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 import pandas as pd
 
-from reports import figures, tables
+from reports import figures, series, tables
 from reports.tables import MixedProtocolVersions, NoData
 
 
 def build(table_path: str | Path | None, out: str | Path, samples: str | Path | None = None,
           scores: str | Path | None = None, paper_values: str | Path | None = None,
           mixed_versions: str = "separate", worst_k: int = 8, grid_prompts: int = 6,
+          series_dirs=(), ablation: dict | None = None, train_stats: dict | None = None,
           log=print) -> dict:
-    """Returns {"tables": [paths], "figures": [paths], "skipped": {artefact: reason}}."""
+    """Returns {"tables": [paths], "figures": [paths], "skipped": {artefact: reason}, "excluded": [lines]}.
+
+    series_dirs: results/series/NAME folders; ablation: row (adaln, adaln-single, no-reparam) → model;
+    train_stats: model → its training stats.json."""
     out = Path(out)
     paper = tables.load_paper_values(paper_values)
     frame = pd.read_parquet(table_path) if table_path else pd.DataFrame()
-    result = {"tables": [], "figures": [], "skipped": {}}
+    result = {"tables": [], "figures": [], "skipped": {}, "excluded": []}
 
     def attempt(name, fn, key):
         try:
@@ -45,12 +55,18 @@ def build(table_path: str | Path | None, out: str | Path, samples: str | Path | 
         reason = (f"the results table {table_path} has no rows: nothing measured yet (run the scoring rules "
                   f"and `python -m evals.table`); no table is written from an empty table")
         log(f"report: {reason}")
-        for name in ("table2", "table3", "wise", "fid_vs_clip", "compbench_over_cfg", "metric_vs_step"):
+        for name in (*tables.BUILDERS, *(["ablation"] if ablation else []), "fid_vs_clip", "compbench_over_cfg",
+                     "metric_vs_step"):
             result["skipped"][name] = reason
     else:
         for name, builder in tables.BUILDERS.items():
             attempt(name, lambda b=builder: tables.write_table(b(frame, paper, mixed_versions), out / "tables"),
                     "tables")
+        if ablation:
+            stats, sources = read_train_stats(train_stats or {})
+            attempt("ablation", lambda: tables.write_table(
+                tables.table_ablation(frame, ablation, stats, paper, mixed_versions, stats_sources=sources),
+                out / "tables"), "tables")
         figs = out / "figures"
         attempt("fid_vs_clip", lambda: figures.fid_vs_clip(frame, figs), "figures")
         attempt("compbench_over_cfg", lambda: figures.compbench_over_cfg(frame, figs, paper), "figures")
@@ -66,8 +82,28 @@ def build(table_path: str | Path | None, out: str | Path, samples: str | Path | 
     else:
         result["skipped"]["worst_k"] = ("--worst-k 0" if worst_k <= 0 else
                                         "needs both --scores and --samples (scores name the images)")
+    for folder in map(Path, series_dirs):
+        name, status = folder.name, series.read_status(folder / "checkpoints.csv")
+        settings = json.loads((folder / "settings.json").read_text())
+        gates = series.read_gates(sorted((folder / "gate").glob("*.json")))
+        table = tables.series_table(name, status, gates, settings)
+        result["tables"] += tables.write_table(table, out / "tables")
+        result["excluded"] += [f"series {name}: {r['path']}: {r['status']} ({r['reason']})" for r in status
+                               if r["status"] != "ok"]
+    for line in result["excluded"]:
+        log(f"report: not evaluated: {line}")
     write_index(result, out, table_path)
     return result
+
+
+def read_train_stats(paths: dict) -> tuple[dict, dict]:
+    """Training stats by model (None where the file is absent: training has not run) and where each came from."""
+    stats, sources = {}, {}
+    for model, path in paths.items():
+        path = Path(path)
+        stats[model] = json.loads(path.read_text()) if path.is_file() else None
+        sources[model] = str(path) if path.is_file() else f"{path} not found"
+    return stats, sources
 
 
 def write_index(result: dict, out: Path, table_path) -> Path:
@@ -76,6 +112,8 @@ def write_index(result: dict, out: Path, table_path) -> Path:
     lines += [f"- [{p.name}]({p.relative_to(out)})" for p in result["tables"]] or ["- none"]
     lines += ["", "## Figures", ""]
     lines += [f"- [{p.name}]({p.relative_to(out)})" for p in result["figures"]] or ["- none"]
+    if result["excluded"]:
+        lines += ["", "## Checkpoints not evaluated", ""] + [f"- {e}" for e in result["excluded"]]
     lines += ["", "## Not written", ""]
     lines += [f"- **{k}**: {v}" for k, v in result["skipped"].items()] or ["- nothing skipped"]
     path = out / "README.md"
@@ -87,8 +125,20 @@ def summary(result: dict, out: Path) -> str:
     n_tables = len({p.stem for p in result["tables"]})
     n_figs = len({p.stem for p in result["figures"] if p.suffix == ".png"})
     skipped = ", ".join(result["skipped"]) or "none"
-    return (f"report: {n_tables} tables, {n_figs} figures (PNG+SVG) → {out}; not written: {skipped} "
+    excluded = f"; {len(result['excluded'])} checkpoint(s) not evaluated" if result["excluded"] else ""
+    return (f"report: {n_tables} tables, {n_figs} figures (PNG+SVG) → {out}; not written: {skipped}{excluded} "
             f"(reasons in {out}/README.md)")
+
+
+def pairs(values: list[str], flag: str) -> dict:
+    """['key=value', …] → {key: value}; a malformed entry names the flag."""
+    out = {}
+    for item in values:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise SystemExit(f"report: {flag} {item!r}: expected KEY=VALUE")
+        out[key] = value
+    return out
 
 
 def main(argv=None):
@@ -104,12 +154,19 @@ def main(argv=None):
                         "refuse to build the table (refuse)")
     p.add_argument("--worst-k", type=int, default=8, help="images per worst-k figure (0: none)")
     p.add_argument("--grid-prompts", type=int, default=6, help="prompts (rows) per sample grid")
+    p.add_argument("--series", type=Path, action="append", default=[],
+                   help="a checkpoint series folder results/series/NAME (checkpoints.csv, settings.json, gate/*.json)")
+    p.add_argument("--ablation", action="append", default=[], metavar="ROW=MODEL",
+                   help=f"ablation row ({', '.join(tables.ABLATION_ROWS)}) and the model evaluated for it")
+    p.add_argument("--train-stats", action="append", default=[], metavar="MODEL=PATH",
+                   help="a model's training stats.json (variant, reparam, params, peak_memory_bytes, device)")
     args = p.parse_args(argv)
     if not args.table.exists():
         raise SystemExit(f"report: results table {args.table} does not exist (run `python -m evals.table` first)")
     try:
         result = build(args.table, args.out, args.samples, args.scores, args.paper_values, args.mixed_versions,
-                       args.worst_k, args.grid_prompts)
+                       args.worst_k, args.grid_prompts, args.series, pairs(args.ablation, "--ablation"),
+                       pairs(args.train_stats, "--train-stats"))
     except MixedProtocolVersions as err:
         print(f"report: refused: {err}", file=sys.stderr)
         raise SystemExit(2)

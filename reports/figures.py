@@ -26,6 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from reports import tables  # noqa: E402
 from reports.tables import NoData, _is_clip, _is_fid, compbench_rows, load_paper_values, prepare  # noqa: E402
 
 CELL_RE = re.compile(r"^(?P<sampler>.+)-(?P<steps>\d+)$")
@@ -111,8 +112,10 @@ def compbench_over_cfg(frame: pd.DataFrame, out_dir: str | Path, paper: dict | N
     labels = paper["table3_t2i_compbench"].get("category_labels", {})
     order = list(paper["table3_t2i_compbench"]["categories"])
     written, reasons = [], []
+    # the same category scored at np_num 8 and 2 (the two published sets) gives two lines
+    rows = rows.assign(_np=[f" np_num={int(n)}" if tables._num(n) is not None else "" for n in rows["np_num"]])
     for tag, group in rows.groupby("_tag", sort=True):
-        lines = group.groupby(["model", "sampler", "steps", "category"])
+        lines = group.groupby(["model", "sampler", "steps", "_np", "category"])
         if not any(g["cfg"].nunique() >= 2 for _, g in lines):
             reasons.append(f"{tag}: one cfg value per line ({sorted(set(group['cfg']))}); needs a cfg sweep")
             continue
@@ -121,17 +124,22 @@ def compbench_over_cfg(frame: pd.DataFrame, out_dir: str | Path, paper: dict | N
         nrows = math.ceil(len(cats) / ncols)
         fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.8 * nrows), squeeze=False)
         for ax, cat in zip(axes.flat, cats):
-            for (model, sampler, steps), g in group[group["category"] == cat].groupby(["model", "sampler", "steps"]):
+            panel = group[group["category"] == cat]
+            for (model, sampler, steps, np_label), g in panel.groupby(["model", "sampler", "steps", "_np"]):
                 g = g.sort_values("cfg")
                 y = g["value"].to_numpy(float)
                 ax.errorbar(g["cfg"].to_numpy(float), y, yerr=_err(y, g["ci_low"], g["ci_high"]), marker="o",
-                            capsize=3, label=f"{model} {sampler}-{int(steps)}")
+                            capsize=3, label=f"{model} {sampler}-{int(steps)}{np_label}")
             ax.set_title(labels.get(cat, cat), fontsize=9)
             ax.set_xlabel("cfg", fontsize=8)
             ax.grid(alpha=0.3)
         for ax in list(axes.flat)[len(cats):]:
             ax.axis("off")
-        handles, names = axes.flat[0].get_legend_handles_labels()
+        legend = {}  # every panel's lines (a panel may lack the np_num variants), one entry per label
+        for ax in axes.flat:
+            for handle, name in zip(*ax.get_legend_handles_labels()):
+                legend.setdefault(name, handle)
+        handles, names = list(legend.values()), list(legend)
         fig.legend(handles, names, loc="lower center", ncol=min(3, len(names)), fontsize=8,
                    bbox_to_anchor=(0.5, -0.02 - 0.03 * math.ceil(len(names) / 3)))
         fig.suptitle(f"T2I-CompBench over cfg — {tag}", fontsize=10)

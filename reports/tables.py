@@ -1,10 +1,12 @@
-"""Paper tables beside measured numbers: Table 2 (COCO FID-30K), Table 3 (T2I-CompBench), the WISE table.
+"""Paper tables beside measured numbers: Table 2 (COCO FID-30K), Table 3 (T2I-CompBench), the WISE and GenEval
+tables, the ablation (params, peak training memory, SAM FID); and the checkpoint-series table.
 
 Each builder takes the run's tidy results (`results/table.parquet`, one row per number; see evals/table.py)
 and the published numbers (`reports/paper_values.yaml`) and returns a `Table`, rendered by `to_markdown`,
-`to_latex` and `to_csv`. Columns are "paper" (published, with their source in the notes) or "measured"
-(value with its 95% CI, and a footnote per cell naming the cell's protocol@version, metric, scorer, n and
-failures).
+`to_latex` and `to_csv`. The ablation also takes each model's training stats and the series table the series'
+status rows and gate reports, as dicts: the builders read no files (reports/build.py does). Columns are
+"paper" (published, with their source in the notes) or "measured" (value with its 95% CI, and a footnote per
+cell naming the cell's protocol@version, metric, scorer, n and failures).
 
 Protocol versions. Two numbers are comparable only under one protocol version (`bench@version`, DESIGN §3).
 A measured column therefore always belongs to exactly one protocol version: its key contains the version
@@ -69,6 +71,7 @@ class Column:
     kind: str                    # "paper" | "measured" | "info"
     digits: int = 4
     protocol: str | None = None  # name@version of a measured column
+    thousands: bool = False      # "610,856,096" in Markdown/LaTeX (CSV keeps plain digits)
 
 
 @dataclass
@@ -205,6 +208,14 @@ def _is_clip(row) -> bool:
     return "clip" in str(row["metric"]).lower() and "fid" not in str(row["metric"]).lower()
 
 
+def fid_size(n) -> str:
+    """'FID-30K' for the full protocol (or an unknown count), 'FID-10K' / 'FID (n=300)' for fewer images."""
+    n = _num(n)
+    if n is None or int(n) == 30000:
+        return "FID-30K"
+    return f"FID-{int(n) // 1000}K" if int(n) % 1000 == 0 else f"FID (n={int(n)})"
+
+
 def table2(frame: pd.DataFrame, paper: dict | None = None, mixed_versions: str = "separate",
            bench: str = "coco30k") -> Table:
     """Table 2: paper rows (params, images, FID-30K, GPU-days) then one row per measured configuration, with a
@@ -225,11 +236,14 @@ def table2(frame: pd.DataFrame, paper: dict | None = None, mixed_versions: str =
     columns = [Column("params", "#Params", "info"), Column("images", "#Images", "info"),
                Column("gpu_days", "GPU days", "info", digits=0),
                Column("paper_fid", "FID-30K (paper)", "paper", digits=2)]
+    # a run limited to fewer captions (e.g. the cfg sweep's FID-10K) is labelled by its size, never as FID-30K
+    fid = fid.assign(_size=[fid_size(r["n"]) for _, r in fid.iterrows()])
+    clip = clip.assign(_size="CLIP score")
     measured = []
-    for (tag, metric), _ in fid.groupby(["_tag", "metric"], sort=True):
-        measured.append(Column(f"fid|{tag}|{metric}", f"FID-30K measured ({metric}, {tag})", "measured", 2, tag))
-    for (tag, metric), _ in clip.groupby(["_tag", "metric"], sort=True):
-        measured.append(Column(f"clip|{tag}|{metric}", f"CLIP score measured ({metric}, {tag})", "measured", 4, tag))
+    for (tag, metric, size), _ in pd.concat([fid, clip]).groupby(["_tag", "metric", "_size"], sort=True):
+        part = "clip" if size == "CLIP score" else "fid"
+        measured.append(Column(f"{part}|{tag}|{metric}|{size}", f"{size} measured ({metric}, {tag})", "measured",
+                               4 if part == "clip" else 2, tag))
     table = Table("table2", spec["title"], "Method", [], columns + measured)
 
     for prow in spec["rows"]:
@@ -248,9 +262,9 @@ def table2(frame: pd.DataFrame, paper: dict | None = None, mixed_versions: str =
     for config, group in both.sort_values(keys).groupby(keys, sort=False):
         label = config_label(group.iloc[0])
         table.rows.append(label)
-        for (part, tag, metric), cell_rows in group.groupby(["_col", "_tag", "metric"]):
+        for (part, tag, metric, size), cell_rows in group.groupby(["_col", "_tag", "metric", "_size"]):
             row = _unique(cell_rows, f"Table 2 {label} {metric} {tag}")
-            table.cells[(label, f"{part}|{tag}|{metric}")] = measured_cell(row)
+            table.cells[(label, f"{part}|{tag}|{metric}|{size}")] = measured_cell(row)
     table.notes = [f"Paper: {spec['source']}.",
                    "Rows and numbers of the paper's table that the project's reference notes do not quote are "
                    "left out (see reports/paper_values.yaml).",
@@ -278,6 +292,24 @@ def compbench_rows(frame: pd.DataFrame, bench: str = "t2i_compbench") -> pd.Data
     return rows.loc[keep]
 
 
+def np_num_columns(group: pd.DataFrame, what: str) -> list[tuple[int | None, pd.DataFrame]]:
+    """One measured column per BLIP-VQA np_num of a configuration: [(np_num, rows)]. Scoring the same
+    categories at np_num 8 and 2 (the two published sets) gives two columns sharing the rows without np_num;
+    any other mix of np_num values across categories is refused."""
+    np_value = pd.to_numeric(group["np_num"], errors="coerce")
+    np_nums = sorted({int(x) for x in np_value.dropna()})
+    if len(np_nums) <= 1:
+        return [(np_nums[0] if np_nums else None, group)]
+    categories = {n: set(group.loc[np_value == n, "category"]) for n in np_nums}
+    if any(cats != categories[np_nums[0]] for cats in categories.values()):
+        raise MixedProtocolVersions(
+            f"{what}: BLIP-VQA np_num differs between categories "
+            f"({', '.join(f'np_num={n}: {sorted(c)}' for n, c in categories.items())}); numbers scored with "
+            f"different np_num are not comparable (it is what separates the paper's Set A and Set B). Score every "
+            f"BLIP category at each np_num, or at one.")
+    return [(n, group[(np_value == n) | np_value.isna()]) for n in sorted(np_nums, reverse=True)]
+
+
 def table3(frame: pd.DataFrame, paper: dict | None = None, mixed_versions: str = "separate",
            bench: str = "t2i_compbench") -> Table:
     """Table 3: categories as rows; both published PixArt-α sets (A: np_num=2 era, B: np_num=8) and the
@@ -302,36 +334,64 @@ def table3(frame: pd.DataFrame, paper: dict | None = None, mixed_versions: str =
 
     keys = ["_tag", "model", "sampler", "steps", "cfg"]
     for (tag, *_), group in rows.sort_values(keys).groupby(keys, sort=False):
-        np_nums = sorted({int(x) for x in group["np_num"] if _num(x) is not None})
         label = f"measured: {config_label(group.iloc[0])} ({tag}"
-        if len(np_nums) > 1:
-            raise MixedProtocolVersions(
-                f"Table 3 {label}): BLIP-VQA np_num differs between categories ({np_nums}); numbers scored with "
-                f"different np_num are not comparable (it is what separates the paper's Set A and Set B)")
-        label += f", np_num={np_nums[0]})" if np_nums else ")"
-        key = f"measured|{tag}|{label}"
-        table.columns.append(Column(key, label, "measured", 4, tag))
-        for cat, cat_rows in group.groupby("category"):
-            row = _unique(cat_rows, f"Table 3 {label} {cat}")
-            table.cells[(row_label[cat], key)] = measured_cell(row)
+        for np_num, part in np_num_columns(group, f"Table 3 {label})"):
+            column_label = label + (f", np_num={np_num})" if np_num is not None else ")")
+            key = f"measured|{tag}|{column_label}"
+            table.columns.append(Column(key, column_label, "measured", 4, tag))
+            for cat, cat_rows in part.groupby("category"):
+                row = _unique(cat_rows, f"Table 3 {column_label} {cat}")
+                table.cells[(row_label[cat], key)] = measured_cell(row)
     table.notes = [f"Why the two PixArt-α sets differ: {' '.join(spec['why_sets_differ'].split())}"]
     table.notes += [f"{p['model']}: {p['source']}." + (f" {p['note']}" if p.get("note") else "") for p in spec["rows"]]
     table.notes.append("Measured: value [95% CI]; each cell's footnote names its protocol@version, metric and "
-                       "scorer. Compare np_num=8 measurements with Set B.")
+                       "scorer. Compare np_num=8 measurements with Set B, np_num=2 ones with Set A (whose complex "
+                       "column also used the Oct-2023 scripts and 30 images per prompt). Categories without a BLIP "
+                       "term (spatial, non-spatial, 3D, numeracy) appear in both np_num columns.")
     extra = sorted(set(rows["category"]) - set(spec["categories"]))
     if extra:
         table.notes.append(f"Subsets without a paper value: {', '.join(extra)} (different prompt list or category).")
     return table
 
 
-# ------------------------------------------------------------------------------------------------ WISE
-def wise_rows(frame: pd.DataFrame, bench: str = "wise") -> pd.DataFrame:
+# ------------------------------------------------------------------------------------------------ WISE, GenEval
+def category_rows(frame: pd.DataFrame, bench: str, kind: str) -> pd.DataFrame:
+    """Rows of a scorer that writes a headline plus `metric/category` rows (WISE, GenEval): `_base` = the
+    metric name, `category` = the part after '/' or "overall" for the headline. Input must be `prepare`d."""
     kinds = frame["kind"].astype(object)
-    rows = frame[(frame["_name"] == bench) | (kinds == "wise")].copy()
+    rows = frame[(frame["_name"] == bench) | (kinds == kind)].copy()
     parts = rows["metric"].astype(str).str.split("/", n=1)
     rows["_base"] = [p[0] for p in parts]
     rows["category"] = [p[1] if len(p) > 1 else "overall" for p in parts]
     return rows
+
+
+def wise_rows(frame: pd.DataFrame, bench: str = "wise") -> pd.DataFrame:
+    return category_rows(frame, bench, "wise")
+
+
+def category_table(key: str, spec: dict, rows: pd.DataFrame, paper_digits: int, measured_digits: int,
+                   what: str) -> Table:
+    """Categories (spec order, then any others) as rows; one paper column per published row; one measured
+    column per (protocol version, metric, model, sampler, steps, cfg)."""
+    labels = spec.get("category_labels", {})
+    cats = list(spec["categories"]) + sorted(set(rows["category"]) - set(spec["categories"]))
+    row_label = {c: labels.get(c, c) for c in cats}
+    columns = [Column(f"paper|{p['key']}", f"paper: {p['model']}", "paper", paper_digits) for p in spec["rows"]]
+    table = Table(key, spec["title"], "Category", [row_label[c] for c in cats], columns)
+    for p in spec["rows"]:
+        for cat, value in p["values"].items():
+            table.cells[(row_label[cat], f"paper|{p['key']}")] = Cell(value=float(value))
+    keys = ["_tag", "_base", "model", "sampler", "steps", "cfg"]
+    for (tag, base, *_), group in rows.sort_values(keys).groupby(keys, sort=False):
+        label = f"measured: {config_label(group.iloc[0])} ({base}, {tag})"
+        column = f"measured|{tag}|{label}"
+        table.columns.append(Column(column, label, "measured", measured_digits, tag))
+        for cat, cat_rows in group.groupby("category"):
+            table.cells[(row_label[cat], column)] = measured_cell(_unique(cat_rows, f"{what} {label} {cat}"))
+    table.notes = [f"{spec['metric']}."]
+    table.notes += [f"{p['model']}: {p['source']}." + (f" {p['note']}" if p.get("note") else "") for p in spec["rows"]]
+    return table
 
 
 def table_wise(frame: pd.DataFrame, paper: dict | None = None, mixed_versions: str = "separate",
@@ -339,35 +399,194 @@ def table_wise(frame: pd.DataFrame, paper: dict | None = None, mixed_versions: s
     """WISE: categories and Overall as rows; the PixArt-Alpha row and reference rows as paper columns; one
     measured column per configuration, judge metric and protocol version."""
     paper = paper or load_paper_values()
-    spec = paper["wise"]
     frame = prepare(frame)
     rows = wise_rows(frame, bench)
     if rows.empty:
         raise NoData(f"WISE table: no {bench}@… results (protocols present: {_present(frame)})")
     _check_versions(rows, mixed_versions, "WISE table")
-    labels = spec.get("category_labels", {})
-    cats = list(spec["categories"]) + sorted(set(rows["category"]) - set(spec["categories"]))
-    row_label = {c: labels.get(c, c) for c in cats}
-    columns = [Column(f"paper|{p['key']}", f"paper: {p['model']}", "paper", 2) for p in spec["rows"]]
-    table = Table("wise", spec["title"], "Category", [row_label[c] for c in cats], columns)
-    for p in spec["rows"]:
-        for cat, value in p["values"].items():
-            table.cells[(row_label[cat], f"paper|{p['key']}")] = Cell(value=float(value))
-    keys = ["_tag", "_base", "model", "sampler", "steps", "cfg"]
-    for (tag, base, *_), group in rows.sort_values(keys).groupby(keys, sort=False):
-        label = f"measured: {config_label(group.iloc[0])} ({base}, {tag})"
-        key = f"measured|{tag}|{label}"
-        table.columns.append(Column(key, label, "measured", 3, tag))
-        for cat, cat_rows in group.groupby("category"):
-            table.cells[(row_label[cat], key)] = measured_cell(_unique(cat_rows, f"WISE {label} {cat}"))
-    table.notes = [f"{spec['metric']}."]
-    table.notes += [f"{p['model']}: {p['source']}." + (f" {p['note']}" if p.get("note") else "") for p in spec["rows"]]
+    table = category_table("wise", paper["wise"], rows, 2, 3, "WISE")
     table.notes.append("Measured: value [95% CI]; images the judge could not score are counted (failed=…) and "
                        "drop out of the means, as in the original protocol.")
     return table
 
 
-BUILDERS = {"table2": table2, "table3": table3, "wise": table_wise}
+def table_geneval(frame: pd.DataFrame, paper: dict | None = None, mixed_versions: str = "separate",
+                  bench: str = "geneval") -> Table:
+    """GenEval: Overall (mean of the six task scores) and the six tasks as rows; published rows as paper
+    columns; one measured column per configuration and protocol version."""
+    paper = paper or load_paper_values()
+    frame = prepare(frame)
+    rows = category_rows(frame, bench, "geneval")
+    if rows.empty:
+        raise NoData(f"GenEval table: no {bench}@… results (protocols present: {_present(frame)})")
+    _check_versions(rows, mixed_versions, "GenEval table")
+    table = category_table("geneval", paper["geneval"], rows, 2, 3, "GenEval")
+    table.notes.append("Measured: fraction of images judged correct [95% CI]; Overall = mean of the six task "
+                       "scores. Images that could not be scored are counted (failed=…).")
+    return table
+
+
+# ------------------------------------------------------------------------------------------------ ablation
+ABLATION_ROWS = ("adaln", "adaln-single", "no-reparam")
+
+
+def ablation_variant(stats: dict) -> str:
+    """The ablation row a training run belongs to, from its stats: adaLN, adaLN-single (re-parameterised from
+    the adaLN weights) or adaLN-single without re-parameterisation."""
+    if stats.get("variant") == "adaln":
+        return "adaln"
+    if stats.get("variant") == "adaln-single":
+        return "adaln-single" if stats.get("reparam") else "no-reparam"
+    raise ValueError(f"training stats name variant {stats.get('variant')!r}; expected 'adaln' or 'adaln-single'")
+
+
+def table_ablation(frame: pd.DataFrame, variants: dict, stats: dict, paper: dict | None = None,
+                   mixed_versions: str = "separate", bench: str = "sam", stats_sources: dict | None = None) -> Table:
+    """The ablation: rows adaLN / adaLN-single / no re-param; columns params and peak training GPU memory
+    (from each model's training stats), SAM FID measured per protocol version and setting, and the published
+    values where the reference notes quote them.
+
+    variants: row key (ABLATION_ROWS) → model name; stats: model name → the training code's stats dict
+    ({variant, reparam, params, peak_memory_bytes, device}) or None when not written yet; stats_sources:
+    model → where the stats came from (footnotes)."""
+    paper = paper or load_paper_values()
+    spec = paper["ablation"]
+    unknown = sorted(set(variants) - set(ABLATION_ROWS))
+    if unknown:
+        raise ValueError(f"ablation rows {unknown} are not among {list(ABLATION_ROWS)}")
+    if not variants:
+        raise NoData("ablation table: no model is mapped to a variant (config `ablation:` maps adaln, "
+                     "adaln-single and no-reparam to models)")
+    frame = prepare(frame)
+    models = set(variants.values())
+    sam = frame[(frame["_name"] == bench) & frame["model"].isin(models)]
+    sam = sam[pd.Series([_is_fid(r) for _, r in sam.iterrows()], index=sam.index, dtype=bool)]
+    if len(sam):
+        _check_versions(sam, mixed_versions, "Ablation table")
+    prows = {p["key"]: p for p in spec["rows"]}
+    labels = {key: prows[key]["model"] for key in ABLATION_ROWS}
+    columns = [Column("model", "Model", "info"), Column("params", "#Params", "info", 0, thousands=True),
+               Column("params_reference", "#Params (reference)", "paper", 0, thousands=True),
+               Column("memory", "Peak GPU memory, training (GiB)", "info", 1)]
+    if any("sam_fid" in p for p in spec["rows"]):
+        columns.append(Column("paper_fid", "SAM FID (paper)", "paper", 2))
+    measured = {}  # column key -> that setting's rows (one per model)
+    for (protocol, metric, sampler, steps, cfg), group in sam.groupby(["protocol", "metric", "sampler", "steps",
+                                                                        "cfg"], sort=True):
+        column = Column(f"fid|{protocol}|{metric}|{sampler}-{int(steps)}|{float(cfg):g}",
+                        f"SAM FID measured ({metric}, {protocol}, {sampler}-{int(steps)} cfg{float(cfg):g})",
+                        "measured", 2, group["_tag"].iloc[0])
+        columns.append(column)
+        measured[column.key] = group
+    table = Table("ablation", spec["title"], "Variant", [], columns)
+    sources = stats_sources or {}
+    for key in ABLATION_ROWS:
+        if key not in variants:
+            continue
+        label, model = labels[key], variants[key]
+        table.rows.append(label)
+        table.cells[(label, "model")] = Cell(text=model)
+        if prows[key].get("params_reference") is not None:
+            table.cells[(label, "params_reference")] = Cell(value=float(prows[key]["params_reference"]),
+                                                             note=prows[key].get("params_source"))
+        if prows[key].get("sam_fid") is not None:
+            table.cells[(label, "paper_fid")] = Cell(value=float(prows[key]["sam_fid"]), note=prows[key].get("source"))
+        record = stats.get(model)
+        where = sources.get(model, "training stats")
+        if record is None:
+            table.cells[(label, "params")] = Cell(text="n/a", note=f"{model}: no training stats ({where}); run "
+                                                                   f"its training recipe first")
+            table.cells[(label, "memory")] = Cell(text="n/a")
+        else:
+            found = ablation_variant(record)
+            if found != key:
+                raise ValueError(f"ablation row {key!r} names model {model!r}, but its training stats ({where}) say "
+                                 f"{found!r} (variant {record.get('variant')!r}, reparam {record.get('reparam')!r}); "
+                                 f"fix the config's `ablation:` mapping")
+            table.cells[(label, "params")] = Cell(value=float(record["params"]), note=f"{model}: {where}")
+            peak = record.get("peak_memory_bytes")
+            table.cells[(label, "memory")] = (
+                Cell(value=peak / 2**30, note=f"{model}: peak allocated during training on {record.get('device')}")
+                if peak is not None else
+                Cell(text="not measured", note=f"{model}: trained on {record.get('device')} (no GPU memory counter)"))
+        for column, group in measured.items():
+            hit = group[group["model"] == model]
+            if len(hit):
+                table.cells[(label, column)] = measured_cell(_unique(hit, f"Ablation {label} {column}"))
+    table.notes = [f"{spec['metric']}.", f"Paper: {spec['source']}. {' '.join(spec['missing'].split())}"]
+    if sam.empty:
+        table.notes.append(f"No {bench}@… FID results for {sorted(models)} yet (protocols present: "
+                           f"{_present(frame)}): the SAM FID columns are empty.")
+    table.notes.append("Measured SAM FID: value [95% CI] (bootstrap over generated images); the subset list (its "
+                       "sha256) is part of the protocol: numbers are comparable only on the same list.")
+    return table
+
+
+# ------------------------------------------------------------------------------------------------ series
+def _short(x) -> str:
+    return "n/a" if x is None else f"{float(x):.4g}"
+
+
+def series_table(series: str, status: list[dict], gates: dict, settings: dict) -> Table:
+    """One row per checkpoint in step order: status (baseline, evaluated, or why it was left out), the gate's
+    verdict against the baseline, and per gated metric the value (candidates: value, difference [CI], verdict).
+
+    status: rows of the series_check table (series, step, model, path, status, reason); gates: candidate
+    model → reports.regress JSON (with `verdict`); settings: the series settings (baseline, alpha, …)."""
+    baseline = settings.get("baseline")
+    comparisons = [c for g in gates.values() for c in g.get("comparisons", [])]
+    metric_keys = sorted({(c["bench"], c["metric"], c["sampler"], c["steps"], c["cfg"]) for c in comparisons},
+                         key=str)
+    columns = [Column("step", "Step", "info"), Column("status", "Status", "info"),
+               Column("gate", f"Gate vs {baseline}", "info")]
+    columns += [Column(f"m|{k}", f"{k[1]} ({k[0]}, {k[2]}-{k[3]} cfg{float(k[4]):g})", "info") for k in metric_keys]
+    table = Table(f"series__{series}", f"Checkpoint series {series}", "Checkpoint", [], columns)
+    baseline_values = {(c["bench"], c["metric"], c["sampler"], c["steps"], c["cfg"]): c["baseline_value"]
+                       for c in comparisons}
+    excluded = []
+    for row in status:
+        label = row["model"] or Path(row["path"]).name
+        table.rows.append(label)
+        table.cells[(label, "step")] = Cell(text="" if row["step"] is None else str(row["step"]))
+        if row["status"] != "ok":
+            table.cells[(label, "status")] = Cell(text=f"not evaluated: {row['status']}")
+            excluded.append(f"{row['path']}: {row['status']} — {row['reason']}")
+            continue
+        if row["model"] == baseline:
+            table.cells[(label, "status")] = Cell(text="baseline")
+            for key, value in baseline_values.items():
+                table.cells[(label, f"m|{key}")] = Cell(text=_short(value))
+            continue
+        table.cells[(label, "status")] = Cell(text="evaluated")
+        gate = gates.get(row["model"])
+        if gate is None:
+            table.cells[(label, "gate")] = Cell(text="not gated (no baseline)")
+            continue
+        verdict = gate.get("verdict", "")
+        regressed = sorted({c["metric"] for c in gate.get("comparisons", []) if c["status"] == "regression"})
+        detail = (f": {', '.join(regressed)}" if regressed else
+                  f": {gate['refused'][0]}" if gate.get("refused") else "")
+        table.cells[(label, "gate")] = Cell(text=f"{verdict}{detail}")
+        for c in gate.get("comparisons", []):
+            key = (c["bench"], c["metric"], c["sampler"], c["steps"], c["cfg"])
+            word = {"regression": "REGRESSED", "improved": "improved"}.get(c["status"], "ok")
+            table.cells[(label, f"m|{key}")] = Cell(
+                text=f"{_short(c['candidate_value'])} (diff {c['diff']:+.4g} [{_short(c['ci_low'])}, "
+                     f"{_short(c['ci_high'])}], {word})")
+    rule = settings.get("baseline_rule")
+    table.notes = [f"Checkpoints in step order; baseline {baseline or 'none'} (series key `baseline: {rule}`)."]
+    if baseline is None:
+        table.notes.append("No readable baseline checkpoint: nothing was gated.")
+    table.notes += [f"Not evaluated: {e}" for e in excluded]
+    table.notes.append(f"Gate: reports.regress of each later checkpoint against the baseline (paired bootstrap over "
+                       f"shared prompts; FID from both runs' CIs), Holm-adjusted across metrics, alpha "
+                       f"{settings.get('alpha')}, thresholds {settings.get('thresholds') or 'none'}. REGRESSED = "
+                       f"worse beyond the threshold with Holm p < alpha; details in gate/<model>.md.")
+    return table
+
+
+# Tables built from the results table alone (the ablation also needs training stats, series their gates).
+BUILDERS = {"table2": table2, "table3": table3, "wise": table_wise, "geneval": table_geneval}
 
 
 # ------------------------------------------------------------------------------------------------ rendering
@@ -383,7 +602,7 @@ def cell_text(cell: Cell | None, column: Column) -> str:
         return cell.text
     if cell.value is None:
         return "n/a"
-    text = _fmt(cell.value, column.digits)
+    text = f"{cell.value:,.{column.digits}f}" if column.thousands else _fmt(cell.value, column.digits)
     if column.kind == "measured":
         if cell.ci_low is not None and cell.ci_high is not None:
             text += f" [{_fmt(cell.ci_low, column.digits)}, {_fmt(cell.ci_high, column.digits)}]"

@@ -345,3 +345,53 @@ def test_family_wise_false_alarm_with_holm_is_at_most_alpha():
     alarms = sum(_gate_on_frames([_simulated_pair(rng) for _ in range(metrics)], alpha, seed=rep)[0]
                  for rep in range(reps))
     assert alarms / reps <= alpha + 0.02, alarms / reps
+
+
+# ---------------------------------------------------------------- the gate of a checkpoint series (reports.series)
+
+def series_gate(tmp_path, candidate, settings):
+    from reports import series
+
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps(settings))
+    out = tmp_path / "gate" / f"{candidate}.json"
+    code = series.main(["gate", "--baseline", str(tmp_path / "metrics" / "base"), "--candidate",
+                        str(tmp_path / "metrics" / candidate), "--settings", str(path), "--out",
+                        str(out.with_suffix(".md")), "--json", str(out)])
+    return code, json.loads(out.read_text())
+
+
+def test_series_gate_records_the_exit_code_and_never_fails(tmp_path):
+    scores = base_scores()
+    write_run(tmp_path, "base", scores)
+    write_run(tmp_path, "same", scores)
+    write_run(tmp_path, "worse", scores - 0.05)
+    write_run(tmp_path, "other", scores, weights="different")
+    settings = {"baseline": "base", "baseline_rule": "first", "alpha": 0.05, "n_resamples": 500,
+                "thresholds": {"compbench_*": 0.01}, "fail_on_regression": False}
+    assert [series_gate(tmp_path, m, settings)[1]["verdict"] for m in ("same", "worse", "other")] == \
+        ["pass", "REGRESSED", "not comparable"]
+    code, report = series_gate(tmp_path, "worse", settings)
+    assert code == 0 and report["exit_code"] == 1 and report["candidate_model"] == "worse"
+    assert report["comparisons"][0]["threshold"] == pytest.approx(0.01)   # thresholds come from the settings
+    assert (tmp_path / "gate" / "worse.md").read_text().startswith("## Regression gate")
+
+
+def test_series_summary_fails_only_with_fail_on_regression(tmp_path, capsys):
+    from reports import series
+
+    scores = base_scores()
+    write_run(tmp_path, "base", scores)
+    write_run(tmp_path, "worse", scores - 0.05)
+    settings = {"baseline": "base", "baseline_rule": "first", "alpha": 0.05, "n_resamples": 500, "thresholds": {},
+                "fail_on_regression": False}
+    series_gate(tmp_path, "worse", settings)
+    series.write_status("s", [series.Checkpoint("ck/step_1.pth", 1, "base", "ok"),
+                              series.Checkpoint("ck/step_2.pth", 2, "worse", "ok")], tmp_path / "status.csv")
+    argv = ["summary", "--series", "s", "--status", str(tmp_path / "status.csv"), "--settings",
+            str(tmp_path / "settings.json"), "--out", str(tmp_path / "summary.md"), str(tmp_path / "gate/worse.json")]
+    assert series.main(argv) == 0
+    assert "REGRESSED: compbench_blip_vqa" in (tmp_path / "summary.md").read_text()
+    (tmp_path / "settings.json").write_text(json.dumps({**settings, "fail_on_regression": True}))
+    assert series.main(argv) == 1
+    assert "failing (fail_on_regression): worse: REGRESSED" in capsys.readouterr().err

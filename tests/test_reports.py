@@ -41,6 +41,11 @@ def results():
     rows.append(row("wise@1", "wise_judge", 0.444, 0.43, 0.46, kind="wise", scorer="wise_judge:gpt-4o-2024-05-13"))
     rows += [row("wise@1", f"wise_judge/{c}", v, v - 0.02, v + 0.02, kind="wise",
                  scorer="wise_judge:gpt-4o-2024-05-13") for c, v in wise.items()]
+    tasks = {"single_object": 0.95, "two_object": 0.4, "counting": 0.35, "colors": 0.7, "position": 0.05,
+             "color_attr": 0.06}
+    rows.append(row("geneval@1", "geneval", 0.418, 0.40, 0.44, kind="geneval", scorer="geneval_mask2former_clip"))
+    rows += [row("geneval@1", f"geneval/{t}", v, v - 0.03, v + 0.03, kind="geneval", scorer="geneval_mask2former_clip")
+             for t, v in tasks.items()]
     for step, fid in ((1000, 40.0), (2000, 35.0), (3000, 32.5)):  # a checkpoint series
         rows.append(row("coco30k@1", "fid30k", fid, fid - 1, fid + 1, model=f"run@{step}", kind="fidelity",
                         scorer="fid_clean_inception_coco256"))
@@ -224,8 +229,8 @@ def test_cli_builds_everything(results, tmp_path, capsys):
     build.main(["--table", str(table), "--out", str(out), "--samples", str(samples), "--scores", str(scores),
                 "--worst-k", "3"])
     line = capsys.readouterr().out.strip().splitlines()[-1]
-    assert line.startswith("report: 3 tables, ") and "not written: none" in line
-    for key in ("table2", "table3", "wise"):
+    assert line.startswith("report: 4 tables, ") and "not written: none" in line
+    for key in ("table2", "table3", "wise", "geneval"):
         for ext in ("md", "tex", "csv"):
             assert (out / "tables" / f"{key}.{ext}").stat().st_size > 0
     names = {p.name for p in (out / "figures").iterdir()}
@@ -241,3 +246,165 @@ def test_cli_builds_everything(results, tmp_path, capsys):
         build.main(["--table", str(table), "--out", str(tmp_path / "r2"), "--mixed-versions", "refuse"])
     assert exit_info.value.code == 2
     assert "wise@1, wise@2" in capsys.readouterr().err
+
+
+def test_table2_labels_a_smaller_fid_by_its_size(results):
+    t = tables.table2(results, PAPER)
+    labels = [c.label for c in t.columns if c.kind == "measured"]
+    assert "FID (n=300) measured (fid30k, coco30k@1)" in labels and not any("FID-30K measured" in x for x in labels)
+    full = results.assign(n=np.where(results["protocol"] == "coco30k@1", 30000, results["n"]))
+    ten = full[full["model"] == "pix"].assign(n=10000, model="pix10k")
+    labels = [c.label for c in tables.table2(pd.concat([full, ten]), PAPER).columns if c.kind == "measured"]
+    assert "FID-30K measured (fid30k, coco30k@1)" in labels and "FID-10K measured (fid30k, coco30k@1)" in labels
+
+
+def test_table3_both_np_num_settings_get_their_own_columns(results, tmp_path):
+    np2 = results[results["metric"] == "compbench_blip_vqa"].assign(
+        metric="compbench_blip_vqa_np2", np_num=2, scorer="compbench_blipvqa_np2",
+        value=lambda f: f["value"] + 0.1, ci_low=lambda f: f["ci_low"] + 0.1, ci_high=lambda f: f["ci_high"] + 0.1)
+    t = tables.table3(pd.concat([results, np2], ignore_index=True), PAPER)
+    cfg2 = [c for c in t.columns if c.kind == "measured" and "cfg2 " in c.label]
+    assert [c.label.rsplit(", ", 1)[-1] for c in cfg2] == ["np_num=8)", "np_num=2)"]
+    np8, np2_col = cfg2
+    assert t.cell("Color", np8.key).value == pytest.approx(0.5123)
+    assert t.cell("Color", np2_col.key).value == pytest.approx(0.6123)
+    assert t.cell("2D Spatial", np2_col.key).value == t.cell("2D Spatial", np8.key).value == pytest.approx(0.1875)
+    assert "np_num=2 ones with Set A" in tables.to_markdown(t)
+    paths = figures.compbench_over_cfg(pd.concat([results, np2]), tmp_path, PAPER)
+    assert "np_num=2" in next(p for p in paths if p.suffix == ".svg").read_text()
+
+
+def test_geneval_table(results):
+    t = tables.table_geneval(results, PAPER)
+    md = tables.to_markdown(t)
+    lines = {line.split(" |")[0][2:]: line for line in md.splitlines() if line.startswith("| ")}
+    overall = lines["Overall"]
+    assert "| 0.48 |" in overall and "| 0.43 |" in overall and "0.418 [0.400, 0.440]" in overall
+    assert "| 0.98 |" in lines["Single object"] and "0.950 [0.920, 0.980]" in lines["Single object"]
+    assert "| 0.07 |" in lines["Color attribution"] and "0.060 [0.030, 0.090]" in lines["Color attribution"]
+    assert "quoted by later papers" in md and "geneval@1: pix, metric geneval/colors" in md
+    rows = {r["Category"]: r for r in csv.DictReader(io.StringIO(tables.to_csv(t)))}
+    measured = next(k for k in rows["Counting"] if k.startswith("measured:") and k.endswith(")"))
+    assert rows["Counting"][measured] == "0.350"
+    assert rows["Counting"]["paper: PixArt-α (quoted by later papers)"] == "0.44"
+    assert r"\begin{tabular}" in tables.to_latex(t)
+    with pytest.raises(NoData, match="no geneval@"):
+        tables.table_geneval(results[results["protocol"] != "geneval@1"], PAPER)
+
+
+def ablation_inputs():
+    sam = [row("sam@1/fid2k", "fid_sam2k", fid, fid - 0.4, fid + 0.5, model=model, kind="fidelity",
+               scorer="fid_clean_inception_coco256", bench="sam_fid2k")
+           for model, fid in (("abl-adaln", 21.5), ("abl-single", 22.25), ("abl-noreparam", 30.0))]
+    variants = {"adaln": "abl-adaln", "adaln-single": "abl-single", "no-reparam": "abl-noreparam"}
+    stats = {"abl-adaln": {"variant": "adaln", "reparam": False, "params": 833_000_000,
+                           "peak_memory_bytes": 29 * 2**30, "device": "NVIDIA H100 80GB HBM3"},
+             "abl-single": {"variant": "adaln-single", "reparam": True, "params": 610_856_096,
+                            "peak_memory_bytes": int(23.5 * 2**30), "device": "NVIDIA H100 80GB HBM3"},
+             "abl-noreparam": {"variant": "adaln-single", "reparam": False, "params": 610_856_096,
+                               "peak_memory_bytes": None, "device": "cpu"}}
+    return pd.DataFrame(sam), variants, stats
+
+
+def test_ablation_table_params_memory_and_sam_fid():
+    frame, variants, stats = ablation_inputs()
+    t = tables.table_ablation(frame, variants, stats, PAPER, stats_sources={"abl-adaln": "results/train/a/stats.json"})
+    md = tables.to_markdown(t)
+    lines = {line.split(" |")[0][2:]: line for line in md.splitlines() if line.startswith("| ")}
+    adaln, single, noreparam = (lines["adaLN (per-block, DiT-style)"], lines["adaLN-single"],
+                                lines["adaLN-single, no re-param"])
+    assert "| 833,000,000" in adaln and "| 29.0" in adaln and "21.50 [21.10, 22.00]" in adaln
+    assert "| 610,856,096" in single and "| 23.5" in single and "22.25 [21.85, 22.75]" in single
+    assert single.count("610,856,096") == 2             # measured and the code-count reference
+    assert "not measured" in noreparam and "30.00 [29.60, 30.50]" in noreparam
+    assert "results/train/a/stats.json" in md and "Fig. 6" in md and "not quoted" in md
+    rows = {r["Variant"]: r for r in csv.DictReader(io.StringIO(tables.to_csv(t)))}
+    assert rows["adaLN-single"]["#Params"] == "610856096" and rows["adaLN-single"]["Model"] == "abl-single"
+    assert rows["adaLN (per-block, DiT-style)"]["Peak GPU memory, training (GiB)"] == "29.0"
+    fid = next(k for k in rows["adaLN-single"] if k.startswith("SAM FID measured") and k.endswith("cfg4.5)"))
+    assert rows["adaLN-single"][fid] == "22.25" and rows["adaLN-single"][f"{fid} protocol"] == "sam@1/fid2k"
+    assert "SAM FID (paper)" not in rows["adaLN-single"]    # the paper's Fig. 6 values are not in the reference
+
+
+def test_ablation_table_missing_stats_wrong_variant_and_no_rows():
+    frame, variants, stats = ablation_inputs()
+    t = tables.table_ablation(frame, variants, {**stats, "abl-adaln": None}, PAPER)
+    assert t.cell("adaLN (per-block, DiT-style)", "params").text == "n/a"
+    assert "run its training recipe first" in tables.to_markdown(t)
+    swapped = {**variants, "adaln-single": "abl-noreparam", "no-reparam": "abl-single"}
+    with pytest.raises(ValueError, match="abl-noreparam.*'no-reparam'"):
+        tables.table_ablation(frame, swapped, stats, PAPER)
+    with pytest.raises(NoData, match="no model is mapped"):
+        tables.table_ablation(frame, {}, stats, PAPER)
+    other = frame.assign(protocol="coco30k@1", bench="coco30k")
+    t = tables.table_ablation(other, variants, stats, PAPER)
+    assert not [c for c in t.columns if c.kind == "measured"]
+    assert "No sam@… FID results" in tables.to_markdown(t)
+
+
+def series_folder(root):
+    """A series folder as the DAG writes it: status table, settings, one passing and one regressed gate."""
+    from reports import series
+
+    folder = root / "run"
+    checkpoints = [series.Checkpoint("ck/step_1000.pth", 1000, "run@1000", "ok"),
+                   series.Checkpoint("ck/step_2000.pth", 2000, "run@2000", "ok"),
+                   series.Checkpoint("ck/step_2500.pth", 2500, None, "unreadable", "UnpicklingError: bad magic"),
+                   series.Checkpoint("ck/step_3000.pth", 3000, "run@3000", "ok")]
+    series.write_status("run", checkpoints, folder / "checkpoints.csv")
+    settings = {"series": "run", "baseline": "run@1000", "baseline_rule": "first", "alpha": 0.05,
+                "n_resamples": 2000, "thresholds": {}, "fail_on_regression": False}
+    (folder / "settings.json").write_text(json.dumps(settings))
+    (folder / "gate").mkdir()
+    for model, value, status, code in (("run@2000", 0.31, "no significant change", 0),
+                                       ("run@3000", 0.25, "regression", 1)):
+        comparison = {"bench": "demo", "metric": "clip", "sampler": "dpm-solver", "steps": 20, "cfg": 4.5,
+                      "baseline_value": 0.30, "candidate_value": value, "diff": value - 0.30, "ci_low": value - 0.31,
+                      "ci_high": value - 0.29, "status": status}
+        report = {"exit_code": code, "comparisons": [comparison], "refused": [], "candidate_model": model,
+                  "baseline_model": "run@1000", "verdict": {0: "pass", 1: "REGRESSED"}[code]}
+        (folder / "gate" / f"{model}.json").write_text(json.dumps(report))
+    return folder, settings
+
+
+def test_series_table_names_excluded_checkpoints_and_verdicts(tmp_path, results):
+    from reports import series
+
+    folder, settings = series_folder(tmp_path)
+    status = series.read_status(folder / "checkpoints.csv")
+    gates = series.read_gates(sorted((folder / "gate").glob("*.json")))
+    md = tables.to_markdown(tables.series_table("run", status, gates, settings))
+    lines = {line.split(" |")[0][2:]: line for line in md.splitlines() if line.startswith("| ")}
+    assert "| baseline |" in lines["run@1000"] and "| 0.3 |" in lines["run@1000"]
+    assert "| pass |" in lines["run@2000"] and "0.31 (diff +0.01" in lines["run@2000"]
+    assert "REGRESSED: clip" in lines["run@3000"] and "REGRESSED)" in lines["run@3000"]
+    assert "not evaluated: unreadable" in lines["step_2500.pth"]
+    assert "Not evaluated: ck/step_2500.pth: unreadable — UnpicklingError: bad magic" in md
+    table = tmp_path / "table.parquet"
+    results.to_parquet(table)
+    messages = []
+    out = build.build(table, tmp_path / "rep", series_dirs=[folder], log=messages.append)
+    assert tmp_path / "rep" / "tables" / "series__run.csv" in out["tables"]
+    assert "ck/step_2500.pth: unreadable" in (tmp_path / "rep" / "README.md").read_text()
+    assert any("not evaluated" in m for m in messages)
+    empty = tmp_path / "empty.parquet"
+    results.iloc[0:0].to_parquet(empty)
+    out = build.build(empty, tmp_path / "rep2", series_dirs=[folder], log=messages.append)
+    assert [p.name for p in out["tables"]] == ["series__run.md", "series__run.tex", "series__run.csv"]
+
+
+def test_cli_ablation_and_train_stats(tmp_path, capsys):
+    frame, variants, stats = ablation_inputs()
+    table = tmp_path / "table.parquet"
+    frame.to_parquet(table)
+    for model, record in stats.items():
+        (tmp_path / f"{model}.json").write_text(json.dumps(record))
+    argv = ["--table", str(table), "--out", str(tmp_path / "rep"), "--worst-k", "0"]
+    argv += [f"--ablation={row}={model}" for row, model in variants.items()]
+    argv += [f"--train-stats={m}={tmp_path / f'{m}.json'}" for m in stats if m != "abl-adaln"]
+    argv += [f"--train-stats=abl-adaln={tmp_path / 'absent.json'}"]
+    build.main(argv)
+    md = (tmp_path / "rep" / "tables" / "ablation.md").read_text()
+    assert "610,856,096" in md and "absent.json not found" in md
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        build.main(argv + ["--ablation", "adaln"])

@@ -1,6 +1,8 @@
 """The Snakemake DAG: schema errors, the slurm profile's plan, and a real end-to-end run on a micro config."""
+import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -102,3 +104,90 @@ def test_micro_dag_runs_end_to_end_and_reruns_nothing(tmp_path):
     assert counts.get("generate_shard") == "4" and counts.get("manifest") == "2", plan.stdout[-1500:]
     assert counts.get("score") == "2" and "prompts" not in counts and "embeddings" not in counts
     assert counts.get("report") == "1"  # tables and figures are rebuilt from the grown table
+
+
+# ------------------------------------------------------------------------------------------------ series
+def _series_config(tmp_path, tiny):
+    """Three training checkpoints (the tiny model, a perturbed copy, a truncated file) and one missing path."""
+    import torch
+
+    ckpts = tmp_path / "ckpts"
+    ckpts.mkdir()
+    blob = torch.load(tiny["original"], weights_only=True)
+    generator = torch.Generator().manual_seed(0)
+    moved = {k: v + 0.2 * torch.randn(v.shape, generator=generator) if k.startswith("blocks.") else v
+             for k, v in blob["state_dict"].items()}
+    torch.save(blob, ckpts / "epoch_1_step_1000.pth")
+    torch.save({"state_dict": moved, "state_dict_ema": moved}, ckpts / "epoch_2_step_2000.pth")
+    (ckpts / "epoch_3_step_3000.pth").write_bytes(tiny["original"].read_bytes()[:4096])   # a crash mid-save
+    (tmp_path / "prompts.txt").write_text("a red circle\na blue square left of a green triangle\na striped star\n")
+    config = {
+        "tiny_clip": {"out": "results/weights/tiny/clip", "seed": 0},
+        "scorers": {"clip_tiny": {"kind": "clip_score", "weights": "results/weights/tiny/clip/tiny-clip-32.bin",
+                                  "model_name": "tiny-clip-32", "config_dir": "results/weights/tiny/clip"}},
+        "text_encoders": {"t5": {"source": str(tiny["pipeline"])}},
+        "series": {"run": {"checkpoints": [str(ckpts), str(tmp_path / "gone" / "step_5000.pth")],
+                           "arch": str(tiny["arch"]), "vae": str(tiny["pipeline"]), "text_encoder": "t5",
+                           "uncond": "original", "n_resamples": 200}},
+        "benchmarks": {"micro": {"prompts": str(tmp_path / "prompts.txt"), "images_per_prompt": 2,
+                                 "seed_rule": "per_image", "seed_base": 42, "metrics": ["clip_tiny"]}},
+        "sweep": {"samplers": ["dpm-solver:5"], "cfg": [4.5]},
+        "generation": {"batch_size": 4, "shards": 1},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path, ckpts
+
+
+def test_series_names_bad_checkpoints_gates_the_rest_and_adds_one_incrementally(tmp_path, tiny):
+    config, ckpts = _series_config(tmp_path, tiny)
+    result = _run(["--configfile", str(config), "--profile", str(ROOT / "workflows/profiles/local"), "--cores", "2"],
+                  tmp_path)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    series = tmp_path / "results/series/run"
+    status = pd.read_csv(series / "checkpoints.csv").set_index("step")
+    assert list(status.index) == [1000, 2000, 3000, 5000]
+    assert list(status["status"]) == ["ok", "ok", "unreadable", "missing"]
+    summary = (series / "summary.md").read_text()
+    assert "epoch_3_step_3000.pth: unreadable" in summary and "step_5000.pth: missing" in summary
+    assert "| run@1000 | 1000 | baseline |" in summary
+    gate = json.loads((series / "gate" / "run@2000.json").read_text())
+    assert gate["exit_code"] in (0, 1) and gate["verdict"] in ("pass", "REGRESSED") and gate["comparisons"]
+    assert f"| {gate['verdict']}" in next(line for line in summary.splitlines() if line.startswith("| run@2000 "))
+    assert (series / "gate" / "run@2000.md").read_text().startswith("## Regression gate")
+    table = pd.read_parquet(tmp_path / "results/table.parquet")
+    assert sorted(table["model"]) == ["run@1000", "run@2000"] and table["value"].notna().all()
+    report = tmp_path / "results/report"
+    assert "epoch_3_step_3000.pth: unreadable" in (report / "README.md").read_text()
+    assert (report / "tables/series__run.csv").exists() and list((report / "figures").glob("step__run__*.png"))
+    # incremental: a new checkpoint schedules its own cell, its gate and the aggregates, nothing else
+    shutil.copy(ckpts / "epoch_1_step_1000.pth", ckpts / "epoch_4_step_4000.pth")
+    plan = _run(["-n", "--configfile", str(config), "--cores", "2"], tmp_path)
+    counts = {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", plan.stdout, re.M)}
+    assert counts == {"model_spec": 1, "generate_shard": 1, "manifest": 1, "score": 1, "series_check": 1, "gate": 1,
+                      "series_summary": 1, "table": 1, "history": 1, "report": 1, "all": 1, "total": 11}, \
+        plan.stdout[-2000:]
+
+
+def test_series_discovery_steps_layouts_and_duplicates(tmp_path, tiny):
+    from reports.series import discover, parse_step
+
+    assert [parse_step(n) for n in ("epoch_1_step_2000.pth", "step_2000", "ckpt-500.safetensors", "final.pth",
+                                    "model_0001200.pt")] == [2000, 2000, 500, None, 1200]
+    from safetensors.torch import save_file
+    import torch
+
+    blob = torch.load(tiny["original"], weights_only=True)
+    save_file({k: v.contiguous() for k, v in blob["state_dict"].items()}, str(tmp_path / "ckpt-300.safetensors"))
+    shutil.copytree(tiny["pipeline"], tmp_path / "step_200")
+    shutil.copy(tiny["original"], tmp_path / "step_100.pth")
+    shutil.copy(tiny["original"], tmp_path / "step_300.pth")      # the same step twice
+    (tmp_path / "notes.pth").write_text("not a checkpoint")
+    found = discover("s", [str(tmp_path)], "state_dict_ema")
+    assert [(c.step, c.model, c.status) for c in found] == [
+        (100, "s@100", "ok"), (200, "s@200", "ok"), (300, "s@300", "ok"), (300, None, "skipped"),
+        (None, None, "skipped")]
+    assert "already" in found[3].reason and "no step number" in found[4].reason
+    assert [c.model for c in discover("s", str(tmp_path / "step_*.pth"))] == ["s@100", "s@300"]
+    bad = discover("s", [str(tmp_path / "step_100.pth")], "weights_that_do_not_exist")
+    assert bad[0].status == "unreadable" and "weights_that_do_not_exist" in bad[0].reason

@@ -10,11 +10,13 @@ PY = sys.executable  # the interpreter running snakemake (the suite's venv)
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")]))
 sys.path.insert(0, workflow.basedir)
 from pixart.samplers import parse_sampler  # light: no torch import
+from reports.series import discover  # light: torch is imported only to read a series' checkpoints
 R = config["results"]
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".json")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 wildcard_constraints:
+    series=r"[^/@]+",
     model=r"[^/]+",
     bench=r"[^/]+",
     encoder=r"[^/]+",
@@ -25,11 +27,15 @@ wildcard_constraints:
     nshards=r"[0-9]+",
 
 
+def entry_defaults(section):
+    """The schema's defaults of one entry of a section (models, benchmarks, scorers, series …)."""
+    schema = SCHEMA["properties"][section]["additionalProperties"]["properties"]
+    return {k: v["default"] for k, v in schema.items() if "default" in v}
+
+
 def with_defaults(section, name):
     """One named entry of a section with the schema's per-entry defaults filled in."""
-    schema = SCHEMA["properties"][section]["additionalProperties"]["properties"]
-    entry = config[section][name]
-    return {**{k: v["default"] for k, v in schema.items() if "default" in v}, **entry}
+    return {**entry_defaults(section), **config[section][name]}
 
 
 import yaml
@@ -52,10 +58,12 @@ def cfg_label(value):
 
 def local_inputs(source):
     """Files a rule must wait for when a source is local (built by another rule or given by the user)."""
-    if source is None or (HUB_ID.match(source) and not Path(source).exists()):
+    if source is None:
         return []
-    if source.endswith(WEIGHT_SUFFIXES):
+    if source.endswith(WEIGHT_SUFFIXES):  # a file, even where it reads like a hub id: a missing one is named
         return [source]
+    if HUB_ID.match(source) and not Path(source).exists():
+        return []
     # A pipeline folder (ours, or not yet built) is tracked by model_index.json, a plain model folder by
     # config.json: the same answer before and after the folder exists, so reruns see no input change.
     folder = Path(source)
@@ -78,10 +86,20 @@ def scorer_inputs(metric):
     return [p for p in paths if p and not (HUB_ID.match(p) and not Path(p).exists())]
 
 
-def cells():
-    """Every (model, bench, sampler label, cfg label) of the sweep."""
-    for model in config["models"]:
-        for bench, b in config["benchmarks"].items():
+def bench_models(bench):
+    """The models generated for a prompt set: its `models:` (series names expanded), else every model."""
+    names = with_defaults("benchmarks", bench)["models"]
+    if not names:
+        return list(config["models"])
+    return [m for name in names for m in (series_models(name) if name in config["series"] else [name])]
+
+
+def cells(models=None):
+    """Every (model, bench, sampler label, cfg label) of the sweep (of `models` only, when given)."""
+    for bench, b in config["benchmarks"].items():
+        for model in bench_models(bench):
+            if models is not None and model not in models:
+                continue
             for sampler in b.get("samplers", config["sweep"]["samplers"]):
                 for cfg in b.get("cfg", config["sweep"]["cfg"]):
                     yield model, bench, sampler_label(sampler), cfg_label(cfg)
@@ -95,10 +113,23 @@ def all_manifests():
     return [f"{cell_dir(*c)}/manifest.parquet" for c in cells()]
 
 
-def all_metrics():
-    """One aggregate JSON per (cell, metric listed by the cell's benchmark)."""
+def all_metrics(models=None):
+    """One aggregate JSON per (cell, metric listed by the cell's benchmark), of `models` only when given."""
     return [f"{R}/metrics/{m}/{b}/{s}/cfg{c}/{metric}.json"
-            for m, b, s, c in cells() for metric in with_defaults("benchmarks", b)["metrics"]]
+            for m, b, s, c in cells(models) for metric in with_defaults("benchmarks", b)["metrics"]]
+
+
+def model_metrics(model):
+    return all_metrics([model])
+
+
+def scorer_settings(metric):
+    """A scorer's settings as its jobs read them. Reference statistics live under this run's results/ unless
+    the scorer names another cache; a judge endpoint named by base_url_env comes from the environment."""
+    settings = {"refstats_dir": f"{R}/refstats", **with_defaults("scorers", metric)}
+    if os.environ.get(settings.get("base_url_env") or ""):
+        settings["base_url"] = os.environ[settings["base_url_env"]]
+    return settings
 
 
 def protocol_of(bench):
@@ -129,3 +160,122 @@ def prompt_command(bench):
     return (f"pixart.prompts --source {data_path(b['prompts'])} --column {b['column']}"
             f" --images-per-prompt {b['images_per_prompt']} --seed-rule {b['seed_rule']}"
             f" --seed-base {b['seed_base']} {size}")
+
+
+# ------------------------------------------------------------------------------------------------ series
+
+SERIES_MODEL_KEYS = tuple(k for k in SCHEMA["properties"]["models"]["additionalProperties"]["properties"]
+                          if k != "checkpoint")
+
+
+def series_spec(name):
+    spec = config["series"][name]["checkpoints"]
+    return [spec] if isinstance(spec, str) else list(spec)
+
+
+def series_model_entry(name, checkpoint):
+    """The models: entry of one checkpoint of a series: the series' model keys with this checkpoint."""
+    return {"checkpoint": checkpoint, **{k: v for k, v in config["series"][name].items() if k in SERIES_MODEL_KEYS}}
+
+
+def series_weights(name):
+    """The entry of an original .pth the series reads (the models: default unless the series names one)."""
+    return config["series"][name].get("weights", entry_defaults("models")["weights"])
+
+
+# Which checkpoints become models is decided here, when the DAG is built, from their names and headers; the
+# series_check job writes the same answer (reports.series.discover) into the status table the summary shows.
+SERIES = {name: discover(name, series_spec(name), series_weights(name)) for name in config["series"]}
+for _name, _checkpoints in SERIES.items():
+    for _c in _checkpoints:
+        if _c.model in config["models"]:
+            raise ValueError(f"series {_name}: checkpoint model {_c.model} is also a `models:` entry; rename one")
+        if _c.model:
+            config["models"][_c.model] = series_model_entry(_name, _c.path)
+
+
+def series_models(name):
+    """The evaluated (readable) checkpoints of a series, in step order."""
+    return [c.model for c in SERIES[name] if c.model]
+
+
+def series_baseline(name):
+    """The model the series is gated against; None when that checkpoint is missing or unreadable."""
+    baseline = str(with_defaults("series", name)["baseline"])
+    models = series_models(name)
+    if baseline == "first":
+        return models[0] if models else None
+    if baseline.isdigit():
+        return f"{name}@{int(baseline)}" if f"{name}@{int(baseline)}" in models else None
+    return baseline
+
+
+def series_candidates(name):
+    baseline = series_baseline(name)
+    return [m for m in series_models(name) if m != baseline] if baseline else []
+
+
+def series_gate_reports(name):
+    return [f"{R}/series/{name}/gate/{m}.json" for m in series_candidates(name)]
+
+
+def series_settings(name):
+    """What the gate and the summary read: the resolved baseline and the gate's settings."""
+    s = with_defaults("series", name)
+    return {"series": name, "baseline": series_baseline(name), "baseline_rule": str(s["baseline"]),
+            **{k: s[k] for k in ("alpha", "n_resamples", "thresholds", "fail_on_regression")}}
+
+
+def series_report_inputs():
+    """The files the report reads per series: status table, settings, gate reports."""
+    return [f for name in config["series"] for f in (f"{R}/series/{name}/checkpoints.csv",
+                                                     f"{R}/series/{name}/settings.json",
+                                                     *series_gate_reports(name))]
+
+
+def series_summaries():
+    return [f"{R}/series/{name}/summary.md" for name in config["series"]]
+
+
+# ------------------------------------------------------------------------------------------------ ablation
+def ablation_args():
+    """reports.build arguments mapping the ablation rows to models and their training stats."""
+    return " ".join(f"--ablation {row}={r['model']}" + (f" --train-stats {r['model']}={r['stats']}" if r.get("stats")
+                                                         else "")
+                    for row, r in config["ablation"].items())
+
+
+def train_stats_inputs():
+    # stats written so far (training rules will produce them; until then a missing file shows as n/a)
+    return [r["stats"] for r in config["ablation"].values() if r.get("stats") and Path(r["stats"]).exists()]
+
+
+# ------------------------------------------------------------------------------------------------ references
+def check_references():
+    """Names that point at other config entries must exist: the error names the key and what is there."""
+    problems = []
+    for section in ("models", "series"):
+        for name, entry in config[section].items():
+            if entry.get("text_encoder") not in config["text_encoders"]:
+                problems.append(f"{section}.{name}.text_encoder: {entry.get('text_encoder')!r} is not an entry of "
+                                f"text_encoders ({sorted(config['text_encoders'])})")
+    known = set(config["models"]) | set(config["series"])
+    for bench, b in config["benchmarks"].items():
+        problems += [f"benchmarks.{bench}.models: {m!r} is neither a models: entry nor a series ({sorted(known)})"
+                     for m in b.get("models", []) if m not in known]
+        problems += [f"benchmarks.{bench}.metrics: {m!r} is not an entry of scorers ({sorted(config['scorers'])})"
+                     for m in b.get("metrics", []) if m not in config["scorers"]]
+    for name, s in config["series"].items():
+        baseline = str(s.get("baseline", "first"))
+        if baseline != "first" and not baseline.isdigit() and baseline not in config["models"]:
+            problems.append(f"series.{name}.baseline: {baseline!r} is not 'first', a step number or a models: entry")
+    problems += [f"ablation.{row}.model: {r['model']!r} is not a model ({sorted(config['models'])})"
+                 for row, r in config["ablation"].items() if r["model"] not in config["models"]]
+    problems += [f"scorers.{name}: a wise judge needs base_url (or base_url_env set in the environment)"
+                 for name, s in config["scorers"].items()
+                 if s["kind"] == "wise" and not scorer_settings(name).get("base_url")]
+    if problems:
+        raise ValueError("config: " + "; ".join(problems))
+
+
+check_references()

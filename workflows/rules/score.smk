@@ -45,8 +45,7 @@ rule scorer_settings:
     output:
         f"{R}/scorers/{{metric}}.json",
     params:
-        # reference statistics live under this run's results/ unless the scorer names another cache
-        settings=lambda w: {"refstats_dir": f"{R}/refstats", **with_defaults("scorers", w.metric)},
+        settings=lambda w: scorer_settings(w.metric),
     localrule: True
     run:
         Path(output[0]).write_text(json.dumps(params.settings, indent=1, sort_keys=True))
@@ -114,6 +113,8 @@ rule report:
     input:
         table=rules.table.output[0],
         manifests=all_manifests(),
+        series=series_report_inputs(),
+        train_stats=train_stats_inputs(),
     output:
         tables=report(directory(f"{R}/report/tables"), patterns=["{name}.csv"], category="Tables",
                       caption="../report/tables.rst"),
@@ -121,8 +122,10 @@ rule report:
                        caption="../report/figures.rst"),
     params:
         out=f"{R}/report",
+        series=" ".join(f"--series {R}/series/{name}" for name in config["series"]),
+        ablation=ablation_args(),
     log:
         f"{R}/logs/report.log",
     shell:
         "{PY} -m reports.build --table {input.table} --out {params.out} --samples {R}/samples"
-        " --scores {R}/scores > {log} 2>&1"
+        " --scores {R}/scores {params.series} {params.ablation} > {log} 2>&1"

@@ -1,0 +1,121 @@
+"""The presets in workflows/config/: each validates against the schema and plans (snakemake -n, SLURM profile) the
+expected jobs, with empty placeholder files standing in for the weights and data it names."""
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+SCHEMA = yaml.safe_load((ROOT / "workflows/schemas/config.schema.yaml").read_text())
+LOCAL_ROOTS = ("weights/", "data/", "runs/")
+FILE_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".json", ".csv")
+
+# Jobs per rule in a fresh dry run. Shards are jobs, images are not: COCO-30K is 8 jobs per model, not 30,000.
+EXPECTED = {
+    "paper-table2": {"model_spec": 4, "prompts": 1, "embeddings": 1, "scorer_settings": 2, "refstats": 1,
+                     "generate_shard": 32, "manifest": 4, "score": 8, "table": 1, "history": 1, "report": 1, "all": 1},
+    "paper-table3": {"model_spec": 2, "prompts": 8, "embeddings": 8, "scorer_settings": 8, "generate_shard": 64,
+                     "manifest": 16, "score": 24, "table": 1, "history": 1, "report": 1, "all": 1},
+    "paper-wise": {"model_spec": 1, "prompts": 1, "embeddings": 1, "scorer_settings": 1, "generate_shard": 2,
+                   "manifest": 1, "score": 1, "table": 1, "history": 1, "report": 1, "all": 1},
+    "paper-ablation": {"model_spec": 3, "prompts": 2, "embeddings": 2, "scorer_settings": 2, "refstats": 2,
+                       "generate_shard": 12, "manifest": 6, "score": 6, "table": 1, "history": 1, "report": 1,
+                       "all": 1},
+    "cfg-sweep": {"model_spec": 4, "prompts": 9, "embeddings": 9, "scorer_settings": 8, "refstats": 1,
+                  "generate_shard": 384, "manifest": 96, "score": 128, "table": 1, "history": 1, "report": 1, "all": 1},
+    "checkpoint-series": {"model_spec": 3, "prompts": 3, "embeddings": 3, "scorer_settings": 4, "refstats": 1,
+                          "generate_shard": 18, "manifest": 9, "score": 12, "series_settings": 1, "series_check": 1,
+                          "gate": 2, "series_summary": 1, "table": 1, "history": 1, "report": 1, "all": 1},
+}
+PRESETS = sorted(EXPECTED)
+
+
+def test_every_preset_is_tested():
+    assert sorted(p.stem for p in (ROOT / "workflows/config").glob("*.yaml") if p.stem != "demo") == PRESETS
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_preset_validates_and_starts_with_what_it_costs(name):
+    text = (ROOT / f"workflows/config/{name}.yaml").read_text()
+    jsonschema.Draft202012Validator(SCHEMA).validate(yaml.safe_load(text))
+    header = text[:text.index("\nresults:")]
+    assert all(line.startswith("#") for line in header.splitlines()), "the comment block comes first"
+    assert "Estimated GPU time on one H100" in header and "ESTIMATE" in header and "docs/benchmarks.md" in header
+    assert "Weights and data" in header or "Checkpoints:" in header
+
+
+def local_paths(value):
+    """Every string of a config that names a local weight/data path (weights/…, data/…, runs/…)."""
+    if isinstance(value, dict):
+        for v in value.values():
+            yield from local_paths(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from local_paths(v)
+    elif isinstance(value, str) and value.startswith(LOCAL_ROOTS):
+        yield value
+
+
+def fake_checkpoint(path):
+    """A few tensors under PixArt's original key names: enough for the series' header check."""
+    import torch
+
+    state = {"x_embedder.proj.weight": torch.zeros(2, 2), "blocks.0.attn.qkv.weight": torch.zeros(2, 2)}
+    torch.save({"state_dict": state, "state_dict_ema": state}, path)
+
+
+def placeholders(config: dict, root: Path):
+    for rel in local_paths(config):
+        path = root / rel
+        if path.suffix in FILE_SUFFIXES:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch()
+        else:
+            path.mkdir(parents=True, exist_ok=True)
+    for series in config.get("series", {}).values():
+        for step in (1000, 2000, 3000):
+            fake_checkpoint(root / series["checkpoints"] / f"epoch_1_step_{step}.pth")
+
+
+def dry_run(config_path: Path, cwd: Path, *extra):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-n",
+                           "--configfile", str(config_path), "--profile", str(ROOT / "workflows/profiles/slurm"),
+                           *extra], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_preset_plans_the_expected_jobs(name, tmp_path):
+    path = ROOT / f"workflows/config/{name}.yaml"
+    placeholders(yaml.safe_load(path.read_text()), tmp_path)
+    result = dry_run(path, tmp_path)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    counts = {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", result.stdout, re.M) if rule != "total"}
+    assert counts == EXPECTED[name]
+
+
+def test_preset_with_a_missing_weight_names_the_file(tmp_path):
+    path = ROOT / "workflows/config/paper-wise.yaml"
+    placeholders(yaml.safe_load(path.read_text()), tmp_path)
+    (tmp_path / "weights/PixArt-alpha/PixArt-XL-2-1024-MS.pth").unlink()
+    result = dry_run(path, tmp_path)
+    assert result.returncode != 0 and "weights/PixArt-alpha/PixArt-XL-2-1024-MS.pth" in result.stdout + result.stderr
+
+
+def test_a_name_that_points_nowhere_is_named(tmp_path):
+    config = yaml.safe_load((ROOT / "workflows/config/paper-wise.yaml").read_text())
+    placeholders(config, tmp_path)
+    config["benchmarks"]["wise"]["models"] = ["pixart-1024"]
+    config["ablation"] = {"adaln": {"model": "nope"}}
+    path = tmp_path / "broken.yaml"
+    path.write_text(yaml.safe_dump(config))
+    out = dry_run(path, tmp_path)
+    text = out.stdout + out.stderr
+    assert out.returncode != 0
+    assert "benchmarks.wise.models: 'pixart-1024' is neither a models: entry nor a series" in text
+    assert "ablation.adaln.model: 'nope' is not a model" in text
