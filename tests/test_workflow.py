@@ -191,3 +191,72 @@ def test_series_discovery_steps_layouts_and_duplicates(tmp_path, tiny):
     assert [c.model for c in discover("s", str(tmp_path / "step_*.pth"))] == ["s@100", "s@300"]
     bad = discover("s", [str(tmp_path / "step_100.pth")], "weights_that_do_not_exist")
     assert bad[0].status == "unreadable" and "weights_that_do_not_exist" in bad[0].reason
+
+
+def _training_config(tmp_path):
+    """Three stages on a dataset of coloured squares: class DiT → re-parameterised PixArt → series + ablation."""
+    from PIL import Image, ImageDraw
+
+    from pixart.tiny import TINY_TRANSFORMER
+
+    data = tmp_path / "squares"
+    data.mkdir()
+    colours = {"red": (220, 30, 30), "blue": (40, 60, 220)}
+    lines = []
+    for i in range(8):
+        name = list(colours)[i % 2]
+        image = Image.new("RGB", (64, 64), (235, 235, 235))
+        ImageDraw.Draw(image).rectangle([4 + 4 * i, 16, 24 + 4 * i, 36], fill=colours[name])
+        image.save(data / f"{i}.png")
+        lines.append(json.dumps({"file": f"{i}.png", "caption": f"a {name} square", "label": i % 2}))
+    (data / "captions.jsonl").write_text("\n".join(lines) + "\n")
+    (tmp_path / "prompts.txt").write_text("a red square\na blue square\n")
+    dit = dict(sample_size=16, num_layers=2, num_attention_heads=2, attention_head_dim=16, in_channels=4,
+               out_channels=8, patch_size=2, num_embeds_ada_norm=2, norm_type="ada_norm_zero",
+               activation_fn="gelu-approximate", norm_elementwise_affine=False, norm_eps=1e-6, attention_bias=True)
+    fast = {"batch_size": 4, "threads": 1, "optimizer": {"lr": 1e-3, "warmup_steps": 1, "grad_clip": 1.0,
+                                                         "lr_scaling": "none"}}
+    config = {
+        "tiny_models": {"out": "results/weights/tiny", "seed": 0},
+        "tiny_clip": {"out": "results/weights/tiny/clip", "seed": 0},
+        "scorers": {"clip_tiny": {"kind": "clip_score", "weights": "results/weights/tiny/clip/tiny-clip-32.bin",
+                                  "model_name": "tiny-clip-32", "config_dir": "results/weights/tiny/clip"}},
+        "text_encoders": {"t5": {"source": "results/weights/tiny/pipeline"}},
+        "train": {
+            "datasets": {"squares": {"data": str(data), "vae": "results/weights/tiny/pipeline", "text_encoder": "t5",
+                                     "resolution": 64, "batch_size": 8}},
+            "recipes": {"stage1": {"dataset": "squares", "stage": "class", "model": dit, "steps": 2, "save_every": 2,
+                                   **fast},
+                        "stage2": {"dataset": "squares", "model": dict(TINY_TRANSFORMER), "steps": 2, "save_every": 1,
+                                   "init": {"kind": "dit", "from": "stage1"}, **fast}}},
+        "series": {"run": {"checkpoints": "train:stage2", "text_encoder": "t5", "n_resamples": 200}},
+        "ablation": {"adaln-single": {"model": "run@2", "stats": "results/train/stage2/stats.json"}},
+        "benchmarks": {"micro": {"prompts": str(tmp_path / "prompts.txt"), "images_per_prompt": 2,
+                                 "seed_rule": "per_image", "seed_base": 42, "metrics": ["clip_tiny"]}},
+        "sweep": {"samplers": ["dpm-solver:5"], "cfg": [4.5]},
+        "generation": {"batch_size": 4, "shards": 1},
+    }
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_training_stages_feed_a_series_that_is_evaluated_and_gated(tmp_path):
+    config = _training_config(tmp_path)
+    plan = _run(["-n", "--configfile", str(config), "--cores", "2"], tmp_path)
+    counts = {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", plan.stdout, re.M)}
+    assert counts["train"] == 2 and counts["train_features"] == 1 and counts["generate_shard"] == 2, plan.stdout
+    result = _run(["--configfile", str(config), "--profile", str(ROOT / "workflows/profiles/local"), "--cores", "2"],
+                  tmp_path)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    stats = json.loads((tmp_path / "results/train/stage2/stats.json").read_text())
+    assert stats["reparam"] is True and stats["steps"] == 2 and len(stats["checkpoints"]) == 2
+    spec = json.loads((tmp_path / "results/models/run@2.json").read_text())
+    assert spec["checkpoint"].endswith("stage2/checkpoints/step_0000002/model.pth") and spec["uncond"] == "original"
+    status = pd.read_csv(tmp_path / "results/series/run/checkpoints.csv")
+    assert list(status["status"]) == ["ok", "ok"]
+    assert (tmp_path / "results/series/run/gate/run@2.json").exists()
+    table = pd.read_parquet(tmp_path / "results/table.parquet")
+    assert sorted(table["model"]) == ["run@1", "run@2"]
+    ablation = (tmp_path / "results/report/tables/ablation.md")
+    assert ablation.exists() and f"{stats['params']:,}" in ablation.read_text()

@@ -392,7 +392,8 @@ def compbench_blip_vqa_kind(settings: dict, manifest: pd.DataFrame, cell: Path):
                 scores[i] = result
     _finish(scores, errors, len(unreadable))
     meta = {
-        "scorer": f"compbench_blipvqa_np{np_num}", "weights_fingerprint": fingerprint, "higher_is_better": True,
+        "scorer": f"compbench_blipvqa_np{np_num}" + ("_shapes_oracle" if settings.get("vqa") == "shapes_oracle" else ""),
+        "weights_fingerprint": fingerprint, "higher_is_better": True,
         "backend": _backend_name(blip), "np_num": np_num,
         "question_filter": bool(settings.get("question_filter", True)),
         "val_files": list(val_files),

@@ -10,7 +10,7 @@ PY = sys.executable  # the interpreter running snakemake (the suite's venv)
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")]))
 sys.path.insert(0, workflow.basedir)
 from pixart.samplers import parse_sampler  # light: no torch import
-from reports.series import discover  # light: torch is imported only to read a series' checkpoints
+from reports.series import Checkpoint, discover  # light: torch is imported only to read a series' checkpoints
 R = config["results"]
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".json")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
@@ -162,15 +162,139 @@ def prompt_command(bench):
             f" --seed-base {b['seed_base']} {size}")
 
 
+# ---------------------------------------------------------------------------------------------- training
+
+TRAIN_SOURCE = re.compile(r"^train:(?P<recipe>[^@]+)@(?P<step>\d+|last)$")
+DAG_ONLY_RECIPE_KEYS = ("dataset", "gpus", "threads")
+
+
+def _train_entry(part, name):
+    entries = config.get("train", {}).get(part, {})
+    if name not in entries:
+        raise ValueError(f"train.{part}: no entry {name!r}; configured: {sorted(entries)}")
+    schema = SCHEMA["properties"]["train"]["properties"][part]["additionalProperties"]["properties"]
+    return {**{k: v["default"] for k, v in schema.items() if "default" in v}, **entries[name]}
+
+
+def train_dataset(name):
+    return _train_entry("datasets", name)
+
+
+def train_recipe(name):
+    return _train_entry("recipes", name)
+
+
+def train_dataset_weights(name):
+    d = train_dataset(name)
+    return local_inputs(d["vae"]) + local_inputs(with_defaults("text_encoders", d["text_encoder"])["source"])
+
+
+def saved_steps(recipe):
+    r = train_recipe(recipe)
+    steps = list(range(r["save_every"], r["steps"] + 1, r["save_every"]))
+    return steps if steps and steps[-1] == r["steps"] else steps + [r["steps"]]
+
+
+def step_folder(recipe, step):
+    return f"{R}/train/{recipe}/checkpoints/step_{step:07d}"
+
+
+def train_recipe_file(name):
+    """The recipe pixart.train reads: DAG keys dropped, the dataset's features folder and the init path filled in."""
+    r = train_recipe(name)
+    body = {k: v for k, v in r.items() if k not in DAG_ONLY_RECIPE_KEYS}
+    init = dict(r["init"])
+    if "from" in init:
+        init["source"] = step_folder(init["from"], train_recipe(init.pop("from"))["steps"])
+    body["init"] = init
+    body["features"] = f"{R}/train/features/{r['dataset']}"
+    body.setdefault("resolution", train_dataset(r["dataset"])["resolution"])
+    body.setdefault("multiscale", train_dataset(r["dataset"])["multiscale"])
+    return body
+
+
+def train_init_inputs(name):
+    init = train_recipe(name)["init"]
+    return [f"{R}/train/{init['from']}/stats.json"] if "from" in init else []
+
+
+def train_launcher(name):
+    gpus = train_recipe(name)["gpus"]
+    return PY if gpus == 1 else f"{PY} -m accelerate.commands.launch --multi_gpu --num_processes {gpus}"
+
+
+def train_source(checkpoint):
+    """(recipe, step) of a `train:<recipe>@<step|last>` model source, or None for any other source."""
+    match = TRAIN_SOURCE.match(checkpoint or "")
+    if match is None:
+        return None
+    recipe = match["recipe"]
+    step = train_recipe(recipe)["steps"] if match["step"] == "last" else int(match["step"])
+    if step not in saved_steps(recipe):
+        raise ValueError(f"{checkpoint}: recipe {recipe!r} saves steps {saved_steps(recipe)}; name one of them or @last")
+    return recipe, step
+
+
+def resolved_model(name):
+    """A models: entry with a `train:` source replaced by the step's original-layout .pth (whose null caption the
+    model was trained with, hence uncond: original unless set), its config and the dataset's VAE."""
+    m = with_defaults("models", name)
+    trained = train_source(m["checkpoint"])
+    if trained is None:
+        return m
+    recipe, step = trained
+    dataset = train_dataset(train_recipe(recipe)["dataset"])
+    folder = step_folder(recipe, step)
+    return {**m, "checkpoint": f"{folder}/model.pth", "arch": f"{folder}/transformer/config.json",
+            "vae": m["vae"] or dataset["vae"], "vae_subfolder": m["vae_subfolder"] if m["vae"] else dataset["vae_subfolder"],
+            "uncond": config["models"][name].get("uncond", "original"), "trained": {"recipe": recipe, "step": step}}
+
+
+def model_weight_inputs(name):
+    """Files generation waits for: the training stage of a `train:` model, else local weights."""
+    m = with_defaults("models", name)
+    trained = train_source(m["checkpoint"])
+    if trained is not None:
+        return [f"{R}/train/{trained[0]}/stats.json"] + local_inputs(resolved_model(name)["vae"])
+    files = local_inputs(m["checkpoint"]) + local_inputs(m["vae"])
+    return files + ([m["arch"]] if m["arch"] != "xl-2" else [])
+
+
 # ------------------------------------------------------------------------------------------------ series
 
 SERIES_MODEL_KEYS = tuple(k for k in SCHEMA["properties"]["models"]["additionalProperties"]["properties"]
                           if k != "checkpoint")
 
 
+def series_recipe(name):
+    """The training recipe of a series given as `checkpoints: "train:<recipe>"`, else None."""
+    spec = config["series"][name]["checkpoints"]
+    return spec[len("train:"):] if isinstance(spec, str) and spec.startswith("train:") else None
+
+
 def series_spec(name):
+    """The paths a series names; a training series names the step folders its recipe will save."""
+    recipe = series_recipe(name)
+    if recipe is not None:
+        return [step_folder(recipe, step) for step in saved_steps(recipe)]
     spec = config["series"][name]["checkpoints"]
     return [spec] if isinstance(spec, str) else list(spec)
+
+
+def series_checkpoints(name):
+    """A training series' checkpoints do not exist yet when the DAG is built: every saved step is evaluated
+    (models `train:<recipe>@<step>`) and series_check reads them after training."""
+    recipe = series_recipe(name)
+    if recipe is None:
+        return discover(name, series_spec(name), series_weights(name))
+    return [Checkpoint(step_folder(recipe, step), step, f"{name}@{step}", "ok") for step in saved_steps(recipe)]
+
+
+def series_check_inputs(name):
+    recipe = series_recipe(name)
+    if recipe is not None:
+        return [f"{R}/train/{recipe}/stats.json"]
+    return [c.path for c in SERIES[name] if c.status != "missing"]
 
 
 def series_model_entry(name, checkpoint):
@@ -185,13 +309,14 @@ def series_weights(name):
 
 # Which checkpoints become models is decided here, when the DAG is built, from their names and headers; the
 # series_check job writes the same answer (reports.series.discover) into the status table the summary shows.
-SERIES = {name: discover(name, series_spec(name), series_weights(name)) for name in config["series"]}
+SERIES = {name: series_checkpoints(name) for name in config["series"]}
 for _name, _checkpoints in SERIES.items():
     for _c in _checkpoints:
         if _c.model in config["models"]:
             raise ValueError(f"series {_name}: checkpoint model {_c.model} is also a `models:` entry; rename one")
         if _c.model:
-            config["models"][_c.model] = series_model_entry(_name, _c.path)
+            source = f"train:{series_recipe(_name)}@{_c.step}" if series_recipe(_name) else _c.path
+            config["models"][_c.model] = series_model_entry(_name, source)
 
 
 def series_models(name):
@@ -246,8 +371,11 @@ def ablation_args():
 
 
 def train_stats_inputs():
-    # stats written so far (training rules will produce them; until then a missing file shows as n/a)
-    return [r["stats"] for r in config["ablation"].values() if r.get("stats") and Path(r["stats"]).exists()]
+    """Training stats of the ablation rows: those of this config's recipes are built by the train rule; others
+    are read when present (a missing one shows as n/a)."""
+    built = {f"{R}/train/{recipe}/stats.json" for recipe in config.get("train", {}).get("recipes", {})}
+    return [r["stats"] for r in config["ablation"].values()
+            if r.get("stats") and (r["stats"] in built or Path(r["stats"]).exists())]
 
 
 # ------------------------------------------------------------------------------------------------ references

@@ -1,18 +1,12 @@
 # Sample generation: one job per shard of a cell, then the cell's manifest.
 
 
-def model_inputs(w):
-    m = with_defaults("models", w.model)
-    files = local_inputs(m["checkpoint"]) + local_inputs(m["vae"])
-    return files + ([m["arch"]] if m["arch"] != "xl-2" else [])
-
-
 rule generate_shard:
     input:
         spec=rules.model_spec.output[0],
         prompts=rules.prompts.output[0],
         embeddings=lambda w: f"{R}/embeds/{config['models'][w.model]['text_encoder']}/{w.bench}.json",
-        weights=model_inputs,
+        weights=lambda w: model_weight_inputs(w.model),
     output:
         f"{R}/samples/{{model}}/{{bench}}/{{sampler}}/cfg{{cfg}}/manifest.shard{{shard}}of{{nshards}}.parquet",
     params:

@@ -14,7 +14,7 @@ rule series_settings:
 
 rule series_check:
     input:
-        checkpoints=lambda w: [c.path for c in SERIES[w.series] if c.status != "missing"],
+        checkpoints=lambda w: series_check_inputs(w.series),
     output:
         status=f"{R}/series/{{series}}/checkpoints.csv",
     params:

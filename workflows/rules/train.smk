@@ -1,0 +1,58 @@
+# Training: offline features per dataset, then one job per recipe stage (resumable: a rerun continues from the
+# last checkpoint under results/train/<recipe>/checkpoints/). Models `train:<recipe>@<step>` read those
+# checkpoints (common.smk: train_checkpoint), so evaluation waits for the stage that writes them.
+
+
+rule train_features:
+    input:
+        captions=lambda w: f"{train_dataset(w.dataset)['data']}/captions.jsonl",
+        weights=lambda w: train_dataset_weights(w.dataset),
+    output:
+        index=f"{R}/train/features/{{dataset}}/index.parquet",
+    params:
+        d=lambda w: train_dataset(w.dataset),
+        t5=lambda w: with_defaults("text_encoders", train_dataset(w.dataset)["text_encoder"]),
+        out=lambda w: f"{R}/train/features/{w.dataset}",
+        clean=lambda w: str(with_defaults("text_encoders", train_dataset(w.dataset)["text_encoder"])["clean_caption"]).lower(),
+        multiscale=lambda w: "--multiscale" if train_dataset(w.dataset)["multiscale"] else "",
+    resources:
+        gpu=1,
+    log:
+        f"{R}/logs/train/features/{{dataset}}.log",
+    shell:
+        "{PY} -m pixart.train.features --data {params.d[data]} --out {params.out} --vae {params.d[vae]}"
+        " --vae-subfolder {params.d[vae_subfolder]} --text-encoder {params.t5[source]}"
+        " --text-encoder-subfolder {params.t5[subfolder]} --tokenizer-subfolder {params.t5[tokenizer_subfolder]}"
+        " --clean-caption {params.clean} --max-length {params.t5[max_length]}"
+        " --resolution {params.d[resolution]} {params.multiscale} --batch-size {params.d[batch_size]}"
+        " > {log} 2>&1"
+
+
+rule train_recipe:
+    output:
+        f"{R}/train/{{recipe}}/recipe.json",
+    params:
+        recipe=lambda w: train_recipe_file(w.recipe),
+    localrule: True
+    run:
+        Path(output[0]).write_text(json.dumps(params.recipe, indent=1, sort_keys=True))
+
+
+rule train:
+    input:
+        recipe=rules.train_recipe.output[0],
+        features=lambda w: f"{R}/train/features/{train_recipe(w.recipe)['dataset']}/index.parquet",
+        init=lambda w: train_init_inputs(w.recipe),
+    output:
+        stats=f"{R}/train/{{recipe}}/stats.json",
+    params:
+        out=lambda w: f"{R}/train/{w.recipe}",
+        launch=lambda w: train_launcher(w.recipe),
+        threads=lambda w: train_recipe(w.recipe)["threads"],
+    resources:
+        gpu=lambda w: train_recipe(w.recipe)["gpus"],
+    log:
+        f"{R}/logs/train/{{recipe}}.log",
+    shell:
+        "{params.launch} -m pixart.train --recipe {input.recipe} --out {params.out} --threads {params.threads}"
+        " > {log} 2>&1"
