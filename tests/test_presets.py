@@ -24,8 +24,8 @@ EXPECTED = {
     "paper-wise": {"model_spec": 1, "prompts": 1, "embeddings": 1, "scorer_settings": 1, "generate_shard": 2,
                    "manifest": 1, "score": 1, "table": 1, "history": 1, "report": 1, "all": 1},
     "paper-ablation": {"model_spec": 3, "prompts": 2, "embeddings": 2, "scorer_settings": 2, "refstats": 2,
-                       "generate_shard": 12, "manifest": 6, "score": 6, "table": 1, "history": 1, "report": 1,
-                       "all": 1},
+                       "train_features": 1, "train_recipe": 3, "train": 3, "generate_shard": 12, "manifest": 6,
+                       "score": 6, "table": 1, "history": 1, "report": 1, "all": 1},
     "cfg-sweep": {"model_spec": 4, "prompts": 9, "embeddings": 9, "scorer_settings": 8, "refstats": 1,
                   "generate_shard": 384, "manifest": 96, "score": 128, "table": 1, "history": 1, "report": 1, "all": 1},
     "checkpoint-series": {"model_spec": 3, "prompts": 3, "embeddings": 3, "scorer_settings": 4, "refstats": 1,
@@ -77,6 +77,8 @@ def placeholders(config: dict, root: Path):
             path.touch()
         else:
             path.mkdir(parents=True, exist_ok=True)
+    for dataset in config.get("train", {}).get("datasets", {}).values():
+        (root / dataset["data"] / "captions.jsonl").touch()
     for series in config.get("series", {}).values():
         for step in (1000, 2000, 3000):
             fake_checkpoint(root / series["checkpoints"] / f"epoch_1_step_{step}.pth")
