@@ -225,7 +225,7 @@ def main(argv=None):
     parser.add_argument("--data", type=Path, required=True, help="dataset folder (see pixart.train.data)")
     parser.add_argument("--out", type=Path, required=True, help="features folder (created; reruns resume)")
     parser.add_argument("--vae", required=True, help="hub id, pipeline folder or VAE folder")
-    parser.add_argument("--vae-subfolder", default="vae")
+    parser.add_argument("--vae-subfolder", default="vae", help="'' for a VAE folder")
     parser.add_argument("--text-encoder", required=True, help="hub id, pipeline folder or T5 folder")
     parser.add_argument("--text-encoder-subfolder", default="text_encoder")
     parser.add_argument("--tokenizer-subfolder", default="tokenizer")
@@ -244,7 +244,7 @@ def main(argv=None):
     counts = extract(args.data, args.out, args.vae, args.text_encoder, resolution=args.resolution,
                      multiscale=args.multiscale, batch_size=args.batch_size, max_length=args.max_length,
                      clean_caption=args.clean_caption == "true", dtype=args.dtype, store_dtype=args.store_dtype,
-                     device=args.device, patch_size=args.patch_size, vae_subfolder=args.vae_subfolder,
+                     device=args.device, patch_size=args.patch_size, vae_subfolder=args.vae_subfolder or None,
                      text_encoder_subfolder=args.text_encoder_subfolder,
                      tokenizer_subfolder=args.tokenizer_subfolder)
     print(f"features: {counts['n_items']} items ({counts['n_images_encoded']} images and "

@@ -184,9 +184,16 @@ def train_recipe(name):
     return _train_entry("recipes", name)
 
 
+def vae_inputs(source, subfolder):
+    """A VAE in its own folder (no subfolder; e.g. built by a rule) is tracked by its config.json."""
+    if subfolder is None and not (HUB_ID.match(source) and not Path(source).exists()):
+        return [f"{source}/config.json"]
+    return local_inputs(source)
+
+
 def train_dataset_weights(name):
     d = train_dataset(name)
-    return local_inputs(d["vae"]) + local_inputs(with_defaults("text_encoders", d["text_encoder"])["source"])
+    return vae_inputs(d["vae"], d["vae_subfolder"]) + local_inputs(with_defaults("text_encoders", d["text_encoder"])["source"])
 
 
 def saved_steps(recipe):
@@ -255,7 +262,8 @@ def model_weight_inputs(name):
     m = with_defaults("models", name)
     trained = train_source(m["checkpoint"])
     if trained is not None:
-        return [f"{R}/train/{trained[0]}/stats.json"] + local_inputs(resolved_model(name)["vae"])
+        m = resolved_model(name)
+        return [f"{R}/train/{trained[0]}/stats.json"] + vae_inputs(m["vae"], m["vae_subfolder"])
     files = local_inputs(m["checkpoint"]) + local_inputs(m["vae"])
     return files + ([m["arch"]] if m["arch"] != "xl-2" else [])
 

@@ -11,6 +11,7 @@ rule train_features:
         index=f"{R}/train/features/{{dataset}}/index.parquet",
     params:
         d=lambda w: train_dataset(w.dataset),
+        vae_subfolder=lambda w: train_dataset(w.dataset)["vae_subfolder"] or "''",
         t5=lambda w: with_defaults("text_encoders", train_dataset(w.dataset)["text_encoder"]),
         out=lambda w: f"{R}/train/features/{w.dataset}",
         clean=lambda w: str(with_defaults("text_encoders", train_dataset(w.dataset)["text_encoder"])["clean_caption"]).lower(),
@@ -21,7 +22,7 @@ rule train_features:
         f"{R}/logs/train/features/{{dataset}}.log",
     shell:
         "{PY} -m pixart.train.features --data {params.d[data]} --out {params.out} --vae {params.d[vae]}"
-        " --vae-subfolder {params.d[vae_subfolder]} --text-encoder {params.t5[source]}"
+        " --vae-subfolder {params.vae_subfolder} --text-encoder {params.t5[source]}"
         " --text-encoder-subfolder {params.t5[subfolder]} --tokenizer-subfolder {params.t5[tokenizer_subfolder]}"
         " --clean-caption {params.clean} --max-length {params.t5[max_length]}"
         " --resolution {params.d[resolution]} {params.multiscale} --batch-size {params.d[batch_size]}"
