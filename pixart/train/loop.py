@@ -133,7 +133,8 @@ def train(recipe: dict, out: str | Path, *, resume_from: str | None = "auto", st
             last_saved = str(save_checkpoint(out, done, accelerator.unwrap_model(model), ema, optimizer, scheduler,
                                              recipe=recipe, null_embedding=null, loss=loss_value))
     accelerator.wait_for_everyone()
-    stats = {"variant": recipe["variant"], "stage": recipe["stage"], "reparam": recipe["init"]["kind"] == "dit",
+    variant = "dit" if recipe["stage"] == "class" else recipe["variant"]
+    stats = {"variant": variant, "stage": recipe["stage"], "reparam": recipe["init"]["kind"] == "dit",
              "init": recipe["init"], "params": params, "peak_memory_bytes": _peak_memory(device),
              "device": str(device), "world_size": world, "steps": end, "final_loss": loss_value,
              "images_per_s": images / seconds if seconds else None, "checkpoints": [str(p) for _, p in list_checkpoints(out)]}
