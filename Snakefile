@@ -23,6 +23,7 @@ include: "workflows/rules/score.smk"
 # score.smk ends with the report rule (reports.build: paper tables, figures) for `snakemake --report`.
 include: "workflows/rules/series.smk"
 include: "workflows/rules/train.smk"
+include: "workflows/rules/shapes.smk"
 
 
 rule all:
