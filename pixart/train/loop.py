@@ -109,7 +109,7 @@ def train(recipe: dict, out: str | Path, *, resume_from: str | None = "auto", st
             report = {"step": step, "batch_ids": list(batch["item_id"]), "last_good_checkpoint": last_saved,
                       "loss": float(loss.detach())}
             _write_json(out / "nan_report.json", report)
-            raise NonFiniteLossError(f"loss is {float(loss)} at step {step} (batch ids {report['batch_ids'][:8]}…); "
+            raise NonFiniteLossError(f"loss is {report['loss']} at step {step} (batch ids {report['batch_ids'][:8]}…); "
                                      f"last good checkpoint: {last_saved}; details in {out / 'nan_report.json'}")
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
