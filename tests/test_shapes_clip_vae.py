@@ -13,6 +13,8 @@ import torch
 
 from evals.tiny import SHAPE_COLOURS
 
+# One thread: two OpenMP threads on a busy 2-core runner spin against each other and run ~10× slower.
+THREADS = 1
 SHAPES = ("circle", "square", "triangle")
 TEXTURES = ("plain", "striped", "dotted")
 
@@ -81,6 +83,14 @@ def draw_standin_shapes(out: Path, n: int, size: int = 64, seed: int = 0) -> Pat
     return out
 
 
+@pytest.fixture(autouse=True)
+def _keep_torch_threads():
+    """The trainers set torch's thread count for the process; later tests keep theirs."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def shapes32(tmp_path_factory):
     return draw_standin_shapes(tmp_path_factory.mktemp("shapes32"), n=320, size=32, seed=0)
@@ -102,7 +112,7 @@ def test_clip_training_lowers_loss_and_scores_matched_pairs_above_shuffled(shape
     from evals.metrics.clip_score import load_clip
     from evals.shapes.train_clip import SHAPES_CLIP_NAME, held_out_split, read_captions, train_clip
 
-    summary = train_clip(shapes32, tmp_path, steps=100, batch_size=32, seed=0, progress=False)
+    summary = train_clip(shapes32, tmp_path, steps=100, batch_size=32, seed=0, threads=THREADS, progress=False)
     assert summary["final_loss"] < summary["first_loss"] - 0.5
     assert summary["retrieval_top1"] > summary["retrieval_chance"]
     assert summary["clip_score_matched"] > summary["clip_score_shuffled"]
@@ -126,7 +136,7 @@ def test_clip_same_seed_gives_same_weights(tmp_path):
     from evals.shapes.train_clip import train_clip
 
     data = draw_standin_shapes(tmp_path / "data", n=64, size=32)
-    runs = [train_clip(data, tmp_path / name, steps=3, batch_size=16, seed=seed, progress=False)
+    runs = [train_clip(data, tmp_path / name, steps=3, batch_size=16, seed=seed, threads=THREADS, progress=False)
             for name, seed in (("a", 0), ("b", 0), ("c", 1))]
     a, b, c = (_state(r["weights"]) for r in runs)
     assert _same_weights(a, b)
@@ -175,8 +185,8 @@ def test_vae_training_beats_the_untrained_reconstruction_and_loads_back(shapes32
     from pixart.train.vae import held_out_split, load_images, psnr, reconstruct, train_vae
 
     out = tmp_path / "vae"
-    summary = train_vae(shapes32, out, steps=30, batch_size=8, seed=0, progress=False)
-    assert summary["final_l1"] < summary["first_l1"]
+    summary = train_vae(shapes32, out, steps=30, batch_size=8, seed=0, threads=THREADS, progress=False)
+    assert summary["final_recon_loss"] < summary["first_recon_loss"]
     assert summary["psnr_held_out"] > summary["psnr_untrained"] + 3
 
     vae = load_vae(str(out), subfolder=None)
@@ -198,7 +208,7 @@ def test_vae_same_seed_gives_same_weights(tmp_path):
 
     data = draw_standin_shapes(tmp_path / "data", n=24, size=32)
     for name, seed in (("a", 0), ("b", 0), ("c", 1)):
-        train_vae(data, tmp_path / name, steps=2, batch_size=4, seed=seed, progress=False)
+        train_vae(data, tmp_path / name, steps=2, batch_size=4, seed=seed, threads=THREADS, progress=False)
     a, b, c = (_state(AutoencoderKL.from_pretrained(tmp_path / name)) for name in "abc")
     assert _same_weights(a, b)
     assert not _same_weights(a, c)

@@ -151,6 +151,7 @@ def make_optimizer(model, lr: float, weight_decay: float = 0.1):
 
 
 def warmup_cosine(steps: int, warmup_fraction: float = 0.05):
+    """Linear warm-up then a cosine decay to 0 at `steps`: an LR multiplier for LambdaLR."""
     warmup = max(1, round(steps * warmup_fraction))
     return lambda step: (step + 1) / warmup if step < warmup else \
         0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))

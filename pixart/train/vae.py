@@ -1,12 +1,13 @@
-"""Training the shapes world's tiny diffusers AutoencoderKL (`pixart.tiny.TINY_VAE`) on a folder of images.
+"""Training the shapes world's tiny diffusers AutoencoderKL on a folder of images.
 
 python -m pixart.train.vae --data DIR --out DIR [--steps N] [--batch-size B] [--lr LR] [--kl-weight W] [--seed S] [--threads T]
 
-DIR holds the PNG images (all the same size, a multiple of 4 px: 64-px images ↔ 16×16×4 latents). The
-loss is the L1 reconstruction of a posterior sample plus `kl_weight` × the KL to N(0, I), both per image and
-divided by the pixel count: that is LDM's normalisation, so `kl_weight` means what LDM's does (1e-6 for the
-SD VAE) — just enough to keep the latents bounded. After training, `scaling_factor` in the saved config is
-set to 1 / std of posterior samples of training images (how SD chose 0.18215): PixArt multiplies latents
+DIR holds the PNG images (all the same size, a multiple of 4 px: 64-px images ↔ 16×16×4 latents, what the
+tiny PixArt of `pixart.tiny` takes). The loss is the L1 + MSE reconstruction of a posterior sample (L1 keeps
+edges sharp, MSE fixes colours fast; PSNR follows MSE) plus `kl_weight` × the KL to N(0, I), all per image
+and divided by the pixel count: that is LDM's normalisation, so `kl_weight` means what LDM's does (1e-6 for
+the SD VAE), just enough to keep the latents bounded. After training, `scaling_factor` in the saved config
+is set to 1 / std of posterior samples of training images (how SD chose 0.18215): PixArt multiplies latents
 by it, so the diffusion model sees unit-variance latents. `{out}` is a diffusers folder that
 `AutoencoderKL.from_pretrained(out)` and `pixart.checkpoints.load_vae(out, subfolder=None)` load; `{out}/
 train_summary.json` holds the training numbers.
@@ -20,10 +21,15 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
+from pixart.tiny import TINY_VAE
+
+# pixart.tiny's VAE with a third of its convolution cost (16/32/32 channels) and 4 groups per GroupNorm:
+# with one channel per group (TINY_VAE's 32 groups on 32 channels) every channel is normalised on its own,
+# which erases how strongly each channel fires, i.e. the colour, and training collapses to one hue for long.
+SHAPES_VAE = {**TINY_VAE, "block_out_channels": (16, 32, 32), "norm_num_groups": 4}
 KL_WEIGHT = 1e-6
-DOWNSAMPLE = 4  # TINY_VAE's three blocks downsample twice
+DOWNSAMPLE = 2 ** (len(SHAPES_VAE["block_out_channels"]) - 1)  # every block but the last halves the side
 SCALING_SAMPLE = 512  # training images whose latents set scaling_factor (SD used one batch)
 
 
@@ -32,7 +38,7 @@ class ImageFolderError(ValueError):
 
 
 def load_images(data: Path) -> torch.Tensor:
-    """Every PNG of `data` (sorted by name) as one float tensor in [-1, 1], N×3×H×W."""
+    """Every PNG of `data` (sorted by name) in memory as one float tensor in [-1, 1], N×3×H×W."""
     import numpy as np
     from PIL import Image
 
@@ -60,26 +66,39 @@ def held_out_split(n: int, seed: int, fraction: float = 0.1, minimum: int = 8) -
     return order[n_held:], order[:n_held]
 
 
+def build_shapes_vae(seed: int):
+    """A freshly initialised (seeded) AutoencoderKL with the SHAPES_VAE architecture."""
+    from diffusers import AutoencoderKL
+
+    torch.manual_seed(seed)
+    return AutoencoderKL(**SHAPES_VAE)
+
+
 def vae_loss(vae, images: torch.Tensor, kl_weight: float, generator: torch.Generator) -> tuple[torch.Tensor, float]:
-    """(L1 reconstruction + kl_weight × KL, per pixel as in LDM) of a posterior sample, and the L1 alone."""
+    """(L1 + MSE reconstruction + kl_weight × KL, per pixel as in LDM) of a posterior sample, and the
+    reconstruction term alone."""
     posterior = vae.encode(images).latent_dist
-    reconstruction = vae.decode(posterior.sample(generator=generator)).sample
-    l1 = (reconstruction - images).abs().mean()
+    error = vae.decode(posterior.sample(generator=generator)).sample - images
+    reconstruction = error.abs().mean() + error.pow(2).mean()
     kl = posterior.kl().mean() / images[0].numel()
-    return l1 + kl_weight * kl, l1.item()
+    return reconstruction + kl_weight * kl, reconstruction.item()
 
 
 @torch.no_grad()
 def reconstruct(vae, images: torch.Tensor, batch_size: int = 64) -> torch.Tensor:
-    """Decode of the posterior mode, as the diffusion pipeline round-trips an image."""
+    """Decodes of the posterior means: the deterministic round trip through the latent space."""
     return torch.cat([vae.decode(vae.encode(images[i:i + batch_size]).latent_dist.mode()).sample
                       for i in range(0, len(images), batch_size)])
 
 
+def _as_saved(images: torch.Tensor) -> torch.Tensor:
+    """[-1, 1] images as the [0, 1] values of their 8-bit PNGs."""
+    return ((images.clamp(-1, 1) + 1) * 127.5).round() / 255
+
+
 def psnr(images: torch.Tensor, reconstruction: torch.Tensor) -> float:
-    """Mean per-image PSNR in dB over [0, 1] pixel values (8-bit-rounded, like saved images)."""
-    to_unit = lambda x: ((x.clamp(-1, 1) + 1) * 127.5).round() / 255  # noqa: E731
-    mse = ((to_unit(images) - to_unit(reconstruction)) ** 2).flatten(1).mean(1).clamp_min(1e-10)
+    """Mean per-image PSNR in dB, on the pixel values the images would have once saved."""
+    mse = ((_as_saved(images) - _as_saved(reconstruction)) ** 2).flatten(1).mean(1).clamp_min(1e-10)
     return (10 * torch.log10(1 / mse)).mean().item()
 
 
@@ -89,6 +108,13 @@ def latent_scaling_factor(vae, images: torch.Tensor, generator: torch.Generator,
     latents = torch.cat([vae.encode(images[i:i + batch_size]).latent_dist.sample(generator=generator)
                          for i in range(0, len(images), batch_size)])
     return 1 / latents.std().item(), latents.mean().item()
+
+
+def warmup_cosine(steps: int, warmup_fraction: float = 0.05):
+    """Linear warm-up then a cosine decay to 0 at `steps`: an LR multiplier for LambdaLR."""
+    warmup = max(1, round(steps * warmup_fraction))
+    return lambda step: (step + 1) / warmup if step < warmup else \
+        0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
 
 def save_vae(vae, out: Path, summary: dict) -> None:
@@ -104,21 +130,17 @@ def save_vae(vae, out: Path, summary: dict) -> None:
     os.replace(tmp, out)
 
 
-def train_vae(data: Path, out: Path, steps: int = 150, batch_size: int = 8, lr: float = 1e-3,
+def train_vae(data: Path, out: Path, steps: int = 800, batch_size: int = 4, lr: float = 2e-3,
               kl_weight: float = KL_WEIGHT, seed: int = 0, threads: int = 2, progress: bool = True) -> dict:
-    """Train the tiny VAE on the images of `data`, save it as a diffusers folder at `out`, return the summary."""
+    """Train the shapes VAE on the images of `data`, save it as a diffusers folder at `out`, return the summary."""
     from tqdm.auto import tqdm
-
-    from pixart.tiny import build_vae
 
     torch.set_num_threads(threads)
     images = load_images(data)
     train, held = held_out_split(len(images), seed)
-    vae = build_vae(seed).train()
+    vae = build_shapes_vae(seed)
     optimizer = torch.optim.AdamW(vae.parameters(), lr=lr, weight_decay=0.0)
-    warmup = max(1, steps // 20)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / warmup) * 0.5 * (
-        1 + math.cos(math.pi * min(1.0, step / max(1, steps)))))
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(steps))
     generator = torch.Generator().manual_seed(seed)
     vae.eval()
     untrained_psnr = psnr(images[held], reconstruct(vae, images[held]))
@@ -131,20 +153,20 @@ def train_vae(data: Path, out: Path, steps: int = 150, batch_size: int = 8, lr: 
             order, cursor = torch.randperm(len(train), generator=generator), 0
         batch = images[train[order[cursor:cursor + batch_size]]]
         cursor += batch_size
-        loss, l1 = vae_loss(vae, batch, kl_weight, generator)
+        loss, recon = vae_loss(vae, batch, kl_weight, generator)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         schedule.step()
-        losses.append(l1)
-        bar.set_postfix(l1=f"{l1:.4f}")
+        losses.append(recon)
+        bar.set_postfix(recon=f"{recon:.4f}")
     seconds = time.perf_counter() - start
     vae.eval()
     scaling, latent_mean = latent_scaling_factor(vae, images[train[:SCALING_SAMPLE]], generator)
     vae.register_to_config(scaling_factor=scaling)
     summary = {"steps": steps, "batch_size": batch_size, "lr": lr, "kl_weight": kl_weight, "seed": seed,
-               "n_train": len(train), "n_held_out": len(held), "first_l1": losses[0] if losses else None,
-               "final_l1": sum(losses[-10:]) / len(losses[-10:]) if losses else None, "train_seconds": seconds,
+               "n_train": len(train), "n_held_out": len(held), "first_recon_loss": losses[0] if losses else None,
+               "final_recon_loss": sum(losses[-20:]) / len(losses[-20:]) if losses else None, "train_seconds": seconds,
                "psnr_held_out": psnr(images[held], reconstruct(vae, images[held])),
                "psnr_untrained": untrained_psnr, "scaling_factor": scaling, "latent_mean": latent_mean,
                "out": str(out)}
@@ -156,15 +178,16 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="folder of same-size PNG images")
     parser.add_argument("--out", type=Path, required=True, help="diffusers folder to write")
-    parser.add_argument("--steps", type=int, default=150)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--steps", type=int, default=800)
+    parser.add_argument("--batch-size", type=int, default=4, help="small batches, more updates: better per second")
+    parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--kl-weight", type=float, default=KL_WEIGHT, help="LDM-normalised KL weight")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args(argv)
     s = train_vae(args.data, args.out, args.steps, args.batch_size, args.lr, args.kl_weight, args.seed, args.threads)
-    print(f"shapes VAE: {s['steps']} steps, L1 {s['first_l1']:.4f} → {s['final_l1']:.4f}, "
+    print(f"shapes VAE: {s['steps']} steps, recon loss (L1 + MSE) {s['first_recon_loss']:.4f} → "
+          f"{s['final_recon_loss']:.4f}, "
           f"{s['train_seconds']:.0f} s; held-out ({s['n_held_out']}) PSNR {s['psnr_held_out']:.1f} dB "
           f"(untrained {s['psnr_untrained']:.1f}); scaling_factor {s['scaling_factor']:.4f} "
           f"(latent mean {s['latent_mean']:.3f}) → {s['out']}")
