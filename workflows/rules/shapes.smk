@@ -47,8 +47,8 @@ rule shapes_clip:
     input:
         captions=rules.shapes_train_data.output.captions,
     output:
-        weights=f"{config['shapes']['out']}/clip/shapes-clip-p8.bin",
-        config=f"{config['shapes']['out']}/clip/shapes-clip-p8.json",
+        weights=f"{config['shapes']['out']}/clip/tiny-clip-32.bin",
+        config=f"{config['shapes']['out']}/clip/tiny-clip-32.json",
     params:
         s=config["shapes"],
         data=f"{config['shapes']['out']}/train",
