@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo demo-shapes test bench clean-results
+.PHONY: demo demo-random test bench clean-results
 
 # torch and torchvision are pinned in the same command: an unpinned torchvision pulls a CUDA torch.
 $(STAMP): requirements.txt requirements-test.txt tools/torchvision_fix.py
@@ -19,16 +19,18 @@ $(STAMP): requirements.txt requirements-test.txt tools/torchvision_fix.py
 	$(BIN)/python tools/torchvision_fix.py
 	touch $@
 
+# The shapes world end to end (workflows/config/demo.yaml): trains its tiny VAE/CLIP and a small PixArt
+# through the three stages on the CPU, evaluates every checkpoint and ends with the HTML report.
 demo: $(STAMP)
 	$(BIN)/snakemake --profile workflows/profiles/local --configfile workflows/config/demo.yaml
 	$(BIN)/snakemake --configfile workflows/config/demo.yaml --report results/report.html
-	@echo "demo: results/table.parquet, results/report/ (tables, figures), results/report.html"
+	@echo "demo: results/table.parquet, results/report/ (tables, figures, checks), results/report.html"
 
-# The shapes world end to end: trains its tiny VAE/CLIP and a small PixArt through the three stages (CPU).
-demo-shapes: $(STAMP)
-	$(BIN)/snakemake --profile workflows/profiles/local --configfile workflows/config/demo-shapes.yaml
-	$(BIN)/snakemake --configfile workflows/config/demo-shapes.yaml --report results-shapes/report.html
-	@echo "demo-shapes: results-shapes/table.parquet, results-shapes/report/, results-shapes/report.html"
+# Random tiny models through every real scorer backend's code path (numbers without meaning).
+demo-random: $(STAMP)
+	$(BIN)/snakemake --profile workflows/profiles/local --configfile workflows/config/demo-random.yaml
+	$(BIN)/snakemake --configfile workflows/config/demo-random.yaml --report results-random/report.html
+	@echo "demo-random: results-random/table.parquet, results-random/report/, results-random/report.html"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
@@ -37,4 +39,4 @@ bench: $(STAMP)
 	$(BIN)/python -m pixart.bench --arch tiny --prompts 16 --repeats 5
 
 clean-results:
-	rm -rf results results-shapes .snakemake
+	rm -rf results results-random .snakemake

@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from pixart import pngio
+from pixart import manifest, pngio
 from pixart.checkpoints import fingerprint_state
 from pixart.engine import Engine, generation_size
 from pixart.modelspec import load_model, read_spec
@@ -162,13 +162,13 @@ def run(args) -> dict:
                 "gen_width": batch.size[1], "batch_index": batch.index, "seconds": meta["seconds"],
                 "device": meta["device"], "cell_key": key,
             })
-    manifest = pd.DataFrame.from_records(records)
+    shard_manifest = pd.DataFrame.from_records(records)
     for name, value in {**provenance, "versions": json.dumps(library_versions(), sort_keys=True),
                         "code_version": code_version(), "shard": args.shard, "num_shards": args.num_shards}.items():
-        manifest[name] = value
+        shard_manifest[name] = value
     shard_file = out / f"manifest.shard{args.shard}of{args.num_shards}.parquet"
     tmp = shard_file.with_name(f".{shard_file.name}.tmp{os.getpid()}")
-    manifest.to_parquet(tmp, index=False)
+    shard_manifest.to_parquet(tmp, index=False)
     os.replace(tmp, shard_file)
 
     elapsed = time.perf_counter() - started
@@ -215,12 +215,19 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--num-shards", type=int, default=1)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--write-manifest", action="store_true",
+                   help="also write the cell's manifest.parquet (pixart.manifest) when --num-shards is 1")
     return p
 
 
 def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    run(parser().parse_args(argv))
+    args = parser().parse_args(argv)
+    if args.write_manifest and args.num_shards != 1:
+        raise SystemExit("generate: --write-manifest needs --num-shards 1 (merge shards with pixart.manifest)")
+    run(args)
+    if args.write_manifest:  # one shard is the whole cell: merge here, not in another process
+        manifest.write(args.out, 1, args.prompts)
 
 
 if __name__ == "__main__":

@@ -29,18 +29,24 @@ def merge(cell: Path, num_shards: int, prompts: Path) -> pd.DataFrame:
     return merged.sort_values("sample_id").reset_index(drop=True)
 
 
+def write(cell: Path, num_shards: int, prompts: Path) -> pd.DataFrame:
+    """Merge and write `{cell}/manifest.parquet` atomically."""
+    merged = merge(cell, num_shards, prompts)
+    out = cell / "manifest.parquet"
+    tmp = out.with_name(f".manifest.parquet.tmp{os.getpid()}")
+    merged.to_parquet(tmp, index=False)
+    os.replace(tmp, out)
+    print(f"manifest: {len(merged)} images, {merged['seconds'].sum():.1f} s of generation → {out}")
+    return merged
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cell", type=Path, required=True)
     parser.add_argument("--num-shards", type=int, required=True)
     parser.add_argument("--prompts", type=Path, required=True)
     args = parser.parse_args(argv)
-    merged = merge(args.cell, args.num_shards, args.prompts)
-    out = args.cell / "manifest.parquet"
-    tmp = out.with_name(f".manifest.parquet.tmp{os.getpid()}")
-    merged.to_parquet(tmp, index=False)
-    os.replace(tmp, out)
-    print(f"manifest: {len(merged)} images, {merged['seconds'].sum():.1f} s of generation → {out}")
+    write(args.cell, args.num_shards, args.prompts)
 
 
 if __name__ == "__main__":

@@ -4,10 +4,10 @@ python -m reports.build --table results/table.parquet --out results/report \
     [--samples results/samples --scores results/scores] [--paper-values reports/paper_values.yaml] \
     [--mixed-versions separate|refuse] [--worst-k 8] [--grid-prompts 6] \
     [--series results/series/NAME …] \
-    [--ablation adaln=MODEL … --train-stats MODEL=results/train/RECIPE/stats.json …]
+    [--ablation adaln=MODEL … --train-stats MODEL=results/train/RECIPE/stats.json …] [--checks checks.json]
 
 Writes {out}/tables/{table2,table3,wise,geneval}.{md,tex,csv}, the ablation table when rows are mapped
-(--ablation), one series__{name} table per --series folder (status, gate verdicts; built from the
+(--ablation), the checks table (--checks: reports/checks.py), one series__{name} table per --series folder (status, gate verdicts; built from the
 series_check table and the gate JSONs, so it exists even when nothing could be scored), and
 {out}/figures/*.{png,svg} (worst-k also .csv); an index {out}/README.md listing what was written, every
 checkpoint a series left out and, for every artefact not written, why. Prints one message per skipped
@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from reports import checks as reports_checks
 from reports import figures, series, tables
 from reports.tables import MixedProtocolVersions, NoData
 
@@ -31,11 +32,11 @@ def build(table_path: str | Path | None, out: str | Path, samples: str | Path | 
           scores: str | Path | None = None, paper_values: str | Path | None = None,
           mixed_versions: str = "separate", worst_k: int = 8, grid_prompts: int = 6,
           series_dirs=(), ablation: dict | None = None, train_stats: dict | None = None,
-          log=print) -> dict:
+          checks: dict | None = None, log=print) -> dict:
     """Returns {"tables": [paths], "figures": [paths], "skipped": {artefact: reason}, "excluded": [lines]}.
 
     series_dirs: results/series/NAME folders; ablation: row (adaln, adaln-single, no-reparam) → model;
-    train_stats: model → its training stats.json."""
+    train_stats: model → its training stats.json; checks: name → spec (reports/checks.py)."""
     out = Path(out)
     paper = tables.load_paper_values(paper_values)
     frame = pd.read_parquet(table_path) if table_path else pd.DataFrame()
@@ -71,6 +72,11 @@ def build(table_path: str | Path | None, out: str | Path, samples: str | Path | 
         attempt("fid_vs_clip", lambda: figures.fid_vs_clip(frame, figs), "figures")
         attempt("compbench_over_cfg", lambda: figures.compbench_over_cfg(frame, figs, paper), "figures")
         attempt("metric_vs_step", lambda: figures.metric_vs_step(frame, figs), "figures")
+    if checks:
+        results, paths = reports_checks.write_checks(frame, checks, out)
+        result["tables"] += paths[:-1]
+        for name, r in results.items():
+            log(f"report: check {name}: {reports_checks.verdict(r['holds'])} — {r['measured']}")
     figs = out / "figures"
     if samples:
         attempt("sample_grid", lambda: figures.sample_grid(samples, figs, grid_prompts), "figures")
@@ -160,13 +166,15 @@ def main(argv=None):
                    help=f"ablation row ({', '.join(tables.ABLATION_ROWS)}) and the model evaluated for it")
     p.add_argument("--train-stats", action="append", default=[], metavar="MODEL=PATH",
                    help="a model's training stats.json (variant, reparam, params, peak_memory_bytes, device)")
+    p.add_argument("--checks", type=Path, help="JSON: check name → spec (reports/checks.py): the checks table")
     args = p.parse_args(argv)
     if not args.table.exists():
         raise SystemExit(f"report: results table {args.table} does not exist (run `python -m evals.table` first)")
     try:
         result = build(args.table, args.out, args.samples, args.scores, args.paper_values, args.mixed_versions,
                        args.worst_k, args.grid_prompts, args.series, pairs(args.ablation, "--ablation"),
-                       pairs(args.train_stats, "--train-stats"))
+                       pairs(args.train_stats, "--train-stats"),
+                       json.loads(args.checks.read_text()) if args.checks else None)
     except MixedProtocolVersions as err:
         print(f"report: refused: {err}", file=sys.stderr)
         raise SystemExit(2)

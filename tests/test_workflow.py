@@ -63,12 +63,14 @@ def test_unknown_sampler_is_named(tmp_path):
     assert result.returncode != 0 and "'dpm_solver:20' does not match" in result.stdout + result.stderr
 
 
-def test_slurm_profile_plans_the_demo_dag(tmp_path):
-    result = _run(["-n", "--profile", str(ROOT / "workflows/profiles/slurm"),
-                   "--configfile", str(ROOT / "workflows/config/demo.yaml")], tmp_path)
-    assert result.returncode == 0, result.stderr[-2000:]
-    out = result.stdout + result.stderr
-    assert "generate_shard" in out and "16" in out and "This was a dry-run" in out
+def test_slurm_profile_plans_the_demo_dags(tmp_path):
+    for name, expected in (("demo.yaml", {"train": 5, "shapes_vae": 1, "generate_cell": 17, "gate": 2}),
+                           ("demo-random.yaml", {"generate_shard": 16, "tiny_compbench": 1})):
+        result = _run(["-n", "--profile", str(ROOT / "workflows/profiles/slurm"),
+                       "--configfile", str(ROOT / "workflows/config" / name)], tmp_path)
+        assert result.returncode == 0, result.stderr[-2000:]
+        counts = {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", result.stdout, re.M)}
+        assert {k: counts.get(k) for k in expected} == expected, result.stdout[-2000:]
 
 
 def test_micro_dag_runs_end_to_end_and_reruns_nothing(tmp_path):
@@ -164,8 +166,8 @@ def test_series_names_bad_checkpoints_gates_the_rest_and_adds_one_incrementally(
     shutil.copy(ckpts / "epoch_1_step_1000.pth", ckpts / "epoch_4_step_4000.pth")
     plan = _run(["-n", "--configfile", str(config), "--cores", "2"], tmp_path)
     counts = {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", plan.stdout, re.M)}
-    assert counts == {"model_spec": 1, "generate_shard": 1, "manifest": 1, "score": 1, "series_check": 1, "gate": 1,
-                      "series_summary": 1, "table": 1, "history": 1, "report": 1, "all": 1, "total": 11}, \
+    assert counts == {"model_spec": 1, "generate_cell": 1, "score": 1, "series_check": 1, "gate": 1,
+                      "series_summary": 1, "table": 1, "history": 1, "report": 1, "all": 1, "total": 10}, \
         plan.stdout[-2000:]
 
 
@@ -245,7 +247,8 @@ def test_training_stages_feed_a_series_that_is_evaluated_and_gated(tmp_path):
     config = _training_config(tmp_path)
     plan = _run(["-n", "--configfile", str(config), "--cores", "2"], tmp_path)
     counts = {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", plan.stdout, re.M)}
-    assert counts["train"] == 2 and counts["train_features"] == 1 and counts["generate_shard"] == 2, plan.stdout
+    assert counts["train"] == 2 and counts["train_features"] == 1, plan.stdout
+    assert counts["generate_cell"] == 2 and "manifest" not in counts, plan.stdout  # one shard: no merge job
     result = _run(["--configfile", str(config), "--profile", str(ROOT / "workflows/profiles/local"), "--cores", "2"],
                   tmp_path)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]

@@ -12,6 +12,15 @@ sys.path.insert(0, workflow.basedir)
 from pixart.samplers import parse_sampler  # light: no torch import
 from reports.series import Checkpoint, discover  # light: torch is imported only to read a series' checkpoints
 R = config["results"]
+# Settings files (model specs, scorer/series/check settings, recipes) are written by a shell printf, not a
+# `run:` block: Snakemake runs each `run:` job in a fresh Snakemake process, seconds apiece.
+WRITE_SETTINGS = "printf '%s\\n' {params.text:q} > {output}"
+
+
+def settings_text(settings: dict) -> str:
+    return json.dumps(settings, indent=1, sort_keys=True)
+
+
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".json")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
@@ -165,7 +174,7 @@ def prompt_command(bench):
 # ---------------------------------------------------------------------------------------------- training
 
 TRAIN_SOURCE = re.compile(r"^train:(?P<recipe>[^@]+)@(?P<step>\d+|last)$")
-DAG_ONLY_RECIPE_KEYS = ("dataset", "gpus", "threads")
+DAG_ONLY_RECIPE_KEYS = ("dataset", "gpus", "threads", "priority")
 
 
 def _train_entry(part, name):
@@ -182,6 +191,17 @@ def train_dataset(name):
 
 def train_recipe(name):
     return _train_entry("recipes", name)
+
+
+def train_priority(name):
+    """Scheduling priority of a recipe's training job: the recipe's `priority`, else the number of recipes that
+    start from it (directly or through others), so a chain's next stage is not queued behind side runs."""
+    explicit = train_recipe(name).get("priority")
+    if explicit is not None:
+        return explicit
+    recipes = config.get("train", {}).get("recipes", {})
+    children = [r for r, spec in recipes.items() if spec.get("init", {}).get("from") == name]
+    return len(children) + sum(train_priority(c) for c in children)
 
 
 def vae_inputs(source, subfolder):
@@ -248,13 +268,13 @@ def resolved_model(name):
     m = with_defaults("models", name)
     trained = train_source(m["checkpoint"])
     if trained is None:
-        return m
+        return {**m, "uncond": m["uncond"] or "diffusers"}
     recipe, step = trained
     dataset = train_dataset(train_recipe(recipe)["dataset"])
     folder = step_folder(recipe, step)
     return {**m, "checkpoint": f"{folder}/model.pth", "arch": f"{folder}/transformer/config.json",
             "vae": m["vae"] or dataset["vae"], "vae_subfolder": m["vae_subfolder"] if m["vae"] else dataset["vae_subfolder"],
-            "uncond": config["models"][name].get("uncond", "original"), "trained": {"recipe": recipe, "step": step}}
+            "uncond": m["uncond"] or "original", "trained": {"recipe": recipe, "step": step}}
 
 
 def model_weight_inputs(name):
@@ -370,6 +390,23 @@ def series_summaries():
     return [f"{R}/series/{name}/summary.md" for name in config["series"]]
 
 
+# ------------------------------------------------------------------------------------------------ checks
+def checks_settings():
+    """The checks section for reports.checks, recipes resolved to their training logs."""
+    out = {}
+    for name, c in config["checks"].items():
+        c = dict(c)
+        if c["kind"] == "steps_to_loss":
+            c["runs"] = {r: f"{R}/train/{r}/log.jsonl" for r in c.pop("recipes")}
+        out[name] = c
+    return out
+
+
+def checks_inputs():
+    """What the checks read besides the table: the stats.json that marks each compared recipe trained."""
+    return sorted({f"{R}/train/{r}/stats.json" for c in config["checks"].values() for r in c.get("recipes", [])})
+
+
 # ------------------------------------------------------------------------------------------------ ablation
 def ablation_args():
     """reports.build arguments mapping the ablation rows to models and their training stats."""
@@ -407,6 +444,16 @@ def check_references():
             problems.append(f"series.{name}.baseline: {baseline!r} is not 'first', a step number or a models: entry")
     problems += [f"ablation.{row}.model: {r['model']!r} is not a model ({sorted(config['models'])})"
                  for row, r in config["ablation"].items() if r["model"] not in config["models"]]
+    recipes = config.get("train", {}).get("recipes", {})
+    for name, c in config["checks"].items():
+        if c["kind"] == "checkpoints" and c["series"] not in config["series"]:
+            problems.append(f"checks.{name}.series: {c['series']!r} is not a series ({sorted(config['series'])})")
+        if c["kind"] == "cfg" and c["model"] not in known:
+            problems.append(f"checks.{name}.model: {c['model']!r} is neither a models: entry nor a series")
+        if c["kind"] == "cfg" and c["bench"] not in config["benchmarks"]:
+            problems.append(f"checks.{name}.bench: {c['bench']!r} is not a benchmarks: entry")
+        problems += [f"checks.{name}.recipes: {r!r} is not a train: recipe ({sorted(recipes)})"
+                     for r in c.get("recipes", []) if r not in recipes]
     problems += [f"scorers.{name}: a wise judge needs base_url (or base_url_env set in the environment)"
                  for name, s in config["scorers"].items()
                  if s["kind"] == "wise" and not scorer_settings(name).get("base_url")]

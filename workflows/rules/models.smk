@@ -19,7 +19,7 @@ rule model_spec:
     output:
         f"{R}/models/{{model}}.json",
     params:
-        spec=lambda w: {"name": w.model, **resolved_model(w.model)},
+        text=lambda w: settings_text({"name": w.model, **resolved_model(w.model)}),
     localrule: True
-    run:
-        Path(output[0]).write_text(json.dumps(params.spec, indent=1, sort_keys=True))
+    shell:
+        WRITE_SETTINGS

@@ -45,10 +45,20 @@ rule scorer_settings:
     output:
         f"{R}/scorers/{{metric}}.json",
     params:
-        settings=lambda w: scorer_settings(w.metric),
+        text=lambda w: settings_text(scorer_settings(w.metric)),
     localrule: True
-    run:
-        Path(output[0]).write_text(json.dumps(params.settings, indent=1, sort_keys=True))
+    shell:
+        WRITE_SETTINGS
+
+
+rule checks_settings:
+    output:
+        f"{R}/checks/settings.json",
+    params:
+        text=settings_text(checks_settings()),
+    localrule: True
+    shell:
+        WRITE_SETTINGS
 
 
 rule refstats:
@@ -67,7 +77,7 @@ rule refstats:
 
 rule score:
     input:
-        manifest=rules.manifest.output[0],
+        manifest=f"{CELL}/manifest.parquet",
         settings=rules.scorer_settings.output[0],
         refstats=lambda w: [f"{R}/refstats/{w.metric}.json"] if config["scorers"][w.metric]["kind"] == "fidelity" else [],
         weights=lambda w: scorer_inputs(w.metric),
@@ -115,6 +125,7 @@ rule report:
         manifests=all_manifests(),
         series=series_report_inputs(),
         train_stats=train_stats_inputs(),
+        checks=[f"{R}/checks/settings.json", *checks_inputs()] if config["checks"] else [],
     output:
         tables=report(directory(f"{R}/report/tables"), patterns=["{name}.csv"], category="Tables",
                       caption="../report/tables.rst"),
@@ -124,8 +135,9 @@ rule report:
         out=f"{R}/report",
         series=" ".join(f"--series {R}/series/{name}" for name in config["series"]),
         ablation=ablation_args(),
+        checks=f"--checks {R}/checks/settings.json" if config["checks"] else "",
     log:
         f"{R}/logs/report.log",
     shell:
         "{PY} -m reports.build --table {input.table} --out {params.out} --samples {R}/samples"
-        " --scores {R}/scores {params.series} {params.ablation} > {log} 2>&1"
+        " --scores {R}/scores {params.series} {params.ablation} {params.checks} > {log} 2>&1"

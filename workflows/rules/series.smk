@@ -6,10 +6,10 @@ rule series_settings:
     output:
         settings=f"{R}/series/{{series}}/settings.json",
     params:
-        settings=lambda w: series_settings(w.series),
+        text=lambda w: settings_text(series_settings(w.series)),
     localrule: True
-    run:
-        Path(output.settings).write_text(json.dumps(params.settings, indent=1, sort_keys=True))
+    shell:
+        WRITE_SETTINGS
 
 
 rule series_check:

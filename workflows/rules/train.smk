@@ -33,10 +33,10 @@ rule train_recipe:
     output:
         f"{R}/train/{{recipe}}/recipe.json",
     params:
-        recipe=lambda w: train_recipe_file(w.recipe),
+        text=lambda w: settings_text(train_recipe_file(w.recipe)),
     localrule: True
-    run:
-        Path(output[0]).write_text(json.dumps(params.recipe, indent=1, sort_keys=True))
+    shell:
+        WRITE_SETTINGS
 
 
 rule train:
@@ -52,6 +52,7 @@ rule train:
         threads=lambda w: train_recipe(w.recipe)["threads"],
     resources:
         gpu=lambda w: train_recipe(w.recipe)["gpus"],
+    priority: lambda w: train_priority(w.recipe)
     log:
         f"{R}/logs/train/{{recipe}}.log",
     shell:

@@ -1,0 +1,197 @@
+"""Checks that metrics move the way they must: the claims a training team gates on, measured and stated.
+
+python -m reports.checks --table results/table.parquet --checks results/checks/settings.json --out results/report
+
+Each check (the `checks:` config section, resolved by the DAG into a JSON of name → spec) yields one row: the
+claim, what was measured, and whether it holds. Kinds:
+- `checkpoints`: the last checkpoint of a series beats the first on every listed bench/metric (every one the
+  series was scored on when none is listed), with non-overlapping confidence intervals, in the metric's own
+  direction (`higher_is_better` of the results table: FID lower, scores higher).
+- `cfg`: a model's metric rises with every step of the listed cfg values (the low range, where guidance
+  still helps; past it CLIP score saturates and FID worsens, Fig. 20).
+- `steps_to_loss`: the first listed training run reaches a training loss in fewer steps than each other run.
+  The loss is a running mean of the logged losses (log.jsonl) over `window` steps; the target is the highest
+  final running mean among the runs (a loss every run reaches) unless `target` is given.
+A check that cannot be evaluated (a cell not scored, a run not logged) is a row that says what is missing,
+never a pass. Writes {out}/tables/checks.{md,tex,csv} and {out}/checks.json; prints one line per check and
+a summary. Exit status 0 (a failed claim is a finding to report, not a crash), 2 on unreadable inputs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from reports.tables import Cell, Column, Table, write_table
+
+
+class CheckInputError(ValueError):
+    """An input the checks need is missing or malformed; the message names it."""
+
+
+def _ci(row) -> str:
+    return f"{row['value']:.4g} [{row['ci_low']:.4g}, {row['ci_high']:.4g}]"
+
+
+def _step(model: str) -> int:
+    return int(model.rsplit("@", 1)[1])
+
+
+def check_checkpoints(frame: pd.DataFrame, spec: dict) -> dict:
+    series = spec["series"]
+    rows = frame[frame["model"].str.startswith(f"{series}@") & frame["model"].str.rsplit("@").str[-1].str.isdigit()]
+    wanted = spec.get("metrics") or sorted({f"{b}/{m}" for b, m in zip(rows["bench"], rows["metric"])})
+    claim = f"series {series}: the last checkpoint beats the first on {', '.join(wanted)}, CIs apart"
+    if rows.empty:
+        return {"claim": claim, "measured": f"no checkpoint of series {series} has been scored", "holds": None}
+    steps = sorted({_step(m) for m in rows["model"]})
+    if len(steps) < 2:
+        return {"claim": claim, "measured": f"only step {steps[0]} was scored: nothing to compare", "holds": None}
+    first, last = f"{series}@{steps[0]}", f"{series}@{steps[-1]}"
+    measured, verdicts = [], []
+    for key in wanted:
+        bench, _, metric = key.partition("/")
+        pair = {}
+        for model in (first, last):
+            hit = rows[(rows["model"] == model) & (rows["bench"] == bench) & (rows["metric"] == metric)]
+            pair[model] = hit.iloc[0] if len(hit) == 1 else None
+        if pair[first] is None or pair[last] is None:
+            measured.append(f"{key}: not scored for {' and '.join(m for m in pair if pair[m] is None)}")
+            verdicts.append(None)
+            continue
+        a, b = pair[first], pair[last]
+        higher = bool(b["higher_is_better"]) if pd.notna(b.get("higher_is_better")) else True
+        apart = b["ci_low"] > a["ci_high"] if higher else b["ci_high"] < a["ci_low"]
+        verdicts.append(bool(apart))
+        measured.append(f"{key} ({'higher' if higher else 'lower'} is better): step {steps[0]} {_ci(a)} → "
+                        f"step {steps[-1]} {_ci(b)}")
+    holds = None if None in verdicts else all(verdicts)
+    return {"claim": claim, "measured": "; ".join(measured), "holds": holds}
+
+
+def check_cfg(frame: pd.DataFrame, spec: dict) -> dict:
+    model, bench, metric, cfgs = spec["model"], spec["bench"], spec["metric"], sorted(map(float, spec["cfg"]))
+    claim = f"{model} {bench}/{metric} rises with cfg over {', '.join(f'{c:g}' for c in cfgs)}"
+    rows = frame[(frame["model"] == model) & (frame["bench"] == bench) & (frame["metric"] == metric)]
+    by_cfg = {float(c): r for c, r in zip(rows["cfg"], rows.to_dict("records"))}
+    missing = [c for c in cfgs if c not in by_cfg]
+    if missing:
+        return {"claim": claim, "measured": f"not scored at cfg {', '.join(f'{c:g}' for c in missing)}", "holds": None}
+    values = [by_cfg[c]["value"] for c in cfgs]
+    measured = "; ".join(f"cfg {c:g}: {_ci(by_cfg[c])}" for c in cfgs)
+    return {"claim": claim, "measured": measured, "holds": all(b > a for a, b in zip(values, values[1:]))}
+
+
+def read_losses(path: str | Path) -> pd.Series:
+    """Logged training losses by step from a run's log.jsonl (a resumed run may log a step twice: last wins)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckInputError(f"{path}: no training log (the run has not trained; log.jsonl is written by "
+                              f"pixart.train)")
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if not records:
+        raise CheckInputError(f"{path}: the training log is empty")
+    return pd.DataFrame(records).drop_duplicates("step", keep="last").set_index("step")["loss"].sort_index()
+
+
+def steps_to(losses: pd.Series, target: float, window: int) -> int | None:
+    """First step at which the running mean over `window` steps is at or below `target` (None: never)."""
+    smooth = running_mean(losses, window)
+    hit = smooth[smooth <= target]
+    return int(hit.index[0]) if len(hit) else None
+
+
+def running_mean(losses: pd.Series, window: int) -> pd.Series:
+    spacing = int(pd.Series(losses.index).diff().median()) if len(losses) > 1 else 1
+    return losses.rolling(max(1, round(window / max(spacing, 1))), min_periods=1).mean()
+
+
+def check_steps_to_loss(spec: dict) -> dict:
+    runs, window = spec["runs"], int(spec.get("window", 50))
+    names = list(runs)
+    claim = f"{names[0]} reaches the training loss in fewer steps than {', '.join(names[1:])}"
+    losses = {name: read_losses(path) for name, path in runs.items()}
+    target = spec.get("target")
+    if target is None:
+        target = max(float(running_mean(l, window).iloc[-1]) for l in losses.values())
+    reached = {name: steps_to(l, float(target), window) for name, l in losses.items()}
+    measured = f"loss {float(target):.4f} (running mean over {window} steps) reached at " + ", ".join(
+        f"{name}: {'never (' + str(int(losses[name].index[-1])) + ' steps)' if s is None else f'step {s}'}"
+        for name, s in reached.items())
+    first = reached[names[0]]
+    holds = first is not None and all(s is None or first < s for name, s in reached.items() if name != names[0])
+    return {"claim": claim, "measured": measured, "holds": holds}
+
+
+def run_checks(frame: pd.DataFrame, checks: dict) -> dict:
+    """name → {kind, claim, measured, holds (True/False/None = could not be evaluated)}."""
+    if len(frame) == 0:
+        frame = pd.DataFrame(columns=["model", "bench", "metric", "cfg", "value", "ci_low", "ci_high",
+                                      "higher_is_better"])
+    out = {}
+    for name, spec in checks.items():
+        kind = spec.get("kind")
+        if kind == "checkpoints":
+            result = check_checkpoints(frame, spec)
+        elif kind == "cfg":
+            result = check_cfg(frame, spec)
+        elif kind == "steps_to_loss":
+            try:
+                result = check_steps_to_loss(spec)
+            except CheckInputError as err:
+                result = {"claim": f"{list(spec['runs'])[0]} reaches the training loss sooner", "measured": str(err),
+                          "holds": None}
+        else:
+            raise CheckInputError(f"check {name!r}: kind {kind!r} is not one of checkpoints, cfg, steps_to_loss")
+        out[name] = {"kind": kind, **result}
+    return out
+
+
+def verdict(holds) -> str:
+    return {True: "yes", False: "NO", None: "not evaluated"}[holds]
+
+
+def checks_table(results: dict) -> Table:
+    table = Table("checks", "Do the metrics move the way they must?", "Check", list(results),
+                  [Column("claim", "Claim", "info"), Column("measured", "Measured", "info"),
+                   Column("holds", "Holds", "info")])
+    for name, r in results.items():
+        table.cells[(name, "claim")] = Cell(text=r["claim"])
+        table.cells[(name, "measured")] = Cell(text=r["measured"])
+        table.cells[(name, "holds")] = Cell(text=verdict(r["holds"]))
+    return table
+
+
+def write_checks(frame: pd.DataFrame, checks: dict, out: str | Path) -> tuple[dict, list[Path]]:
+    out = Path(out)
+    results = run_checks(frame, checks)
+    paths = write_table(checks_table(results), out / "tables")
+    (out / "checks.json").write_text(json.dumps(results, indent=1))
+    return results, [*paths, out / "checks.json"]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--table", required=True, help="results table (parquet)")
+    p.add_argument("--checks", required=True, help="JSON: check name → spec (kind checkpoints|cfg|steps_to_loss)")
+    p.add_argument("--out", required=True, help="report folder: tables/checks.* and checks.json")
+    args = p.parse_args(argv)
+    try:
+        frame = pd.read_parquet(args.table)
+        checks = json.loads(Path(args.checks).read_text())
+        results, _ = write_checks(frame, checks, args.out)
+    except (OSError, ValueError, KeyError) as err:
+        print(f"checks: {err}", file=sys.stderr)
+        return 2
+    for name, r in results.items():
+        print(f"check {name}: {verdict(r['holds'])} — {r['claim']}: {r['measured']}")
+    held = sum(r["holds"] is True for r in results.values())
+    print(f"checks: {held} of {len(results)} hold → {Path(args.out) / 'tables/checks.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

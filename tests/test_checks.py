@@ -1,0 +1,102 @@
+"""reports/checks.py: each claim holds, fails or is 'not evaluated' exactly when it should, from tables and logs."""
+import json
+
+import pandas as pd
+import pytest
+
+from reports.checks import main, run_checks, steps_to
+
+
+def _row(model, bench, metric, value, half, cfg=4.5, higher=True):
+    return {"model": model, "bench": bench, "metric": metric, "cfg": cfg, "value": value, "ci_low": value - half,
+            "ci_high": value + half, "higher_is_better": higher}
+
+
+def _series_frame(late_fid, late_score):
+    return pd.DataFrame([
+        _row("run@100", "fid", "clip_fid", 60.0, 3.0, higher=False), _row("run@100", "color", "binding", 0.2, 0.05),
+        _row("run@200", "fid", "clip_fid", 50.0, 3.0, higher=False), _row("run@200", "color", "binding", 0.3, 0.05),
+        _row("run@400", "fid", "clip_fid", late_fid, 3.0, higher=False),
+        _row("run@400", "color", "binding", late_score, 0.05),
+        _row("run-other@400", "fid", "clip_fid", 99.0, 3.0, higher=False),
+    ])
+
+
+def test_checkpoints_compares_last_with_first_in_each_metrics_direction():
+    check = {"c": {"kind": "checkpoints", "series": "run"}}
+    good = run_checks(_series_frame(late_fid=40.0, late_score=0.5), check)["c"]
+    assert good["holds"] is True
+    assert "step 100" in good["measured"] and "step 400" in good["measured"] and "lower is better" in good["measured"]
+    # FID lower but the intervals touch: not apart, so the claim fails
+    assert run_checks(_series_frame(late_fid=55.0, late_score=0.5), check)["c"]["holds"] is False
+    # a higher FID is worse even though the number grew
+    assert run_checks(_series_frame(late_fid=80.0, late_score=0.5), check)["c"]["holds"] is False
+    assert run_checks(_series_frame(late_fid=40.0, late_score=0.1), check)["c"]["holds"] is False
+    only_fid = {"c": {"kind": "checkpoints", "series": "run", "metrics": ["fid/clip_fid"]}}
+    assert run_checks(_series_frame(late_fid=40.0, late_score=0.1), only_fid)["c"]["holds"] is True
+
+
+def test_checkpoints_without_two_scored_steps_is_not_evaluated():
+    frame = _series_frame(40.0, 0.5)
+    result = run_checks(frame[frame["model"] == "run@100"], {"c": {"kind": "checkpoints", "series": "run"}})["c"]
+    assert result["holds"] is None and "only step 100" in result["measured"]
+    missing = run_checks(frame, {"c": {"kind": "checkpoints", "series": "run", "metrics": ["texture/binding"]}})["c"]
+    assert missing["holds"] is None and "texture/binding: not scored" in missing["measured"]
+    assert run_checks(pd.DataFrame(), {"c": {"kind": "checkpoints", "series": "run"}})["c"]["holds"] is None
+
+
+def test_cfg_needs_every_step_to_rise():
+    rows = [_row("m", "fid", "clip", v, 0.01, cfg=c) for c, v in [(1.0, 0.2), (2.0, 0.3), (3.0, 0.35), (4.5, 0.33)]]
+    frame = pd.DataFrame(rows)
+    spec = {"kind": "cfg", "model": "m", "bench": "fid", "metric": "clip"}
+    assert run_checks(frame, {"low": {**spec, "cfg": [1.0, 2.0, 3.0]}})["low"]["holds"] is True
+    assert run_checks(frame, {"all": {**spec, "cfg": [1.0, 2.0, 3.0, 4.5]}})["all"]["holds"] is False
+    absent = run_checks(frame, {"x": {**spec, "cfg": [1.0, 1.5]}})["x"]
+    assert absent["holds"] is None and "not scored at cfg 1.5" in absent["measured"]
+
+
+def _log(path, losses, every=10):
+    path.write_text("".join(json.dumps({"step": every * (i + 1), "loss": v}) + "\n" for i, v in enumerate(losses)))
+    return str(path)
+
+
+def test_steps_to_loss_uses_the_running_mean_and_the_loss_every_run_reaches(tmp_path):
+    fast = _log(tmp_path / "fast.jsonl", [0.5, 0.3, 0.2, 0.2, 0.2, 0.2])
+    slow = _log(tmp_path / "slow.jsonl", [1.0, 0.9, 0.6, 0.4, 0.3, 0.25])
+    result = run_checks(pd.DataFrame(), {"r": {"kind": "steps_to_loss", "runs": {"fast": fast, "slow": slow},
+                                               "window": 10}})["r"]
+    assert result["holds"] is True and "loss 0.2500" in result["measured"]
+    assert "fast: step 30" in result["measured"] and "slow: step 60" in result["measured"]
+    reverse = run_checks(pd.DataFrame(), {"r": {"kind": "steps_to_loss", "runs": {"slow": slow, "fast": fast},
+                                                "window": 10}})["r"]
+    assert reverse["holds"] is False
+    never = run_checks(pd.DataFrame(), {"r": {"kind": "steps_to_loss", "runs": {"slow": slow, "fast": fast},
+                                              "target": 0.21, "window": 10}})["r"]
+    assert never["holds"] is False and "slow: never (60 steps)" in never["measured"]
+    # a two-record running mean smooths a single lucky batch away
+    noisy = pd.Series([0.5, 0.1, 0.5, 0.2, 0.2], index=[10, 20, 30, 40, 50])
+    assert steps_to(noisy, 0.2, window=10) == 20 and steps_to(noisy, 0.2, window=20) == 50
+
+
+def test_missing_log_is_named_not_passed(tmp_path):
+    result = run_checks(pd.DataFrame(), {"r": {"kind": "steps_to_loss",
+                                               "runs": {"a": str(tmp_path / "a.jsonl"), "b": str(tmp_path / "b")}}})
+    assert result["r"]["holds"] is None and "a.jsonl: no training log" in result["r"]["measured"]
+
+
+def test_cli_writes_the_table_and_json(tmp_path, capsys):
+    table = tmp_path / "table.parquet"
+    _series_frame(40.0, 0.5).to_parquet(table)
+    checks = tmp_path / "checks.json"
+    checks.write_text(json.dumps({"later": {"kind": "checkpoints", "series": "run"},
+                                  "bad": {"kind": "cfg", "model": "nope", "bench": "fid", "metric": "x",
+                                          "cfg": [1, 2]}}))
+    assert main(["--table", str(table), "--checks", str(checks), "--out", str(tmp_path / "report")]) == 0
+    out = capsys.readouterr().out
+    assert "check later: yes" in out and "check bad: not evaluated" in out and "1 of 2 hold" in out
+    md = (tmp_path / "report/tables/checks.md").read_text()
+    assert "not evaluated" in md and json.loads((tmp_path / "report/checks.json").read_text())["later"]["holds"]
+    checks.write_text(json.dumps({"x": {"kind": "magic"}}))
+    assert main(["--table", str(table), "--checks", str(checks), "--out", str(tmp_path / "r2")]) == 2
+    with pytest.raises(SystemExit):
+        main(["--table", str(table)])

@@ -1,0 +1,97 @@
+"""The embedded demo (workflows/config/demo.yaml, the shapes world) end to end in Snakemake, at a smaller size:
+the same rules and models, fewer scenes, steps and prompts. Checks what the demo promises: every stage trains,
+every checkpoint is scored, the report has every table and figure it can build, the checks are evaluated,
+and a second run has nothing to do."""
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
+
+
+def _run(args, cwd, timeout=900):
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    return subprocess.run(SNAKEMAKE + args, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def small_demo_config(tmp_path: Path) -> Path:
+    """demo.yaml with fewer scenes, training steps and prompts; every section and rule kept."""
+    config = yaml.safe_load((ROOT / "workflows/config/demo.yaml").read_text())
+    config["shapes"].update(n_train=300, n_reference=40, vae_steps=40, clip_steps=60)
+    recipes = config["train"]["recipes"]
+    recipes["stage1-dit"].update(steps=10, save_every=10)
+    for name in ("stage2", "stage2-adaln", "stage2-no-reparam"):
+        recipes[name].update(steps=20, save_every=10)
+    recipes["stage3"].update(steps=5, save_every=5)
+    config["ablation"]["adaln-single"]["model"] = "stage2@20"
+    for bench in config["benchmarks"].values():
+        bench["limit"] = 40 if bench["subset"].startswith("fid") else 6
+    config["sweep"]["samplers"] = ["dpm-solver:5"]
+    config["scorers"]["clip_fid_shapes"]["n_resamples"] = 100
+    config["series"]["stage2"]["n_resamples"] = 200
+    config["checks"]["reparam_converges_sooner"]["window"] = 10
+    path = tmp_path / "demo-small.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def test_small_demo_runs_every_stage_to_the_report_and_reruns_nothing(tmp_path):
+    config = small_demo_config(tmp_path)
+    started = time.perf_counter()
+    result = _run(["--configfile", str(config), "--profile", str(ROOT / "workflows/profiles/local"), "--cores", "2"],
+                  tmp_path)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    cold = time.perf_counter() - started
+    res = tmp_path / "results"
+    vae = json.loads((res / "shapes/vae/train_summary.json").read_text())
+    assert vae["psnr_held_out"] > vae["psnr_untrained"]
+    for recipe, steps in (("stage1-dit", 10), ("stage2", 20), ("stage2-adaln", 20), ("stage2-no-reparam", 20),
+                          ("stage3", 5)):
+        assert json.loads((res / f"train/{recipe}/stats.json").read_text())["steps"] == steps
+    table = pd.read_parquet(res / "table.parquet")
+    cells = set(zip(table["model"], table["bench"], table["cfg"], table["metric"]))
+    for model in ("stage2@10", "stage2@20", "pixart-shapes", "adaln", "no-reparam"):
+        assert (model, "fid", 4.5, "clip_fid_shapes") in cells and (model, "fid", 4.5, "clip_shapes") in cells
+    assert {("pixart-shapes", "fid_cfg", c, "clip_shapes") for c in (1.0, 2.0, 3.0)} <= cells
+    for bench, metric in (("color", "shapes_binding"), ("shape", "shapes_binding"), ("texture", "shapes_binding"),
+                          ("spatial", "shapes_spatial"), ("complex", "shapes_complex")):
+        assert ("pixart-shapes", bench, 4.5, metric) in cells
+    assert table["value"].notna().all() and (table["ci_low"] <= table["ci_high"]).all()
+    # the oracle's answers are exact: every binding score is a product of 0/1 answers, averaged over images
+    assert table.loc[table["metric"] == "shapes_binding", "value"].between(0, 1).all()
+
+    report = res / "report"
+    names = {p.name for p in (report / "tables").iterdir()}
+    assert {"ablation.md", "checks.md", "series__stage2.md"} <= names, names
+    figures = {p.name for p in (report / "figures").glob("*.png")}
+    assert any(f.startswith("fid_vs_clip") for f in figures) and any(f.startswith("step__") for f in figures)
+    assert "grid__pixart-shapes__fid_cfg__dpm-solver-5.png" in figures
+    checks = json.loads((report / "checks.json").read_text())
+    assert set(checks) == {"later_checkpoints_better", "clip_rises_with_cfg", "reparam_converges_sooner"}
+    for check in checks.values():  # each was evaluated (its verdict may be either at this size)
+        assert check["holds"] in (True, False) and check["measured"]
+    assert "stage2: step" in checks["reparam_converges_sooner"]["measured"]
+    assert (res / "series/stage2/summary.md").exists() and (res / "series/stage2/gate/stage2@20.json").exists()
+
+    html = _run(["--configfile", str(config), "--report", "report.html"], tmp_path)
+    assert html.returncode == 0 and (tmp_path / "report.html").stat().st_size > 50_000, html.stderr[-2000:]
+    started = time.perf_counter()
+    again = _run(["-n", "--configfile", str(config), "--cores", "2"], tmp_path)
+    warm = time.perf_counter() - started
+    assert "Nothing to be done" in again.stdout + again.stderr
+    assert warm < 15, f"a rerun with nothing to do took {warm:.1f} s"
+    print(f"small demo: cold {cold:.0f} s, warm no-op {warm:.1f} s")
+    # the ablation table reads the three training runs' stats
+    ablation = (report / "tables/ablation.md").read_text()
+    for recipe in ("stage2-adaln", "stage2", "stage2-no-reparam"):
+        params = json.loads((res / f"train/{recipe}/stats.json").read_text())["params"]
+        assert f"{params:,}" in ablation
+    assert re.search(r"checks: \d of 3 hold|check later_checkpoints_better", (res / "logs/report.log").read_text())
