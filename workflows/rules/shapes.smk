@@ -40,7 +40,7 @@ rule shapes_vae:
         f"{R}/logs/shapes/vae.log",
     shell:
         "{PY} -m pixart.train.vae --data {params.data} --out {params.out} --steps {params.s[vae_steps]}"
-        " --seed {params.s[seed]} --threads {params.s[threads]} > {log} 2>&1"
+        " --seed {params.s[seed]} --threads {params.s[threads]} --crop {params.s[vae_crop]} > {log} 2>&1"
 
 
 rule shapes_clip:
