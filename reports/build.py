@@ -74,7 +74,7 @@ def build(table_path: str | Path | None, out: str | Path, samples: str | Path | 
         attempt("metric_vs_step", lambda: figures.metric_vs_step(frame, figs), "figures")
     if checks:
         results, paths = reports_checks.write_checks(frame, checks, out)
-        result["tables"] += paths[:-1]
+        result["tables"] += paths
         for name, r in results.items():
             log(f"report: check {name}: {reports_checks.verdict(r['holds'])} — {r['measured']}")
     figs = out / "figures"

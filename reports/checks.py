@@ -166,11 +166,12 @@ def checks_table(results: dict) -> Table:
 
 
 def write_checks(frame: pd.DataFrame, checks: dict, out: str | Path) -> tuple[dict, list[Path]]:
+    """Results, and the table files {out}/tables/checks.*; the results also go to {out}/checks.json."""
     out = Path(out)
     results = run_checks(frame, checks)
-    paths = write_table(checks_table(results), out / "tables")
+    (out / "checks.json").parent.mkdir(parents=True, exist_ok=True)
     (out / "checks.json").write_text(json.dumps(results, indent=1))
-    return results, [*paths, out / "checks.json"]
+    return results, write_table(checks_table(results), out / "tables")
 
 
 def main(argv=None):

@@ -20,15 +20,20 @@ import json
 import math
 import os
 import time
+from functools import partial
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from evals.tiny import TINY_CLIP, TINY_CLIP_NAME
+from pixart.train import tiny_trainers
+from pixart.train.tiny_trainers import warmup_cosine
 
 RETRIEVAL_CANDIDATES = 32
 MAX_LOGIT_SCALE = math.log(100)  # CLIP clamps the temperature so the logits cannot blow up
+# at least one retrieval pool of held-out captions
+held_out_split = partial(tiny_trainers.held_out_split, minimum=RETRIEVAL_CANDIDATES)
 
 
 class CaptionsError(ValueError):
@@ -70,13 +75,6 @@ def load_pairs(data: Path, preprocess, tokenizer) -> tuple[torch.Tensor, torch.T
     pixels = torch.stack([preprocess(Image.open(Path(data) / r["file"]).convert("RGB")) for r in records])
     captions = [r["caption"] for r in records]
     return pixels, tokenizer(captions), captions
-
-
-def held_out_split(n: int, seed: int, fraction: float = 0.1, minimum: int = RETRIEVAL_CANDIDATES):
-    """Seeded disjoint (train, held-out) index tensors; held-out is `fraction` of the data, at least `minimum`."""
-    n_held = min(max(round(n * fraction), minimum), n // 2)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return order[n_held:], order[:n_held]
 
 
 def caption_ids(captions: list[str]) -> torch.Tensor:
@@ -148,13 +146,6 @@ def make_optimizer(model, lr: float, weight_decay: float = 0.1):
     rest = [p for p in model.parameters() if p.ndim < 2]
     return torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}],
                              lr=lr, betas=(0.9, 0.98), eps=1e-6)
-
-
-def warmup_cosine(steps: int, warmup_fraction: float = 0.05):
-    """Linear warm-up then a cosine decay to 0 at `steps`: an LR multiplier for LambdaLR."""
-    warmup = max(1, round(steps * warmup_fraction))
-    return lambda step: (step + 1) / warmup if step < warmup else \
-        0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
 
 def register_config(out: Path) -> Path:

@@ -22,7 +22,6 @@ latents; their mean is not removed (PixArt has no shift) and is reported. `{out}
 """
 import argparse
 import json
-import math
 import os
 import shutil
 import time
@@ -31,6 +30,7 @@ from pathlib import Path
 import torch
 
 from pixart.tiny import TINY_VAE
+from pixart.train.tiny_trainers import held_out_split, warmup_cosine
 
 # pixart.tiny's VAE (same latents: 4 channels, ×4 downsampling) at a third of the convolution cost: 16/32/32
 # channels reach the PSNR of 32/64/64 per step (18.5 vs 18.2 dB after 300 steps on the shapes world). GroupNorm
@@ -66,13 +66,6 @@ def load_images(data: Path) -> torch.Tensor:
         raise ImageFolderError(f"images in {data} are {first[1]}×{first[0]} px: sides must be multiples of "
                                f"{DOWNSAMPLE} (the VAE's downsampling)")
     return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 127.5 - 1
-
-
-def held_out_split(n: int, seed: int, fraction: float = 0.1, minimum: int = 8) -> tuple[torch.Tensor, torch.Tensor]:
-    """Seeded disjoint (train, held-out) index tensors; held-out is `fraction` of the images, at least `minimum`."""
-    n_held = min(max(round(n * fraction), minimum), n // 2)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    return order[n_held:], order[:n_held]
 
 
 def build_shapes_vae(seed: int):
@@ -118,13 +111,6 @@ def latent_scaling_factor(vae, images: torch.Tensor, generator: torch.Generator,
     latents = torch.cat([vae.encode(images[i:i + batch_size]).latent_dist.sample(generator=generator)
                          for i in range(0, len(images), batch_size)])
     return 1 / latents.std().item(), latents.mean().item()
-
-
-def warmup_cosine(steps: int, warmup_fraction: float = 0.05):
-    """Linear warm-up then a cosine decay to 0 at `steps`: an LR multiplier for LambdaLR."""
-    warmup = max(1, round(steps * warmup_fraction))
-    return lambda step: (step + 1) / warmup if step < warmup else \
-        0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
 
 def save_vae(vae, out: Path, summary: dict) -> None:

@@ -7,23 +7,29 @@ GENERATE = (
     " --batch-size {params.g[batch_size]} --device {params.g[device]} {params.binning}"
 )
 CELL = f"{R}/samples/{{model}}/{{bench}}/{{sampler}}/cfg{{cfg}}"
+GENERATE_INPUT = dict(
+    spec=rules.model_spec.output[0],
+    prompts=rules.prompts.output[0],
+    embeddings=lambda w: f"{R}/embeds/{config['models'][w.model]['text_encoder']}/{w.bench}.json",
+    weights=lambda w: model_weight_inputs(w.model),
+)
+GENERATE_PARAMS = dict(
+    sampler=lambda w: sampler_spec(w.sampler),
+    cell=lambda w: cell_dir(w.model, w.bench, w.sampler, w.cfg),
+    g=config["generation"],
+    binning=lambda w: "" if config["generation"]["binning"] else "--no-binning",
+)
 
 if config["generation"]["shards"] == 1:
 
     rule generate_cell:
         input:
-            spec=rules.model_spec.output[0],
-            prompts=rules.prompts.output[0],
-            embeddings=lambda w: f"{R}/embeds/{config['models'][w.model]['text_encoder']}/{w.bench}.json",
-            weights=lambda w: model_weight_inputs(w.model),
+            **GENERATE_INPUT,
         output:
             shard=f"{CELL}/manifest.shard0of1.parquet",
             manifest=f"{CELL}/manifest.parquet",
         params:
-            sampler=lambda w: sampler_spec(w.sampler),
-            cell=lambda w: cell_dir(w.model, w.bench, w.sampler, w.cfg),
-            g=config["generation"],
-            binning=lambda w: "" if config["generation"]["binning"] else "--no-binning",
+            **GENERATE_PARAMS,
         resources:
             gpu=1,
         log:
@@ -35,17 +41,11 @@ else:
 
     rule generate_shard:
         input:
-            spec=rules.model_spec.output[0],
-            prompts=rules.prompts.output[0],
-            embeddings=lambda w: f"{R}/embeds/{config['models'][w.model]['text_encoder']}/{w.bench}.json",
-            weights=lambda w: model_weight_inputs(w.model),
+            **GENERATE_INPUT,
         output:
             f"{CELL}/manifest.shard{{shard}}of{{nshards}}.parquet",
         params:
-            sampler=lambda w: sampler_spec(w.sampler),
-            cell=lambda w: cell_dir(w.model, w.bench, w.sampler, w.cfg),
-            g=config["generation"],
-            binning=lambda w: "" if config["generation"]["binning"] else "--no-binning",
+            **GENERATE_PARAMS,
         resources:
             gpu=1,
         log:
