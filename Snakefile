@@ -31,6 +31,22 @@ include: "workflows/rules/train.smk"
 include: "workflows/rules/shapes.smk"
 
 
+# One import of torch/diffusers/open_clip for the whole run instead of one per job (pixart/prefork.py).
+if config["prefork"]:
+    from pixart import prefork
+
+    PREFORK = {}
+
+    onstart:
+        PREFORK["server"] = prefork.start_server(f"{R}/logs/prefork.log")
+
+    onsuccess:
+        prefork.stop_server(PREFORK["server"])
+
+    onerror:
+        prefork.stop_server(PREFORK["server"])
+
+
 rule all:
     input:
         all_manifests(),

@@ -5,7 +5,9 @@ import re
 import sys
 from pathlib import Path
 
-PY = sys.executable  # the interpreter running snakemake (the suite's venv)
+# The interpreter running snakemake (the suite's venv), through the prefork client: a job forks from the
+# prefork server when this run started one (config `prefork`), else the client execs python itself.
+PY = f"{sys.executable} -m pixart.prefork"
 # Jobs import the suite's packages from the checkout, whatever the working directory (--directory).
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")]))
 sys.path.insert(0, workflow.basedir)
