@@ -36,6 +36,7 @@ rule shapes_vae:
         s=config["shapes"],
         data=f"{config['shapes']['out']}/train",
         out=f"{config['shapes']['out']}/vae",
+    threads: config["shapes"]["threads"]
     log:
         f"{R}/logs/shapes/vae.log",
     shell:
@@ -53,6 +54,7 @@ rule shapes_clip:
         s=config["shapes"],
         data=f"{config['shapes']['out']}/train",
         out=f"{config['shapes']['out']}/clip",
+    threads: config["shapes"]["threads"]
     log:
         f"{R}/logs/shapes/clip.log",
     shell:

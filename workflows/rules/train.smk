@@ -50,6 +50,7 @@ rule train:
         out=lambda w: f"{R}/train/{w.recipe}",
         launch=lambda w: train_launcher(w.recipe),
         threads=lambda w: train_recipe(w.recipe)["threads"],
+    threads: lambda w: train_recipe(w.recipe)["threads"]
     resources:
         gpu=lambda w: train_recipe(w.recipe)["gpus"],
     priority: lambda w: train_priority(w.recipe)
