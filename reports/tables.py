@@ -1,5 +1,5 @@
 """Paper tables beside measured numbers: Table 2 (COCO FID-30K), Table 3 (T2I-CompBench), the WISE and GenEval
-tables, the ablation (params, peak training memory, SAM FID); and the checkpoint-series table.
+tables, the ablation (params, peak training memory, FID); and the checkpoint-series table.
 
 Each builder takes the run's tidy results (`results/table.parquet`, one row per number; see evals/table.py)
 and the published numbers (`reports/paper_values.yaml`) and returns a `Table`, rendered by `to_markdown`,
@@ -441,10 +441,10 @@ def ablation_variant(stats: dict) -> str:
 
 
 def table_ablation(frame: pd.DataFrame, variants: dict, stats: dict, paper: dict | None = None,
-                   mixed_versions: str = "separate", bench: str = "sam", stats_sources: dict | None = None) -> Table:
+                   mixed_versions: str = "separate", stats_sources: dict | None = None) -> Table:
     """The ablation: rows adaLN / adaLN-single / no re-param; columns params and peak training GPU memory
-    (from each model's training stats), SAM FID measured per protocol version and setting, and the published
-    values where the reference notes quote them.
+    (from each model's training stats), FID measured per protocol version and setting (the paper's is SAM; the
+    embedded demo's is its own world's CLIP-FID), and the published values where the reference notes quote them.
 
     variants: row key (ABLATION_ROWS) → model name; stats: model name → the training code's stats dict
     ({variant, reparam, params, peak_memory_bytes, device}) or None when not written yet; stats_sources:
@@ -459,10 +459,10 @@ def table_ablation(frame: pd.DataFrame, variants: dict, stats: dict, paper: dict
                      "adaln-single and no-reparam to models)")
     frame = prepare(frame)
     models = set(variants.values())
-    sam = frame[(frame["_name"] == bench) & frame["model"].isin(models)]
-    sam = sam[pd.Series([_is_fid(r) for _, r in sam.iterrows()], index=sam.index, dtype=bool)]
-    if len(sam):
-        _check_versions(sam, mixed_versions, "Ablation table")
+    fid = frame[frame["model"].isin(models)]
+    fid = fid[pd.Series([_is_fid(r) for _, r in fid.iterrows()], index=fid.index, dtype=bool)]
+    if len(fid):
+        _check_versions(fid, mixed_versions, "Ablation table")
     prows = {p["key"]: p for p in spec["rows"]}
     labels = {key: prows[key]["model"] for key in ABLATION_ROWS}
     columns = [Column("model", "Model", "info"), Column("params", "#Params", "info", 0, thousands=True),
@@ -471,10 +471,10 @@ def table_ablation(frame: pd.DataFrame, variants: dict, stats: dict, paper: dict
     if any("sam_fid" in p for p in spec["rows"]):
         columns.append(Column("paper_fid", "SAM FID (paper)", "paper", 2))
     measured = {}  # column key -> that setting's rows (one per model)
-    for (protocol, metric, sampler, steps, cfg), group in sam.groupby(["protocol", "metric", "sampler", "steps",
+    for (protocol, metric, sampler, steps, cfg), group in fid.groupby(["protocol", "metric", "sampler", "steps",
                                                                         "cfg"], sort=True):
         column = Column(f"fid|{protocol}|{metric}|{sampler}-{int(steps)}|{float(cfg):g}",
-                        f"SAM FID measured ({metric}, {protocol}, {sampler}-{int(steps)} cfg{float(cfg):g})",
+                        f"FID measured ({metric}, {protocol}, {sampler}-{int(steps)} cfg{float(cfg):g})",
                         "measured", 2, group["_tag"].iloc[0])
         columns.append(column)
         measured[column.key] = group
@@ -514,11 +514,12 @@ def table_ablation(frame: pd.DataFrame, variants: dict, stats: dict, paper: dict
             if len(hit):
                 table.cells[(label, column)] = measured_cell(_unique(hit, f"Ablation {label} {column}"))
     table.notes = [f"{spec['metric']}.", f"Paper: {spec['source']}. {' '.join(spec['missing'].split())}"]
-    if sam.empty:
-        table.notes.append(f"No {bench}@… FID results for {sorted(models)} yet (protocols present: "
-                           f"{_present(frame)}): the SAM FID columns are empty.")
-    table.notes.append("Measured SAM FID: value [95% CI] (bootstrap over generated images); the subset list (its "
-                       "sha256) is part of the protocol: numbers are comparable only on the same list.")
+    if fid.empty:
+        table.notes.append(f"No FID results for {sorted(models)} yet (protocols present: {_present(frame)}): "
+                           f"no measured FID column.")
+    table.notes.append("Measured FID: value [95% CI] (bootstrap over generated images), one column per protocol "
+                       "version and setting; the prompt/reference list (its sha256) is part of the protocol: "
+                       "numbers are comparable only on the same list, and only SAM's with the paper's.")
     return table
 
 

@@ -321,7 +321,7 @@ def test_ablation_table_params_memory_and_sam_fid():
     rows = {r["Variant"]: r for r in csv.DictReader(io.StringIO(tables.to_csv(t)))}
     assert rows["adaLN-single"]["#Params"] == "610856096" and rows["adaLN-single"]["Model"] == "abl-single"
     assert rows["adaLN (per-block, DiT-style)"]["Peak GPU memory, training (GiB)"] == "29.0"
-    fid = next(k for k in rows["adaLN-single"] if k.startswith("SAM FID measured") and k.endswith("cfg4.5)"))
+    fid = next(k for k in rows["adaLN-single"] if k.startswith("FID measured") and k.endswith("cfg4.5)"))
     assert rows["adaLN-single"][fid] == "22.25" and rows["adaLN-single"][f"{fid} protocol"] == "sam@1/fid2k"
     assert "SAM FID (paper)" not in rows["adaLN-single"]    # the paper's Fig. 6 values are not in the reference
 
@@ -336,10 +336,15 @@ def test_ablation_table_missing_stats_wrong_variant_and_no_rows():
         tables.table_ablation(frame, swapped, stats, PAPER)
     with pytest.raises(NoData, match="no model is mapped"):
         tables.table_ablation(frame, {}, stats, PAPER)
-    other = frame.assign(protocol="coco30k@1", bench="coco30k")
-    t = tables.table_ablation(other, variants, stats, PAPER)
+    other = frame.assign(protocol="shapes@1/fid", bench="fid", metric="clip_fid_shapes", scorer="fid_clip_tiny_none")
+    t = tables.table_ablation(other, variants, stats, PAPER)  # any protocol's FID: the demo's own CLIP-FID
+    [column] = [c for c in t.columns if c.kind == "measured"]
+    assert "clip_fid_shapes, shapes@1/fid" in column.label
+    assert t.cell("adaLN-single", column.key).value == 22.25
+    clip_only = frame.assign(metric="clip_score", scorer="clip_vitb32", kind="clip_score")
+    t = tables.table_ablation(clip_only, variants, stats, PAPER)
     assert not [c for c in t.columns if c.kind == "measured"]
-    assert "No sam@… FID results" in tables.to_markdown(t)
+    assert "No FID results" in tables.to_markdown(t)
 
 
 def series_folder(root):
