@@ -104,6 +104,12 @@ def _run_job(request: dict, fds: list[int]) -> int:
     os.environ.update(request["env"])
     if "OMP_NUM_THREADS" in os.environ and "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(max(1, int(os.environ["OMP_NUM_THREADS"])))
+    # a fresh interpreter seeds these from the OS; forked jobs would otherwise all share the server's state
+    import random
+
+    random.seed()
+    if "numpy" in sys.modules:
+        sys.modules["numpy"].random.seed()
     module, *args = request["argv"]
     sys.argv = [module, *args]
     if "" not in sys.path:  # `python -m` puts the working directory first

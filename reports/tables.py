@@ -513,7 +513,8 @@ def table_ablation(frame: pd.DataFrame, variants: dict, stats: dict, paper: dict
             hit = group[group["model"] == model]
             if len(hit):
                 table.cells[(label, column)] = measured_cell(_unique(hit, f"Ablation {label} {column}"))
-    table.notes = [f"{spec['metric']}.", f"Paper: {spec['source']}. {' '.join(spec['missing'].split())}"]
+    table.notes = [f"The paper compares: {spec['metric']}.",
+                   f"Paper: {spec['source']}. {' '.join(spec['missing'].split())}"]
     if fid.empty:
         table.notes.append(f"No FID results for {sorted(models)} yet (protocols present: {_present(frame)}): "
                            f"no measured FID column.")

@@ -54,6 +54,7 @@ def test_small_demo_runs_every_stage_to_the_report_and_reruns_nothing(tmp_path):
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     cold = time.perf_counter() - started
     res = tmp_path / "results"
+    assert "serving on" in (res / "logs/prefork.log").read_text()  # demo.yaml forks its jobs (pixart/prefork.py)
     vae = json.loads((res / "shapes/vae/train_summary.json").read_text())
     assert vae["psnr_held_out"] > vae["psnr_untrained"]
     for recipe, steps in (("stage1-dit", 10), ("stage2", 20), ("stage2-adaln", 20), ("stage2-no-reparam", 20),

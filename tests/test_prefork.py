@@ -23,6 +23,9 @@ JOB = textwrap.dedent("""
     print("env", os.environ.get("PREFORK_TEST_VALUE"))
     print("threads", torch.get_num_threads())
     print("value", float((x @ x).sum()))
+    import random
+    import numpy
+    print("unseeded", random.random(), numpy.random.random())
     print("to stderr", file=sys.stderr)
     if len(sys.argv) > 1 and sys.argv[1] == "raise":
         raise RuntimeError("job failed on purpose")
@@ -78,10 +81,12 @@ def test_a_forked_job_matches_a_fresh_interpreter(server, tmp_path):
     fresh = _client(cwd, threads="2")
     forked = _client(cwd, socket_path=server, threads="2")
     assert fresh.returncode == forked.returncode == 0, forked.stderr
-    assert fresh.stdout == forked.stdout and fresh.stderr == forked.stderr == "to stderr\n"
-    out = _lines(forked.stdout)
+    out, again = _lines(forked.stdout), _lines(_client(cwd, socket_path=server, threads="1").stdout)
+    assert {**_lines(fresh.stdout), "unseeded": ""} == {**out, "unseeded": ""}
+    assert fresh.stderr == forked.stderr == "to stderr\n"
     assert out["cwd"] == str(cwd) and out["env"] == "from the client" and out["threads"] == "2"
-    assert _lines(_client(cwd, socket_path=server, threads="1").stdout)["threads"] == "1"
+    assert again["threads"] == "1"
+    assert again["unseeded"] != out["unseeded"]  # Python's and numpy's global RNGs are reseeded per job
 
 
 def test_exit_status_and_tracebacks_reach_the_caller(server, tmp_path):
