@@ -99,7 +99,10 @@ def read_losses(path: str | Path) -> pd.Series:
 
 def steps_to(losses: pd.Series, target: float, window: int) -> int | None:
     """First step at which the running mean over `window` steps is at or below `target` (None: never)."""
-    smooth = running_mean(losses, window)
+    return _first_at_or_below(running_mean(losses, window), target)
+
+
+def _first_at_or_below(smooth: pd.Series, target: float) -> int | None:
     hit = smooth[smooth <= target]
     return int(hit.index[0]) if len(hit) else None
 
@@ -113,13 +116,13 @@ def check_steps_to_loss(spec: dict) -> dict:
     runs, window = spec["runs"], int(spec.get("window", 50))
     names = list(runs)
     claim = f"{names[0]} reaches the training loss in fewer steps than {', '.join(names[1:])}"
-    losses = {name: read_losses(path) for name, path in runs.items()}
+    smooth = {name: running_mean(read_losses(path), window) for name, path in runs.items()}
     target = spec.get("target")
     if target is None:
-        target = max(float(running_mean(l, window).iloc[-1]) for l in losses.values())
-    reached = {name: steps_to(l, float(target), window) for name, l in losses.items()}
+        target = max(float(s.iloc[-1]) for s in smooth.values())
+    reached = {name: _first_at_or_below(s, float(target)) for name, s in smooth.items()}
     measured = f"loss {float(target):.4f} (running mean over {window} steps) reached at " + ", ".join(
-        f"{name}: {'never (' + str(int(losses[name].index[-1])) + ' steps)' if s is None else f'step {s}'}"
+        f"{name}: {'never (' + str(int(smooth[name].index[-1])) + ' steps)' if s is None else f'step {s}'}"
         for name, s in reached.items())
     first = reached[names[0]]
     holds = first is not None and all(s is None or first < s for name, s in reached.items() if name != names[0])

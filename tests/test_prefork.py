@@ -29,12 +29,11 @@ JOB = textwrap.dedent("""
     print("to stderr", file=sys.stderr)
     if len(sys.argv) > 1 and sys.argv[1] == "raise":
         raise RuntimeError("job failed on purpose")
-    if len(sys.argv) > 1 and sys.argv[1] == "sleep":
+    if len(sys.argv) > 1 and sys.argv[1] == "sleep":  # write the job's pid to argv[2], then wait
         open(sys.argv[2] + ".tmp", "w").write(str(os.getpid()))
         os.replace(sys.argv[2] + ".tmp", sys.argv[2])
         import time
         time.sleep(60)
-        open(sys.argv[3], "w").close()
     sys.exit(int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 0)
 """)
 
@@ -100,19 +99,18 @@ def test_exit_status_and_tracebacks_reach_the_caller(server, tmp_path):
     assert missing.returncode == 1 and "no_such_module_here" in missing.stderr
 
 
-def test_a_killed_client_takes_its_job_with_it(server, tmp_path):
+def _sleeping_job(server: str, tmp_path: Path) -> tuple[subprocess.Popen, int]:
+    """A client whose forked job has started and sleeps: (the client process, the job's pid)."""
     cwd = _job_dir(tmp_path)
-    started, finished = tmp_path / "started", tmp_path / "finished"
+    started = tmp_path / "started"
     env = {**os.environ, prefork.ENV_VAR: server, "PYTHONPATH": str(ROOT)}
-    client = subprocess.Popen([sys.executable, "-m", "pixart.prefork", "-m", "prefork_job", "sleep", str(started),
-                               str(finished)], cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = subprocess.Popen([sys.executable, "-m", "pixart.prefork", "-m", "prefork_job", "sleep", str(started)],
+                              cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 60
     while not started.exists():
         assert time.time() < deadline and client.poll() is None
         time.sleep(0.1)
-    client.send_signal(signal.SIGKILL)
-    client.wait(timeout=10)
-    assert _ends(int(started.read_text()))
+    return client, int(started.read_text())
 
 
 def _ends(pid: int, within: float = 10.0) -> bool:
@@ -127,19 +125,18 @@ def _ends(pid: int, within: float = 10.0) -> bool:
     return False
 
 
+def test_a_killed_client_takes_its_job_with_it(server, tmp_path):
+    client, job = _sleeping_job(server, tmp_path)
+    client.send_signal(signal.SIGKILL)
+    client.wait(timeout=10)
+    assert _ends(job)
+
+
 def test_sigterm_is_forwarded_to_the_job(server, tmp_path):
-    cwd = _job_dir(tmp_path)
-    started, finished = tmp_path / "started", tmp_path / "finished"
-    env = {**os.environ, prefork.ENV_VAR: server, "PYTHONPATH": str(ROOT)}
-    client = subprocess.Popen([sys.executable, "-m", "pixart.prefork", "-m", "prefork_job", "sleep", str(started),
-                               str(finished)], cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 60
-    while not started.exists():
-        assert time.time() < deadline and client.poll() is None
-        time.sleep(0.1)
+    client, job = _sleeping_job(server, tmp_path)
     client.send_signal(signal.SIGTERM)
     assert client.wait(timeout=10) == 128 + signal.SIGTERM
-    assert _ends(int(started.read_text()))
+    assert _ends(job)
 
 
 def test_without_a_server_the_client_runs_the_job_itself(tmp_path):

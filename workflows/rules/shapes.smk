@@ -41,7 +41,7 @@ rule shapes_vae:
         f"{R}/logs/shapes/vae.log",
     shell:
         "{PY} -m pixart.train.vae --data {params.data} --out {params.out} --steps {params.s[vae_steps]}"
-        " --seed {params.s[seed]} --threads {params.s[threads]} --crop {params.s[vae_crop]} > {log} 2>&1"
+        " --seed {params.s[seed]} --threads {threads} --crop {params.s[vae_crop]} > {log} 2>&1"
 
 
 rule shapes_clip:
@@ -59,4 +59,4 @@ rule shapes_clip:
         f"{R}/logs/shapes/clip.log",
     shell:
         "{PY} -m evals.shapes.train_clip --data {params.data} --out {params.out} --steps {params.s[clip_steps]}"
-        " --seed {params.s[seed]} --threads {params.s[threads]} > {log} 2>&1"
+        " --seed {params.s[seed]} --threads {threads} > {log} 2>&1"

@@ -49,7 +49,6 @@ rule train:
     params:
         out=lambda w: f"{R}/train/{w.recipe}",
         launch=lambda w: train_launcher(w.recipe),
-        threads=lambda w: train_recipe(w.recipe)["threads"],
     threads: lambda w: train_recipe(w.recipe)["threads"]
     resources:
         gpu=lambda w: train_recipe(w.recipe)["gpus"],
@@ -57,5 +56,5 @@ rule train:
     log:
         f"{R}/logs/train/{{recipe}}.log",
     shell:
-        "{params.launch} -m pixart.train --recipe {input.recipe} --out {params.out} --threads {params.threads}"
+        "{params.launch} -m pixart.train --recipe {input.recipe} --out {params.out} --threads {threads}"
         " > {log} 2>&1"
