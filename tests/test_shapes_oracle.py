@@ -53,6 +53,19 @@ def test_parser_tolerates_pixel_noise():
         assert _attributes(parsed) == _attributes(scene.objects), scene.caption
 
 
+@pytest.mark.parametrize("width", [1, 2, 3])
+def test_parser_takes_slivers_one_or_two_pixels_wide(width):
+    """A generated image may hold a thin streak: every template (the cross's arms included) fits its box."""
+    pixels = np.full((64, 64, 3), world.BACKGROUND, np.uint8)
+    pixels[10:40, 20:20 + width] = world.COLOURS["red"]
+    pixels[50:50 + width, 5:45] = world.COLOURS["blue"]
+    parsed = oracle.parse_scene(Image.fromarray(pixels))
+    assert sorted(o.colour for o in parsed) == ["blue", "red"]
+    assert {o.box for o in parsed} == {(20, 10, 20 + width, 40), (5, 50, 45, 50 + width)}
+    for shape in world.SHAPES:
+        assert world.shape_mask(shape, width, 30).shape == (30, width)
+
+
 @pytest.mark.parametrize("size", [32, 64, 128])
 def test_detector_contract_in_the_detector_frame(size, prompt_scenes):
     for scene in prompt_scenes["spatial"][:15]:

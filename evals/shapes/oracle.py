@@ -41,7 +41,7 @@ from scipy import ndimage
 from evals.metrics import compbench as cb
 from evals.shapes import world
 
-ORACLE_VERSION = 1
+ORACLE_VERSION = 2  # 2: slivers 1-2 px wide no longer crash the cross template
 REFERENCE_NAMES = ("background", "ink", *world.COLOURS)
 BACKGROUND_INDEX, INK_INDEX, FIRST_PALETTE_INDEX = 0, 1, 2
 REFERENCE_RGB = np.array([world.BACKGROUND, world.INK, *world.COLOURS.values()], np.float32)

@@ -371,7 +371,8 @@ def shape_mask(shape: str, width: int, height: int) -> np.ndarray:
     elif shape == "triangle":
         draw.polygon([(right / 2, 0), (0, bottom), (right, bottom)], fill=255)
     elif shape == "cross":
-        x_arm, y_arm = round(width * 0.35), round(height * 0.35)
+        # arms 35 % in from each side; clamped so a box 1-2 px wide (a sliver the oracle may meet) still draws
+        x_arm, y_arm = min(round(width * 0.35), right // 2), min(round(height * 0.35), bottom // 2)
         draw.rectangle((0, y_arm, right, bottom - y_arm), fill=255)
         draw.rectangle((x_arm, 0, right - x_arm, bottom), fill=255)
     else:
