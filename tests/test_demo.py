@@ -11,10 +11,12 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
+DEMO_CHECKS = yaml.safe_load((ROOT / "workflows/config/demo.yaml").read_text())["checks"]
 
 
 def _run(args, cwd, timeout=900):
@@ -78,7 +80,7 @@ def test_small_demo_runs_every_stage_to_the_report_and_reruns_nothing(tmp_path):
     assert any(f.startswith("fid_vs_clip") for f in figures) and any(f.startswith("step__") for f in figures)
     assert "grid__pixart-shapes__fid_cfg__dpm-solver-5.png" in figures, figures
     checks = json.loads((report / "checks.json").read_text())
-    assert set(checks) == {"later_checkpoints_better", "clip_rises_with_cfg", "reparam_converges_sooner"}
+    assert set(checks) == set(DEMO_CHECKS)
     for check in checks.values():  # each was evaluated (its verdict may be either at this size)
         assert check["holds"] in (True, False) and check["measured"]
     assert "stage2: step" in checks["reparam_converges_sooner"]["measured"]
@@ -97,4 +99,34 @@ def test_small_demo_runs_every_stage_to_the_report_and_reruns_nothing(tmp_path):
     for recipe in ("stage2-adaln", "stage2", "stage2-no-reparam"):
         params = json.loads((res / f"train/{recipe}/stats.json").read_text())["params"]
         assert f"{params:,}" in ablation
-    assert re.search(r"checks: \d of 3 hold|check later_checkpoints_better", (res / "logs/report.log").read_text())
+    assert re.search(r"checks: \d of 4 hold|check later_checkpoints_better", (res / "logs/report.log").read_text())
+
+
+def demo_size_config(tmp_path: Path) -> Path:
+    """demo.yaml at its own sizes (scenes, models, training steps, prompts, sampler: the same trained weights
+    and numbers as `make demo`), less what no check reads: the adaLN ablation run and the shape, texture and
+    complex categories."""
+    config = yaml.safe_load((ROOT / "workflows/config/demo.yaml").read_text())
+    del config["train"]["recipes"]["stage2-adaln"], config["models"]["adaln"], config["ablation"]["adaln"]
+    for bench in ("shape", "texture", "complex"):
+        del config["benchmarks"][bench]
+    path = tmp_path / "demo-checks.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+@pytest.mark.slow
+def test_at_the_demos_size_the_metrics_move_the_way_they_must(tmp_path):
+    """The issue's behaviour claims, on the demo's own models: FID and CLIP score of the last stage-2
+    checkpoint beat the first with CIs apart, CLIP score rises with cfg over the low range, the re-parameterised
+    run reaches the loss sooner. The compositional claim is evaluated and reported; it does not hold yet."""
+    result = _run(["--configfile", str(demo_size_config(tmp_path)), "--profile", str(ROOT / "workflows/profiles/local"),
+                   "--cores", "2"], tmp_path, timeout=1500)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
+    checks = json.loads((tmp_path / "results/report/checks.json").read_text())
+    assert set(checks) == set(DEMO_CHECKS)
+    for name in ("later_checkpoints_better", "clip_rises_with_cfg", "reparam_converges_sooner"):
+        assert checks[name]["holds"] is True, f"{name}: {checks[name]['measured']}"
+    compose = checks["later_checkpoints_compose_better"]
+    assert compose["holds"] in (True, False) and "color/shapes_binding" in compose["measured"]
+    print({name: check["measured"] for name, check in checks.items()})

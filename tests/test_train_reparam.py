@@ -1,10 +1,12 @@
 """DiT → PixArt re-parameterisation: DiT without class is reproduced at t = 500; text is inert at init."""
 import copy
+import math
 
 import pytest
 import torch
 
-from pixart.train.reparam import REPARAM_T, ReparamError, main, pixart_config_from_dit, reparameterize
+from pixart.train.reparam import (REPARAM_T, ReparamError, caption_projection_std, main, pixart_config_from_dit,
+                                  reparameterize)
 from pixart.train.variants import AdaLNBlock, PixArtAdaLNTransformer2DModel
 
 CAPTION_CHANNELS = 24
@@ -174,8 +176,19 @@ def test_text_path_is_initialised_like_the_original(pair):
     for block in model.transformer_blocks:
         assert not block.attn2.to_out[0].weight.any() and not block.attn2.to_out[0].bias.any()
         assert block.attn2.to_q.weight.abs().sum() > 0 and not block.attn2.to_q.bias.any()
-    weight = model.caption_projection.linear_1.weight
-    assert abs(weight.std().item() - 0.02) < 0.005 and not model.caption_projection.linear_1.bias.any()
+    hidden = model.caption_projection.linear_2.in_features
+    for linear, expected in ((model.caption_projection.linear_1, 0.02 * math.sqrt(4096 / CAPTION_CHANNELS)),
+                             (model.caption_projection.linear_2, 0.02 * math.sqrt(1152 / hidden))):
+        assert abs(linear.weight.std().item() / expected - 1) < 0.15 and not linear.bias.any()
+
+
+def test_caption_projection_std_is_the_originals_at_xl_width_and_keeps_its_scale_at_others():
+    assert caption_projection_std(4096, 4096) == 0.02 and caption_projection_std(1152, 1152) == 0.02
+    torch.manual_seed(0)
+    captions = torch.randn(4096, 32)  # unit-variance T5 states of a tiny encoder
+    xl_scale = 0.02 * math.sqrt(4096)  # std of XL's first projection on unit-variance T5-XXL states
+    weight = torch.randn(128, 32) * caption_projection_std(32, 4096)
+    assert abs((captions @ weight.T).std().item() / xl_scale - 1) < 0.1
 
 
 def test_micro_conditions_add_nothing_at_init():

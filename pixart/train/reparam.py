@@ -23,7 +23,8 @@ adaLN-Zero output Linear_i(SiLU(e_i(t))) **without the class embedding**, as the
   table = proj_out_1(SiLU(e_DiT(500))) − e(500) (shift row first, as in both chunk orders): exact at t = 500 only.
 - new text path, the original PixArt initialisation: cross-attention q/k/v xavier-uniform, its output projection
   zero (so at initialisation text has no effect and the forward equals DiT's without class), caption projection
-  weights normal(0.02) with zero biases. For 1024-MS configs, the micro-condition embedders' output layers are
+  weights normal(0.02) at PixArt-XL's widths (4096 → 1152 → 1152), scaled by sqrt(XL fan-in / fan-in) at others so
+  the projected caption has XL's scale, with zero biases. For 1024-MS configs, the micro-condition embedders' output layers are
   zero as well, so they too add nothing at initialisation.
 Both libraries order the six chunks the same way (shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp):
 AdaLayerNormZero does `emb.chunk(6, dim=1)`, and the PixArt block does `(table + t0.reshape(B, 6, h)).chunk(6, 1)`.
@@ -33,6 +34,7 @@ defaults to 1e-5 in diffusers, while PixArt's is 1e-6. The difference is of orde
 """
 import argparse
 import copy
+import math
 from pathlib import Path
 
 import torch
@@ -42,6 +44,7 @@ from torch import nn
 from pixart.train.variants import VARIANTS, build_variant, variant_of
 
 REPARAM_T = 500  # the paper's matching timestep
+CAPTION_PROJECTION_XL_FAN_IN = (4096, 1152)  # PixArt-XL's y_proj: T5-XXL width → hidden → hidden
 # config fields that DiT and PixArt name alike and that must agree for the weights to be copied
 _SHARED_FIELDS = ("num_attention_heads", "attention_head_dim", "num_layers", "patch_size", "in_channels",
                   "attention_bias", "activation_fn")
@@ -119,6 +122,13 @@ def _copy_trunk(dit: nn.Module, model: nn.Module):
             _copy_(target[new], tensor, key)
 
 
+def caption_projection_std(fan_in: int, xl_fan_in: int) -> float:
+    """PixArt's normal(0.02), scaled by sqrt(xl_fan_in / fan_in) so the projected caption keeps PixArt-XL's
+    scale at any width (exactly 0.02 at XL's). Unscaled, T5 states of width 32 reach the cross-attention ~30×
+    weaker than XL's 4096 do, and a small model learns to ignore the text (docs/status.md, session 5)."""
+    return 0.02 * math.sqrt(xl_fan_in / fan_in)
+
+
 def _init_text_path(model: nn.Module):
     """The original PixArt initialisation of what DiT lacks; zero outputs keep the DiT function at init."""
     for block in model.transformer_blocks:
@@ -127,8 +137,9 @@ def _init_text_path(model: nn.Module):
             nn.init.zeros_(proj.bias)
         nn.init.zeros_(block.attn2.to_out[0].weight)
         nn.init.zeros_(block.attn2.to_out[0].bias)
-    for linear in (model.caption_projection.linear_1, model.caption_projection.linear_2):
-        nn.init.normal_(linear.weight, std=0.02)
+    for linear, xl_fan_in in zip((model.caption_projection.linear_1, model.caption_projection.linear_2),
+                                 CAPTION_PROJECTION_XL_FAN_IN):
+        nn.init.normal_(linear.weight, std=caption_projection_std(linear.in_features, xl_fan_in))
         nn.init.zeros_(linear.bias)
     emb = model.adaln_single.emb
     if emb.use_additional_conditions:
