@@ -16,7 +16,14 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 SNAKEMAKE = [sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile")]
-DEMO_CHECKS = yaml.safe_load((ROOT / "workflows/config/demo.yaml").read_text())["checks"]
+
+
+def demo_config() -> dict:
+    """A fresh copy of workflows/config/demo.yaml, to derive test configs from."""
+    return yaml.safe_load((ROOT / "workflows/config/demo.yaml").read_text())
+
+
+DEMO_CHECKS = demo_config()["checks"]
 
 
 def _run(args, cwd, timeout=900):
@@ -27,7 +34,7 @@ def _run(args, cwd, timeout=900):
 def small_demo_config(tmp_path: Path) -> Path:
     """demo.yaml with fewer scenes, training steps, prompts and cells; every section and rule kept (shape and
     texture use the colour rule's scorer, so they are left out here)."""
-    config = yaml.safe_load((ROOT / "workflows/config/demo.yaml").read_text())
+    config = demo_config()
     config["shapes"].update(n_train=300, n_reference=40, vae_steps=40, clip_steps=60)
     recipes = config["train"]["recipes"]
     recipes["stage1-dit"].update(steps=10, save_every=10)
@@ -106,7 +113,7 @@ def demo_size_config(tmp_path: Path) -> Path:
     """demo.yaml at its own sizes (scenes, models, training steps, prompts, sampler: the same trained weights
     and numbers as `make demo`), less what no check reads: the adaLN run, the ablation's samples, the shape,
     texture and complex categories, and the headline model's cells other than its cfg sweep."""
-    config = yaml.safe_load((ROOT / "workflows/config/demo.yaml").read_text())
+    config = demo_config()
     del config["train"]["recipes"]["stage2-adaln"], config["models"]["adaln"], config["models"]["no-reparam"]
     config["ablation"] = {}
     for bench in ("shape", "texture", "complex"):

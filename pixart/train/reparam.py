@@ -23,9 +23,9 @@ adaLN-Zero output Linear_i(SiLU(e_i(t))) **without the class embedding**, as the
   table = proj_out_1(SiLU(e_DiT(500))) − e(500) (shift row first, as in both chunk orders): exact at t = 500 only.
 - new text path, the original PixArt initialisation: cross-attention q/k/v xavier-uniform, its output projection
   zero (so at initialisation text has no effect and the forward equals DiT's without class), caption projection
-  weights normal(0.02) at PixArt-XL's widths (4096 → 1152 → 1152), scaled by sqrt(XL fan-in / fan-in) at others so
-  the projected caption has XL's scale, with zero biases. For 1024-MS configs, the micro-condition embedders' output layers are
-  zero as well, so they too add nothing at initialisation.
+  weights normal(0.02) at PixArt-XL's widths (4096 → 1152 → 1152), scaled by sqrt(XL fan-in / fan-in) at others
+  so the projected caption has XL's scale, with zero biases. For 1024-MS configs, the micro-condition embedders'
+  output layers are zero as well, so they too add nothing at initialisation.
 Both libraries order the six chunks the same way (shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp):
 AdaLayerNormZero does `emb.chunk(6, dim=1)`, and the PixArt block does `(table + t0.reshape(B, 6, h)).chunk(6, 1)`.
 So no reordering is needed.
