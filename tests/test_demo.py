@@ -111,15 +111,16 @@ def test_small_demo_runs_every_stage_to_the_report_and_reruns_nothing(tmp_path):
 
 def demo_size_config(tmp_path: Path) -> Path:
     """demo.yaml at its own sizes (scenes, models, training steps, prompts, sampler: the same trained weights
-    and numbers as `make demo`), less what no check reads: the adaLN run, the ablation's samples, the shape,
-    texture and complex categories, and the headline model's cells other than its cfg sweep."""
+    and numbers as `make demo`), less what the asserted checks do not read: the adaLN run, the ablation's
+    samples, every compositional category (the compositional check does not hold at this size; the small
+    demo test evaluates it), and the headline model's cells other than its cfg sweep."""
     config = demo_config()
     del config["train"]["recipes"]["stage2-adaln"], config["models"]["adaln"], config["models"]["no-reparam"]
     config["ablation"] = {}
-    for bench in ("shape", "texture", "complex"):
+    for bench in ("color", "shape", "texture", "spatial", "complex"):
         del config["benchmarks"][bench]
-    for bench in ("fid", "color", "spatial"):
-        config["benchmarks"][bench]["models"] = ["stage2"]
+    del config["checks"]["later_checkpoints_compose_better"]
+    config["benchmarks"]["fid"]["models"] = ["stage2"]
     path = tmp_path / "demo-checks.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
@@ -129,14 +130,13 @@ def demo_size_config(tmp_path: Path) -> Path:
 def test_at_the_demos_size_the_metrics_move_the_way_they_must(tmp_path):
     """The issue's behaviour claims, on the demo's own models: FID and CLIP score of the last stage-2
     checkpoint beat the first with CIs apart, CLIP score rises with cfg over the low range, the re-parameterised
-    run reaches the loss sooner. The compositional claim is evaluated and reported; it does not hold yet."""
+    run reaches the loss sooner. (The compositional claim does not hold at the demo's CPU budget: docs/status.md
+    has the numbers, up to 10× the demo's stage-2 steps.)"""
     result = _run(["--configfile", str(demo_size_config(tmp_path)), "--profile", str(ROOT / "workflows/profiles/local"),
                    "--cores", "2"], tmp_path, timeout=1500)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     checks = json.loads((tmp_path / "results/report/checks.json").read_text())
-    assert set(checks) == set(DEMO_CHECKS)
-    for name in ("later_checkpoints_better", "clip_rises_with_cfg", "reparam_converges_sooner"):
-        assert checks[name]["holds"] is True, f"{name}: {checks[name]['measured']}"
-    compose = checks["later_checkpoints_compose_better"]
-    assert compose["holds"] in (True, False) and "color/shapes_binding" in compose["measured"]
+    assert set(checks) == {"later_checkpoints_better", "clip_rises_with_cfg", "reparam_converges_sooner"}
+    for name, check in checks.items():
+        assert check["holds"] is True, f"{name}: {check['measured']}"
     print({name: check["measured"] for name, check in checks.items()})
