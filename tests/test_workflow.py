@@ -135,6 +135,7 @@ def _series_config(tmp_path, tiny):
                                  "seed_rule": "per_image", "seed_base": 42, "metrics": ["clip_tiny"]}},
         "sweep": {"samplers": ["dpm-solver:5"], "cfg": [4.5]},
         "generation": {"batch_size": 4, "shards": 1},
+        "prefork": True,  # jobs fork from one pre-imported interpreter; the micro DAG runs them plainly
     }
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -237,6 +238,7 @@ def _training_config(tmp_path):
                                  "seed_rule": "per_image", "seed_base": 42, "metrics": ["clip_tiny"]}},
         "sweep": {"samplers": ["dpm-solver:5"], "cfg": [4.5]},
         "generation": {"batch_size": 4, "shards": 1},
+        "prefork": True,
     }
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump(config))
