@@ -24,6 +24,8 @@ def demo_config() -> dict:
 
 
 DEMO_CHECKS = demo_config()["checks"]
+# the one claim that does not hold on 2 CPU cores, even at 10× the demo's steps (docs/status.md)
+COMPOSE_CHECK = "later_checkpoints_compose_better"
 
 
 def _run(args, cwd, timeout=900):
@@ -119,7 +121,7 @@ def demo_size_config(tmp_path: Path) -> Path:
     config["ablation"] = {}
     for bench in ("color", "shape", "texture", "spatial", "complex"):
         del config["benchmarks"][bench]
-    del config["checks"]["later_checkpoints_compose_better"]
+    del config["checks"][COMPOSE_CHECK]
     config["benchmarks"]["fid"]["models"] = ["stage2"]
     path = tmp_path / "demo-checks.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -136,7 +138,7 @@ def test_at_the_demos_size_the_metrics_move_the_way_they_must(tmp_path):
                    "--cores", "2"], tmp_path, timeout=1500)
     assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
     checks = json.loads((tmp_path / "results/report/checks.json").read_text())
-    assert set(checks) == {"later_checkpoints_better", "clip_rises_with_cfg", "reparam_converges_sooner"}
+    assert set(checks) == set(DEMO_CHECKS) - {COMPOSE_CHECK}
     for name, check in checks.items():
         assert check["holds"] is True, f"{name}: {check['measured']}"
     print({name: check["measured"] for name, check in checks.items()})
