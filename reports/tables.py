@@ -41,6 +41,9 @@ MIXED_MODES = ("separate", "refuse")
 COMPBENCH_KIND = {"color": "compbench_blip_vqa", "shape": "compbench_blip_vqa", "texture": "compbench_blip_vqa",
                   "spatial": "compbench_spatial_2d", "non_spatial": "clip_score", "complex": "compbench_complex",
                   "3d_spatial": "compbench_spatial_3d", "numeracy": "compbench_numeracy"}
+# The T2I-CompBench rule scorers; the compbench_rules table collects them from any other protocol.
+COMPBENCH_RULE_KINDS = ("compbench_blip_vqa", "compbench_spatial_2d", "compbench_complex", "compbench_spatial_3d",
+                        "compbench_numeracy")
 COMPBENCH_SUBSET_ALIASES = {"non-spatial": "non_spatial", "action": "non_spatial", "3d": "3d_spatial",
                             "spatial_3d": "3d_spatial", "2d_spatial": "spatial"}
 
@@ -310,6 +313,20 @@ def np_num_columns(group: pd.DataFrame, what: str) -> list[tuple[int | None, pd.
     return [(n, group[(np_value == n) | np_value.isna()]) for n in sorted(np_nums, reverse=True)]
 
 
+def add_compbench_columns(table: Table, rows: pd.DataFrame, row_label: dict, what: str) -> None:
+    """One measured column per (protocol version, model, sampler, steps, cfg) and BLIP-VQA np_num."""
+    keys = ["_tag", "model", "sampler", "steps", "cfg"]
+    for (tag, *_), group in rows.sort_values(keys).groupby(keys, sort=False):
+        label = f"measured: {config_label(group.iloc[0])} ({tag}"
+        for np_num, part in np_num_columns(group, f"{what} {label})"):
+            column_label = label + (f", np_num={np_num})" if np_num is not None else ")")
+            key = f"measured|{tag}|{column_label}"
+            table.columns.append(Column(key, column_label, "measured", 4, tag))
+            for cat, cat_rows in part.groupby("category"):
+                row = _unique(cat_rows, f"{what} {column_label} {cat}")
+                table.cells[(row_label[cat], key)] = measured_cell(row)
+
+
 def table3(frame: pd.DataFrame, paper: dict | None = None, mixed_versions: str = "separate",
            bench: str = "t2i_compbench") -> Table:
     """Table 3: categories as rows; both published PixArt-α sets (A: np_num=2 era, B: np_num=8) and the
@@ -332,16 +349,7 @@ def table3(frame: pd.DataFrame, paper: dict | None = None, mixed_versions: str =
             if cat in row_label:
                 table.cells[(row_label[cat], f"paper|{p['key']}")] = Cell(value=float(value))
 
-    keys = ["_tag", "model", "sampler", "steps", "cfg"]
-    for (tag, *_), group in rows.sort_values(keys).groupby(keys, sort=False):
-        label = f"measured: {config_label(group.iloc[0])} ({tag}"
-        for np_num, part in np_num_columns(group, f"Table 3 {label})"):
-            column_label = label + (f", np_num={np_num})" if np_num is not None else ")")
-            key = f"measured|{tag}|{column_label}"
-            table.columns.append(Column(key, column_label, "measured", 4, tag))
-            for cat, cat_rows in part.groupby("category"):
-                row = _unique(cat_rows, f"Table 3 {column_label} {cat}")
-                table.cells[(row_label[cat], key)] = measured_cell(row)
+    add_compbench_columns(table, rows, row_label, "Table 3")
     table.notes = [f"Why the two PixArt-α sets differ: {' '.join(spec['why_sets_differ'].split())}"]
     table.notes += [f"{p['model']}: {p['source']}." + (f" {p['note']}" if p.get("note") else "") for p in spec["rows"]]
     table.notes.append("Measured: value [95% CI]; each cell's footnote names its protocol@version, metric and "
@@ -351,6 +359,39 @@ def table3(frame: pd.DataFrame, paper: dict | None = None, mixed_versions: str =
     extra = sorted(set(rows["category"]) - set(spec["categories"]))
     if extra:
         table.notes.append(f"Subsets without a paper value: {', '.join(extra)} (different prompt list or category).")
+    return table
+
+
+def table_compbench_rules(frame: pd.DataFrame, paper: dict | None = None, mixed_versions: str = "separate") -> Table:
+    """T2I-CompBench's rules (the compbench_* scorers) on prompt sets other than T2I-CompBench's own, e.g. the
+    shapes world's categories or a custom protocol: categories as rows (Table 3's order and labels), one
+    measured column per configuration, protocol version and np_num. No paper column: nothing was published
+    on these prompts, and Table 3's numbers are not comparable with them."""
+    paper = paper or load_paper_values()
+    labels = paper["table3_t2i_compbench"].get("category_labels", {})
+    frame = prepare(frame)
+    kinds = frame["kind"] if "kind" in frame else pd.Series(None, index=frame.index, dtype=object)
+    rows = frame[(frame["_name"] != "t2i_compbench") & kinds.isin(COMPBENCH_RULE_KINDS)].copy()
+    if rows.empty:
+        raise NoData(f"T2I-CompBench rules table: no compbench_* scores outside t2i_compbench "
+                     f"(protocols present: {_present(frame)})")
+    _check_versions(rows, mixed_versions, "T2I-CompBench rules table")
+    rows["category"] = [COMPBENCH_SUBSET_ALIASES.get(str(s), str(s)) if s else str(n)
+                        for s, n in zip(rows["_subset"], rows["_name"])]
+    present = set(rows["category"])
+    cats = [c for c in COMPBENCH_KIND if c in present] + sorted(present - set(COMPBENCH_KIND))
+    row_label = {c: labels.get(c, c) for c in cats}
+    table = Table("compbench_rules", "T2I-CompBench rules on other prompt sets", "Category",
+                  [row_label[c] for c in cats], [])
+    add_compbench_columns(table, rows, row_label, "T2I-CompBench rules table")
+    names = sorted(set(rows["_name"]))
+    table.notes = [f"Prompt sets: {', '.join(names)}; each column names its protocol@version, each cell's footnote "
+                   f"its scorer. Scored with T2I-CompBench's rules (BLIP-VQA product, 2D spatial, 3-in-1) and "
+                   f"whatever backends the scorers name; no published values exist for these prompts.",
+                   "Measured: value [95% CI]."]
+    if "shapes" in names:
+        table.notes.append("shapes: a model that draws exactly what each caption says scores 1.0 in every "
+                           "category (tests/test_shapes_oracle.py scores the renders of the prompts' scenes).")
     return table
 
 
@@ -588,7 +629,8 @@ def series_table(series: str, status: list[dict], gates: dict, settings: dict) -
 
 
 # Tables built from the results table alone (the ablation also needs training stats, series their gates).
-BUILDERS = {"table2": table2, "table3": table3, "wise": table_wise, "geneval": table_geneval}
+BUILDERS = {"table2": table2, "table3": table3, "compbench_rules": table_compbench_rules, "wise": table_wise,
+            "geneval": table_geneval}
 
 
 # ------------------------------------------------------------------------------------------------ rendering

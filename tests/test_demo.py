@@ -84,7 +84,9 @@ def test_small_demo_runs_every_stage_to_the_report_and_reruns_nothing(tmp_path):
 
     report = res / "report"
     names = {p.name for p in (report / "tables").iterdir()}
-    assert {"ablation.md", "checks.md", "series__stage2.md"} <= names, names
+    assert {"ablation.md", "checks.md", "series__stage2.md", "compbench_rules.md"} <= names, names
+    categories = (report / "tables/compbench_rules.md").read_text()
+    assert all(f"| {c} |" in categories for c in ("Color", "2D Spatial", "Complex"))  # the categories scored here
     figures = {p.name for p in (report / "figures").glob("*.png")}
     assert any(f.startswith("fid_vs_clip") for f in figures) and any(f.startswith("step__") for f in figures)
     assert "grid__pixart-shapes__fid_cfg__dpm-solver-5.png" in figures, figures

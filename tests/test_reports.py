@@ -46,6 +46,10 @@ def results():
     rows.append(row("geneval@1", "geneval", 0.418, 0.40, 0.44, kind="geneval", scorer="geneval_mask2former_clip"))
     rows += [row("geneval@1", f"geneval/{t}", v, v - 0.03, v + 0.03, kind="geneval", scorer="geneval_mask2former_clip")
              for t, v in tasks.items()]
+    # T2I-CompBench's rules on another prompt set (the shapes world), beside its FID/CLIP subset
+    rows += [row("shapes@1/color", "shapes_binding", 0.25, 0.15, 0.35, kind="compbench_blip_vqa", np_num=8),
+             row("shapes@1/spatial", "shapes_spatial", 0.125, 0.05, 0.2, kind="compbench_spatial_2d"),
+             row("shapes@1/fid", "clip_shapes", 0.2, 0.18, 0.22, kind="clip_score")]
     for step, fid in ((1000, 40.0), (2000, 35.0), (3000, 32.5)):  # a checkpoint series
         rows.append(row("coco30k@1", "fid30k", fid, fid - 1, fid + 1, model=f"run@{step}", kind="fidelity",
                         scorer="fid_clean_inception_coco256"))
@@ -85,6 +89,22 @@ def test_table3_paper_sets_and_measured_cells(results):
     assert spatial["paper: SD v1.4"] == "0.1246"
     tex = tables.to_latex(t)
     assert r"PixArt-$\alpha$" in tex and r"np\_num" in tex and r"0.5123 {\scriptsize[0.5011, 0.5237]}" in tex
+
+
+def test_compbench_rules_table_holds_other_prompt_sets_only(results):
+    t = tables.table_compbench_rules(results, PAPER)
+    assert t.rows == ["Color", "2D Spatial"]                  # Table 3's order and labels; no FID/CLIP subset
+    [column] = [c for c in t.columns if c.kind == "measured"]
+    assert column.label == "measured: pix dpm-solver-20 cfg4.5 (shapes@1, np_num=8)"
+    assert t.cell("Color", column.key).value == pytest.approx(0.25)
+    assert t.cell("2D Spatial", column.key).value == pytest.approx(0.125)
+    assert not [c for c in t.columns if c.kind == "paper"]    # nothing published on these prompts
+    md = tables.to_markdown(t)
+    assert "0.2500 [0.1500, 0.3500]" in md and "shapes@1/color: pix, metric shapes_binding" in md
+    assert "0.5123" not in md                                 # T2I-CompBench's own rows stay in Table 3
+    assert "scores 1.0 in every category" in md
+    with pytest.raises(NoData, match="no compbench_\\* scores outside t2i_compbench"):
+        tables.table_compbench_rules(results[~results["protocol"].str.startswith("shapes")], PAPER)
 
 
 def test_table2_paper_rows_and_measured(results):
@@ -229,8 +249,8 @@ def test_cli_builds_everything(results, tmp_path, capsys):
     build.main(["--table", str(table), "--out", str(out), "--samples", str(samples), "--scores", str(scores),
                 "--worst-k", "3"])
     line = capsys.readouterr().out.strip().splitlines()[-1]
-    assert line.startswith("report: 4 tables, ") and "not written: none" in line
-    for key in ("table2", "table3", "wise", "geneval"):
+    assert line.startswith("report: 5 tables, ") and "not written: none" in line
+    for key in ("table2", "table3", "compbench_rules", "wise", "geneval"):
         for ext in ("md", "tex", "csv"):
             assert (out / "tables" / f"{key}.{ext}").stat().st_size > 0
     names = {p.name for p in (out / "figures").iterdir()}
