@@ -370,8 +370,7 @@ def table_compbench_rules(frame: pd.DataFrame, paper: dict | None = None, mixed_
     paper = paper or load_paper_values()
     labels = paper["table3_t2i_compbench"].get("category_labels", {})
     frame = prepare(frame)
-    kinds = frame["kind"] if "kind" in frame else pd.Series(None, index=frame.index, dtype=object)
-    rows = frame[(frame["_name"] != "t2i_compbench") & kinds.isin(COMPBENCH_RULE_KINDS)].copy()
+    rows = frame[(frame["_name"] != "t2i_compbench") & frame["kind"].isin(COMPBENCH_RULE_KINDS)].copy()
     if rows.empty:
         raise NoData(f"T2I-CompBench rules table: no compbench_* scores outside t2i_compbench "
                      f"(protocols present: {_present(frame)})")
