@@ -291,19 +291,31 @@ def _row_metadata(row, table: dict[str, dict]) -> dict:
                    "carries no tag/include metadata")
 
 
-def load_detector(settings: dict) -> Mask2FormerDetector:
+def load_detector(settings: dict) -> ge.Detector:
     """settings: detector_weights (local folder or HF id, default facebook/mask2former-swin-small-coco-instance;
-    offline the id must be in the HF cache), device."""
+    offline the id must be in the HF cache), device; `detector: shapes_oracle` = the shapes world's exact scene
+    parser instead (evals/shapes/oracle.py)."""
     from pixart.runtime import pick_device
+
+    if settings.get("detector") == "shapes_oracle":
+        from evals.shapes.oracle import ShapesGenevalOracle
+
+        return ShapesGenevalOracle()
 
     return Mask2FormerDetector.from_pretrained(settings.get("detector_weights") or DEFAULT_DETECTOR,
                                                device=pick_device(settings.get("device", "auto")))
 
 
-def load_color_classifier(settings: dict) -> ClipColorClassifier:
+def load_color_classifier(settings: dict) -> ge.ColorClassifier:
     """settings: clip_weights (local file, required), clip_model (default ViT-L-14-quickgelu), clip_config_dir
-    (extra open_clip model configs), device, amp (default: on for CUDA), bgcolor, crop."""
+    (extra open_clip model configs), device, amp (default: on for CUDA), bgcolor, crop; `color_classifier:
+    shapes_oracle` = the shapes world's exact scene parser instead."""
     from pixart.runtime import pick_device
+
+    if settings.get("color_classifier") == "shapes_oracle":
+        from evals.shapes.oracle import ShapesGenevalOracle
+
+        return ShapesGenevalOracle()
 
     options = ge.Options.from_settings(settings)
     return ClipColorClassifier.from_file(settings.get("clip_weights"), settings.get("clip_model") or DEFAULT_CLIP_MODEL,
@@ -387,7 +399,7 @@ def geneval_kind(settings: dict, manifest: pd.DataFrame, cell: Path, *, detector
     prints = (getattr(detector, "fingerprint", None), getattr(color_classifier, "fingerprint", None))
     standard = isinstance(detector, Mask2FormerDetector) and isinstance(color_classifier, ClipColorClassifier)
     meta = {
-        "scorer": SCORER_NAME if standard else f"geneval_{names[0]}_{names[1]}",
+        "scorer": SCORER_NAME if standard else "geneval_" + "_".join(dict.fromkeys(names)),  # one backend: once
         "weights_fingerprint": "+".join(p or "none" for p in prints),
         "higher_is_better": True,
         "task_scores": per_task,

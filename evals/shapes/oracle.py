@@ -24,7 +24,10 @@ an answer):
   (shape, colour, size, texture; other words such as articles are ignored). P(yes) = 1.0 when one parsed
   object has every named attribute, else MISS_PROBABILITY = 0.0 (the product rule then gives 0 for the
   image). A phrase naming no attribute ("the top?") asks whether there is any object.
-GenEval's detector is not provided: its prompts and metadata are COCO classes, which this world has none of.
+- GenEval (`ShapesGenevalOracle`, same name and fingerprint; `evals.metrics.geneval`'s Detector and
+  ColorClassifier) for the world's GenEval prompts (`evals.shapes.geneval`): every parsed object with a world
+  shape is a detection of that class, score 1.0, its box (no mask); its colour is the parsed palette colour
+  (NO_PALETTE_COLOUR when it has none).
 """
 from __future__ import annotations
 
@@ -39,6 +42,7 @@ from PIL import Image
 from scipy import ndimage
 
 from evals.metrics import compbench as cb
+from evals.metrics import geneval as ge
 from evals.shapes import world
 
 ORACLE_VERSION = 2  # 2: slivers 1-2 px wide no longer crash the cross template
@@ -51,6 +55,7 @@ MIN_SHAPE_IOU = 0.5
 PLAIN_INK_MAX = 0.04
 STRIPE_ROW_MIN = 0.75
 MISS_PROBABILITY = 0.0
+NO_PALETTE_COLOUR = "black"  # GenEval's name for an object of ink or blends only; no prompt asks for it
 _SIZE_ORDER = sorted(world.SIZES, key=world.SIZES.get)
 SIZE_THRESHOLDS = tuple(math.sqrt(world.SIZES[a] * world.SIZES[b]) for a, b in zip(_SIZE_ORDER, _SIZE_ORDER[1:]))
 
@@ -194,3 +199,19 @@ class ShapesOracle:
                      np_num: int = cb.NP_NUM_CURRENT) -> list[float]:
         """T2I-CompBench BLIP-VQA score per image (compbench.blip_vqa_image_score)."""
         return [cb.blip_vqa_image_score(p, np_num) for p in self.question_probabilities(images, questions, np_num)]
+
+
+class ShapesGenevalOracle:
+    """GenEval's detector and colour classifier of the shapes world (see the module docstring)."""
+
+    name = ShapesOracle.name
+    fingerprint = ShapesOracle.fingerprint
+
+    def detect(self, image: Image.Image) -> list[ge.MaskedDetection]:
+        return [ge.MaskedDetection(o.shape, 1.0, tuple(float(v) for v in o.box))
+                for o in parse_scene(image) if o.shape is not None]
+
+    def classify(self, image: Image.Image, objects: Sequence[cb.Detection], classname: str) -> list[str]:
+        """The parsed colour of each detection (matched by its box)."""
+        colours = {tuple(float(v) for v in o.box): o.colour for o in parse_scene(image)}
+        return [colours.get(tuple(d.box_xyxy)) or NO_PALETTE_COLOUR for d in objects]

@@ -211,7 +211,7 @@ def _box(x0: float, y0: float, side: float) -> tuple[float, float, float, float]
     return tuple(round(v, 4) for v in (x0, y0, x0 + side, y0 + side))
 
 
-def _place_free(rng: random.Random, sides: list[float]) -> list[tuple] | None:
+def place_free(rng: random.Random, sides: list[float]) -> list[tuple] | None:
     """Boxes anywhere, pairwise GAP apart; None when the draw does not fit."""
     boxes: list[tuple] = []
     for side in sides:
@@ -264,7 +264,7 @@ def draw_scene(rng: random.Random, category: str) -> Scene:
             relation = rng.choice(RELATIONS)
         elif category == "complex":
             relation = rng.choice(COMPLEX_RELATIONS)
-        boxes = _place_pair(rng, *sides, relation) if relation else _place_free(rng, sides)
+        boxes = _place_pair(rng, *sides, relation) if relation else place_free(rng, sides)
         if boxes is not None:
             objects = tuple(SceneObject(bbox=box, **a) for a, box in zip(attributes, boxes))
             return Scene(category, objects, relation)
@@ -449,14 +449,14 @@ def parse_path(prompt_file: Path) -> Path:
 # --------------------------------------------------------------------------------------------------
 
 
-def _write_text(path: Path, text: str) -> None:
+def write_text(path: Path, text: str) -> None:
     """Whole-file write through a temporary name, so a killed job never leaves a half file."""
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
 
-def _jsonl(records: Iterator[dict] | list[dict]) -> str:
+def jsonl(records: Iterator[dict] | list[dict]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
 
 
@@ -472,7 +472,7 @@ def write_dataset(out: Path, n: int, split: str, seed: int, size: int = DEFAULT_
         render(scene, size).save(out / name)
         lines.append({"file": name, "caption": scene.caption, "label": scene.label, "scene": scene.to_json()})
     path = out / "captions.jsonl"
-    _write_text(path, _jsonl(lines))
+    write_text(path, jsonl(lines))
     return path
 
 
@@ -489,11 +489,11 @@ def write_prompt_sets(out: Path, seed: int, n_per_category: int, n_fid: int = 20
     written = {}
     for name, members in sets.items():
         path = out / f"{name}.txt"
-        _write_text(path, "".join(s.caption + "\n" for s in members))
+        write_text(path, "".join(s.caption + "\n" for s in members))
         distinct = {s.caption: s for s in members}.values()
-        _write_text(parse_path(path), _jsonl(parse_record(s, table) for s in distinct))
+        write_text(parse_path(path), jsonl(parse_record(s, table) for s in distinct))
         written[name] = path
-    _write_text(out / "scenes.jsonl", _jsonl({"set": name, "caption": s.caption, "scene": s.to_json()}
+    write_text(out / "scenes.jsonl", jsonl({"set": name, "caption": s.caption, "scene": s.to_json()}
                                              for name, members in sets.items() for s in members))
     return written
 
