@@ -450,6 +450,10 @@ def table_wise(frame: pd.DataFrame, paper: dict | None = None, mixed_versions: s
     return table
 
 
+GENEVAL_MEASURED_NOTE = ("Measured: fraction of images judged correct [95% CI]; Overall = mean of the six task "
+                         "scores. Images that could not be scored are counted (failed=…).")
+
+
 def table_geneval(frame: pd.DataFrame, paper: dict | None = None, mixed_versions: str = "separate",
                   bench: str = "geneval") -> Table:
     """GenEval: Overall (mean of the six task scores) and the six tasks as rows; published rows as paper
@@ -457,12 +461,33 @@ def table_geneval(frame: pd.DataFrame, paper: dict | None = None, mixed_versions
     paper = paper or load_paper_values()
     frame = prepare(frame)
     rows = category_rows(frame, bench, "geneval")
+    rows = rows[rows["_name"] == bench]  # GenEval's rules on other prompts: table_geneval_rules
     if rows.empty:
         raise NoData(f"GenEval table: no {bench}@… results (protocols present: {_present(frame)})")
     _check_versions(rows, mixed_versions, "GenEval table")
     table = category_table("geneval", paper["geneval"], rows, 2, 3, "GenEval")
-    table.notes.append("Measured: fraction of images judged correct [95% CI]; Overall = mean of the six task "
-                       "scores. Images that could not be scored are counted (failed=…).")
+    table.notes.append(GENEVAL_MEASURED_NOTE)
+    return table
+
+
+def table_geneval_rules(frame: pd.DataFrame, paper: dict | None = None, mixed_versions: str = "separate") -> Table:
+    """GenEval's rules (the geneval scorer kind) on prompt sets other than GenEval's own, e.g. the shapes world's:
+    Overall and the six tasks as rows, one measured column per configuration and protocol version. No paper
+    column: nothing was published on these prompts."""
+    paper = paper or load_paper_values()
+    frame = prepare(frame)
+    rows = category_rows(frame, "geneval", "geneval")
+    rows = rows[(rows["_name"] != "geneval") & (rows["kind"] == "geneval")]
+    if rows.empty:
+        raise NoData(f"GenEval rules table: no geneval scores outside the geneval protocol "
+                     f"(protocols present: {_present(frame)})")
+    _check_versions(rows, mixed_versions, "GenEval rules table")
+    spec = {**paper["geneval"], "title": "GenEval rules on other prompt sets", "rows": [],
+            "metric": "Fraction of images judged correct per task by GenEval's rules, with the detector and colour "
+                      "classifier each cell's footnote names; Overall = mean of the six task scores; higher is better"}
+    table = category_table("geneval_rules", spec, rows, 2, 3, "GenEval rules")
+    table.notes += [f"Prompt sets: {', '.join(sorted(set(rows['_name'])))}; no published values exist for these "
+                    f"prompts.", GENEVAL_MEASURED_NOTE]
     return table
 
 
@@ -629,7 +654,7 @@ def series_table(series: str, status: list[dict], gates: dict, settings: dict) -
 
 # Tables built from the results table alone (the ablation also needs training stats, series their gates).
 BUILDERS = {"table2": table2, "table3": table3, "compbench_rules": table_compbench_rules, "wise": table_wise,
-            "geneval": table_geneval}
+            "geneval": table_geneval, "geneval_rules": table_geneval_rules}
 
 
 # ------------------------------------------------------------------------------------------------ rendering

@@ -49,7 +49,10 @@ def results():
     # T2I-CompBench's rules on another prompt set (the shapes world), beside its FID/CLIP subset
     rows += [row("shapes@1/color", "shapes_binding", 0.25, 0.15, 0.35, kind="compbench_blip_vqa", np_num=8),
              row("shapes@1/spatial", "shapes_spatial", 0.125, 0.05, 0.2, kind="compbench_spatial_2d"),
-             row("shapes@1/fid", "clip_shapes", 0.2, 0.18, 0.22, kind="clip_score")]
+             row("shapes@1/fid", "clip_shapes", 0.2, 0.18, 0.22, kind="clip_score"),
+             row("shapes@1/geneval", "shapes_geneval", 0.5, 0.4, 0.6, kind="geneval", scorer="geneval_shapes_oracle"),
+             row("shapes@1/geneval", "shapes_geneval/counting", 0.25, 0.1, 0.4, kind="geneval",
+                 scorer="geneval_shapes_oracle")]
     for step, fid in ((1000, 40.0), (2000, 35.0), (3000, 32.5)):  # a checkpoint series
         rows.append(row("coco30k@1", "fid30k", fid, fid - 1, fid + 1, model=f"run@{step}", kind="fidelity",
                         scorer="fid_clean_inception_coco256"))
@@ -105,6 +108,22 @@ def test_compbench_rules_table_holds_other_prompt_sets_only(results):
     assert "scores 1.0 in every category" in md
     with pytest.raises(NoData, match="no compbench_\\* scores outside t2i_compbench"):
         tables.table_compbench_rules(results[~results["protocol"].str.startswith("shapes")], PAPER)
+
+
+def test_geneval_rules_table_holds_other_prompt_sets_only(results):
+    t = tables.table_geneval_rules(results, PAPER)
+    [column] = [c for c in t.columns if c.kind == "measured"]
+    assert "shapes_geneval, shapes@1" in column.label and not [c for c in t.columns if c.kind == "paper"]
+    assert t.cell("Overall", column.key).value == pytest.approx(0.5)
+    assert t.cell("Counting", column.key).value == pytest.approx(0.25)
+    assert t.cell("Colors", column.key) is None
+    md = tables.to_markdown(t)
+    assert "0.418" not in md and "Prompt sets: shapes" in md and "Mask2Former" not in md
+    # and GenEval's own table keeps only GenEval's prompts beside the paper's values
+    geneval = tables.table_geneval(results, PAPER)
+    assert not any("shapes@1" in c.label for c in geneval.columns)
+    with pytest.raises(NoData, match="no geneval scores outside the geneval protocol"):
+        tables.table_geneval_rules(results[~results["protocol"].str.startswith("shapes")], PAPER)
 
 
 def test_table2_paper_rows_and_measured(results):
@@ -249,8 +268,8 @@ def test_cli_builds_everything(results, tmp_path, capsys):
     build.main(["--table", str(table), "--out", str(out), "--samples", str(samples), "--scores", str(scores),
                 "--worst-k", "3"])
     line = capsys.readouterr().out.strip().splitlines()[-1]
-    assert line.startswith("report: 5 tables, ") and "not written: none" in line
-    for key in ("table2", "table3", "compbench_rules", "wise", "geneval"):
+    assert line.startswith("report: 6 tables, ") and "not written: none" in line
+    for key in ("table2", "table3", "compbench_rules", "wise", "geneval", "geneval_rules"):
         for ext in ("md", "tex", "csv"):
             assert (out / "tables" / f"{key}.{ext}").stat().st_size > 0
     names = {p.name for p in (out / "figures").iterdir()}
