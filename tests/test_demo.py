@@ -76,7 +76,8 @@ def test_small_demo_runs_every_stage_to_the_report_and_reruns_nothing(tmp_path):
     for model in ("stage2@10", "stage2@20", "pixart-shapes", "adaln", "no-reparam"):
         assert (model, "fid", 4.5, "clip_fid_shapes") in cells and (model, "fid", 4.5, "clip_shapes") in cells
     assert {("pixart-shapes", "fid_cfg", c, "clip_shapes") for c in (1.0, 3.0)} <= cells
-    for bench, metric in (("color", "shapes_binding"), ("spatial", "shapes_spatial"), ("complex", "shapes_complex")):
+    for bench, metric in (("color", "shapes_binding"), ("spatial", "shapes_spatial"), ("complex", "shapes_complex"),
+                          ("geneval", "shapes_geneval")):
         assert ("pixart-shapes", bench, 4.5, metric) in cells
     assert table["value"].notna().all() and (table["ci_low"] <= table["ci_high"]).all()
     # the oracle's answers are exact: every binding score is a product of 0/1 answers, averaged over images
@@ -84,7 +85,7 @@ def test_small_demo_runs_every_stage_to_the_report_and_reruns_nothing(tmp_path):
 
     report = res / "report"
     names = {p.name for p in (report / "tables").iterdir()}
-    assert {"ablation.md", "checks.md", "series__stage2.md", "compbench_rules.md"} <= names, names
+    assert {"ablation.md", "checks.md", "series__stage2.md", "compbench_rules.md", "geneval_rules.md"} <= names, names
     categories = (report / "tables/compbench_rules.md").read_text()
     assert all(f"| {c} |" in categories for c in ("Color", "2D Spatial", "Complex"))  # the categories scored here
     figures = {p.name for p in (report / "figures").glob("*.png")}
@@ -116,12 +117,12 @@ def test_small_demo_runs_every_stage_to_the_report_and_reruns_nothing(tmp_path):
 def demo_size_config(tmp_path: Path) -> Path:
     """demo.yaml at its own sizes (scenes, models, training steps, prompts, sampler: the same trained weights
     and numbers as `make demo`), less what the asserted checks do not read: the adaLN run, the ablation's
-    samples, every compositional category (the compositional check does not hold at this size; the small
-    demo test evaluates it), and the headline model's cells other than its cfg sweep."""
+    samples, every compositional category and GenEval (the compositional check does not hold at this size;
+    the small demo test evaluates it), and the headline model's cells other than its cfg sweep."""
     config = demo_config()
     del config["train"]["recipes"]["stage2-adaln"], config["models"]["adaln"], config["models"]["no-reparam"]
     config["ablation"] = {}
-    for bench in ("color", "shape", "texture", "spatial", "complex"):
+    for bench in ("color", "shape", "texture", "spatial", "complex", "geneval"):
         del config["benchmarks"][bench]
     del config["checks"][COMPOSE_CHECK]
     config["benchmarks"]["fid"]["models"] = ["stage2"]
