@@ -40,7 +40,7 @@ def test_every_protocol_loads_and_every_shipped_file_matches_its_hash():
                 checked += 1
         for key in protocol.spec.get("auxiliary", {}):
             protocol.auxiliary_file(key)
-    assert checked == 20
+    assert checked == 21
     for folder in ("t2i_compbench", "geneval", "shapes"):
         assert (BENCH / "data" / folder / "LICENSE").is_file() and (BENCH / "data" / folder / "SOURCE.md").is_file()
     assert (BENCH / "data/coco30k/SOURCE.md").is_file()
