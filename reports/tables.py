@@ -41,9 +41,9 @@ MIXED_MODES = ("separate", "refuse")
 COMPBENCH_KIND = {"color": "compbench_blip_vqa", "shape": "compbench_blip_vqa", "texture": "compbench_blip_vqa",
                   "spatial": "compbench_spatial_2d", "non_spatial": "clip_score", "complex": "compbench_complex",
                   "3d_spatial": "compbench_spatial_3d", "numeracy": "compbench_numeracy"}
-# The T2I-CompBench rule scorers; the compbench_rules table collects them from any other protocol.
-COMPBENCH_RULE_KINDS = ("compbench_blip_vqa", "compbench_spatial_2d", "compbench_complex", "compbench_spatial_3d",
-                        "compbench_numeracy")
+# The T2I-CompBench rule scorers (not CLIP, which scores other things too); the compbench_rules table collects
+# them from any other protocol.
+COMPBENCH_RULE_KINDS = sorted(set(COMPBENCH_KIND.values()) - {"clip_score"})
 COMPBENCH_SUBSET_ALIASES = {"non-spatial": "non_spatial", "action": "non_spatial", "3d": "3d_spatial",
                             "spatial_3d": "3d_spatial", "2d_spatial": "spatial"}
 
@@ -395,11 +395,10 @@ def table_compbench_rules(frame: pd.DataFrame, paper: dict | None = None, mixed_
 
 
 # ------------------------------------------------------------------------------------------------ WISE, GenEval
-def category_rows(frame: pd.DataFrame, bench: str, kind: str) -> pd.DataFrame:
-    """Rows of a scorer that writes a headline plus `metric/category` rows (WISE, GenEval): `_base` = the
-    metric name, `category` = the part after '/' or "overall" for the headline. Input must be `prepare`d."""
-    kinds = frame["kind"].astype(object)
-    rows = frame[(frame["_name"] == bench) | (kinds == kind)].copy()
+def category_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows of a scorer that writes a headline plus `metric/category` rows (WISE, GenEval) with `_base` = the
+    metric name and `category` = the part after '/' or "overall" for the headline. Input must be `prepare`d."""
+    rows = rows.copy()
     parts = rows["metric"].astype(str).str.split("/", n=1)
     rows["_base"] = [p[0] for p in parts]
     rows["category"] = [p[1] if len(p) > 1 else "overall" for p in parts]
@@ -407,7 +406,7 @@ def category_rows(frame: pd.DataFrame, bench: str, kind: str) -> pd.DataFrame:
 
 
 def wise_rows(frame: pd.DataFrame, bench: str = "wise") -> pd.DataFrame:
-    return category_rows(frame, bench, "wise")
+    return category_rows(frame[(frame["_name"] == bench) | (frame["kind"].astype(object) == "wise")])
 
 
 def category_table(key: str, spec: dict, rows: pd.DataFrame, paper_digits: int, measured_digits: int,
@@ -460,8 +459,7 @@ def table_geneval(frame: pd.DataFrame, paper: dict | None = None, mixed_versions
     columns; one measured column per configuration and protocol version."""
     paper = paper or load_paper_values()
     frame = prepare(frame)
-    rows = category_rows(frame, bench, "geneval")
-    rows = rows[rows["_name"] == bench]  # GenEval's rules on other prompts: table_geneval_rules
+    rows = category_rows(frame[frame["_name"] == bench])  # GenEval's rules on other prompts: table_geneval_rules
     if rows.empty:
         raise NoData(f"GenEval table: no {bench}@… results (protocols present: {_present(frame)})")
     _check_versions(rows, mixed_versions, "GenEval table")
@@ -476,8 +474,7 @@ def table_geneval_rules(frame: pd.DataFrame, paper: dict | None = None, mixed_ve
     column: nothing was published on these prompts."""
     paper = paper or load_paper_values()
     frame = prepare(frame)
-    rows = category_rows(frame, "geneval", "geneval")
-    rows = rows[(rows["_name"] != "geneval") & (rows["kind"] == "geneval")]
+    rows = category_rows(frame[(frame["_name"] != "geneval") & (frame["kind"] == "geneval")])
     if rows.empty:
         raise NoData(f"GenEval rules table: no geneval scores outside the geneval protocol "
                      f"(protocols present: {_present(frame)})")

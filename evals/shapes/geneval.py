@@ -34,13 +34,9 @@ COUNTING_SIZE = "small"  # four small boxes fit with the world's gaps
 EXHAUSTED_AFTER = 5000  # draws without a new prompt: the tag has no more
 
 
-def _article(word: str) -> str:
-    return "an" if word[0] in "aeiou" else "a"
-
-
 def _phrase(obj: world.SceneObject, with_colour: bool = False) -> str:
     words = f"{obj.colour} {obj.shape}" if with_colour else obj.shape
-    return f"{_article(words)} {words}"
+    return f"{world.article(words)} {words}"
 
 
 def _draw_counting(rng: random.Random) -> world.Scene:

@@ -77,6 +77,11 @@ NEW_OBJECTS = cb.PARSE_DIR.parent / "t2i_compbench" / "new_objects.txt"
 # --------------------------------------------------------------------------------------------------
 
 
+def article(word: str) -> str:
+    """The indefinite article before `word` in this world's vocabulary (no silent h or "uni…" words)."""
+    return "an" if word[0] in "aeiou" else "a"
+
+
 @dataclass(frozen=True)
 class SceneObject:
     shape: str
@@ -89,8 +94,7 @@ class SceneObject:
         """(word, POS) of the noun phrase, article first."""
         adjectives = [w for w in (self.size if self.size != DEFAULT_SIZE else None, self.colour,
                                   self.texture if self.texture != DEFAULT_TEXTURE else None) if w]
-        article = "an" if adjectives[0][0] in "aeiou" else "a"
-        return [(article, "DET"), *((w, "ADJ") for w in adjectives), (self.shape, "NOUN")]
+        return [(article(adjectives[0]), "DET"), *((w, "ADJ") for w in adjectives), (self.shape, "NOUN")]
 
     def phrase(self) -> str:
         return " ".join(w for w, _ in self.words())
