@@ -66,6 +66,25 @@ def test_recipe_errors_name_the_key(features):
         recipes.resolve({"features": "x", "variant": "adaln-double"})
     with pytest.raises(recipes.RecipeError, match="needs `source`"):
         recipes.resolve({"features": "x", "init": {"kind": "dit"}})
+    with pytest.raises(recipes.RecipeError, match="`num_workers` must be an integer ≥ 0"):
+        recipes.resolve({"features": "x", "num_workers": -1})
+
+
+def test_loader_workers_give_the_same_batches_across_epochs(features):
+    """Posterior noise depends on (seed, epoch, item) only, so worker processes change nothing, also after
+    an epoch boundary (16 items in batches of 4: four per epoch) and from a resumed step."""
+    from itertools import islice
+
+    from pixart.train.batches import epoch_batches
+
+    def stream(workers, start=0):
+        return list(islice(epoch_batches(_recipe(features, num_workers=workers), start_step=start), 6))
+
+    alone, pooled = stream(0), stream(2)
+    assert [b["item_id"] for b in alone] == [b["item_id"] for b in pooled]
+    for a, b in zip(alone, pooled):
+        assert torch.equal(a["latents"], b["latents"]) and torch.equal(a["text"], b["text"])
+    assert torch.equal(stream(2, start=5)[0]["latents"], alone[5]["latents"])
 
 
 def test_sqrt_lr_scaling_follows_the_original_rule():

@@ -24,5 +24,6 @@ def epoch_batches(recipe: dict, *, rank: int = 0, world_size: int = 1, start_ste
         sampler.set_epoch(epoch)
         dataset.set_epoch(epoch)
         batches = list(sampler)[skip:]
-        yield from DataLoader(dataset, batch_sampler=batches)
+        # a new loader per epoch: its workers start with the epoch just set
+        yield from DataLoader(dataset, batch_sampler=batches, num_workers=recipe["num_workers"])
         epoch, skip = epoch + 1, 0

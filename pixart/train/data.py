@@ -273,7 +273,8 @@ class LatentDataset(Dataset):
                 raise DatasetError(f"{path} is missing: extract features first with "
                                    f"`python -m pixart.train.features --data DIR --out {self.root} …`")
         self.settings = json.loads(settings_path.read_text())
-        self.index = pd.read_parquet(index_path)
+        # plain dicts: a pandas row lookup per item cost a quarter of the loading time
+        self.rows = pd.read_parquet(index_path).to_dict("records")
         self.max_length = max_length or self.settings["max_length"]
         self.scaling_factor = self.settings["scaling_factor"]
         self.seed = seed
@@ -286,10 +287,10 @@ class LatentDataset(Dataset):
     @property
     def bucket_keys(self) -> list[str]:
         """Bucket key per item, for AspectRatioBatchSampler."""
-        return self.index["bucket"].tolist()
+        return [row["bucket"] for row in self.rows]
 
     def __len__(self) -> int:
-        return len(self.index)
+        return len(self.rows)
 
     def _tensor(self, relative: str, key: str) -> torch.Tensor:
         from safetensors.torch import load_file
@@ -297,7 +298,7 @@ class LatentDataset(Dataset):
         return load_file(str(self.root / relative))[key].float()
 
     def __getitem__(self, i: int) -> dict:
-        row = self.index.iloc[i]
+        row = self.rows[i]
         mean, std = self._tensor(row["vae"], "moments").chunk(2, dim=0)
         generator = torch.Generator().manual_seed(stable_seed("posterior", self.seed, self.epoch, row["item_id"]))
         latents = (mean + std * torch.randn(mean.shape, generator=generator)) * self.scaling_factor

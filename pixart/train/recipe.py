@@ -35,6 +35,7 @@ DEFAULTS = {
     "save_every": 500,
     "log_every": 10,
     "multiscale": False,
+    "num_workers": 0,          # DataLoader processes; the batches are the same for any number (data.py)
 }
 
 
@@ -81,6 +82,8 @@ def resolve(recipe: dict, where: str = "recipe") -> dict:
     for key in ("steps", "batch_size", "save_every", "log_every"):
         if not isinstance(out[key], int) or out[key] < 1:
             raise RecipeError(f"{where}: `{key}` must be a positive integer, got {out[key]!r}")
+    if not isinstance(out["num_workers"], int) or out["num_workers"] < 0:
+        raise RecipeError(f"{where}: `num_workers` must be an integer ≥ 0, got {out['num_workers']!r}")
     return out
 
 
