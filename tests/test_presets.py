@@ -49,15 +49,15 @@ def test_preset_validates_and_starts_with_what_it_costs(name):
     assert "Weights and data" in header or "Checkpoints:" in header
 
 
-def local_paths(value):
-    """Every string of a config that names a local weight/data path (weights/…, data/…, runs/…)."""
+def local_paths(value, roots=LOCAL_ROOTS):
+    """Every string of a config that names a local path under one of `roots` (weights/…, data/…, runs/…)."""
     if isinstance(value, dict):
         for v in value.values():
-            yield from local_paths(v)
+            yield from local_paths(v, roots)
     elif isinstance(value, list):
         for v in value:
-            yield from local_paths(v)
-    elif isinstance(value, str) and value.startswith(LOCAL_ROOTS):
+            yield from local_paths(v, roots)
+    elif isinstance(value, str) and value.startswith(roots):
         yield value
 
 
@@ -84,10 +84,12 @@ def placeholders(config: dict, root: Path):
             fake_checkpoint(root / series["checkpoints"] / f"epoch_1_step_{step}.pth")
 
 
-def dry_run(config_path: Path, cwd: Path, *extra):
+def dry_run(config_paths: Path | list[Path], cwd: Path, *extra):
+    """`snakemake -n` with the SLURM profile; several config files merge in order, as on the command line."""
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    paths = config_paths if isinstance(config_paths, list) else [config_paths]
     return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(ROOT / "Snakefile"), "-n",
-                           "--configfile", str(config_path), "--profile", str(ROOT / "workflows/profiles/slurm"),
+                           "--configfile", *map(str, paths), "--profile", str(ROOT / "workflows/profiles/slurm"),
                            *extra], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -99,6 +101,32 @@ def test_preset_plans_the_expected_jobs(name, tmp_path):
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     counts = {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", result.stdout, re.M) if rule != "total"}
     assert counts == EXPECTED[name]
+
+
+DEMO_GPU_JOBS = {"checks_settings": 1, "model_spec": 7, "prompts": 8, "scorer_settings": 6, "series_settings": 1,
+                 "shapes_reference": 1, "shapes_train_data": 1, "tiny_weights": 1, "train_recipe": 5,
+                 "embeddings": 8, "shapes_clip": 1, "shapes_vae": 1, "refstats": 1, "train_features": 1, "train": 5,
+                 "generate_cell": 24, "score": 34, "series_check": 1, "gate": 3, "history": 1, "series_summary": 1,
+                 "table": 1, "report": 1, "all": 1}
+
+
+def test_demo_gpu_overlay_plans_the_demo_at_gpu_size(tmp_path):
+    """demo-gpu.yaml merges over demo.yaml as Snakemake merges two --configfile's: the result validates, writes
+    only under results-gpu/, and plans the demo's DAG with the series at steps 10,000 … 40,000."""
+    from snakemake.utils import update_config
+
+    demo, overlay = ROOT / "workflows/config/demo.yaml", ROOT / "workflows/config/demo-gpu.yaml"
+    config = yaml.safe_load(demo.read_text())
+    update_config(config, yaml.safe_load(overlay.read_text()))
+    jsonschema.Draft202012Validator(SCHEMA).validate(config)
+    stray = [p for p in local_paths(config, ("results",)) if not p.startswith("results-gpu")]
+    assert not stray, f"demo-gpu.yaml leaves these paths in the CPU demo's results/: {stray}"
+    result = dry_run([demo, overlay], tmp_path)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    counts = {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", result.stdout, re.M) if rule != "total"}
+    assert counts == DEMO_GPU_JOBS
+    series = sorted(set(re.findall(r"results-gpu/samples/stage2@(\d+)/", result.stdout)), key=int)
+    assert series == ["10000", "20000", "30000", "40000"]
 
 
 def test_preset_with_a_missing_weight_names_the_file(tmp_path):
