@@ -128,6 +128,52 @@ def test_export_uses_the_original_naming(tmp_path):
         loaders.export_t2i_compbench(frame, samples, tmp_path / "other")
 
 
+def _geneval_discovery(root: Path) -> dict:
+    """What GenEval's evaluation/evaluate_images.py reads from a folder: every all-digit subfolder, its
+    metadata.jsonl through json.load, and the files of its samples/ whose names match r"\\d+\\.png"."""
+    import re
+
+    found = {}
+    for folder in sorted(root.iterdir()):
+        if folder.is_dir() and folder.name.isdigit():
+            with open(folder / "metadata.jsonl") as fh:
+                metadata = json.load(fh)
+            images = sorted(p.name for p in (folder / "samples").iterdir()
+                            if p.is_file() and re.match(r"\d+\.png", p.name))
+            found[folder.name] = (metadata, images)
+    return found
+
+
+def test_geneval_export_is_the_layout_its_evaluator_reads(tmp_path):
+    frame = loaders.load_prompts("geneval", limit=3)
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    for sample_id in frame["sample_id"]:
+        (samples / f"{sample_id}.png").write_bytes(sample_id.encode())
+    out = tmp_path / "export"
+    assert loaders.export_geneval(frame, samples, out) == 12
+    lines = (BENCH / "data/geneval/evaluation_metadata.jsonl").read_text().splitlines()[:3]
+    four = [f"{k:05d}.png" for k in range(4)]
+    assert _geneval_discovery(out) == {f"{i:05d}": (json.loads(line), four) for i, line in enumerate(lines)}
+    assert (out / "00001/samples/00002.png").read_bytes() == b"p000001_02"
+    cli(["export-geneval", "--prompts", str(_parquet(frame, tmp_path)), "--samples", str(samples),
+         "--out", str(tmp_path / "copied"), "--mode", "copy"])
+    assert not (tmp_path / "copied/00002/samples/00003.png").is_symlink()
+    assert _geneval_discovery(tmp_path / "copied") == _geneval_discovery(out)
+    # the evaluator scores every digit folder and every image it finds: leftovers are refused, not mixed in
+    (out / "00099").mkdir()
+    with pytest.raises(FileExistsError, match="00099/"):
+        loaders.export_geneval(frame, samples, out)
+    (out / "00099").rmdir()
+    (out / "00000/samples/00007.png").write_bytes(b"")
+    with pytest.raises(FileExistsError, match="00000/samples/00007.png"):
+        loaders.export_geneval(frame, samples, out)
+    (samples / "p000002_03.png").unlink()
+    with pytest.raises(FileNotFoundError, match="1 of 12 samples are missing"):
+        loaders.export_geneval(frame, samples, tmp_path / "other")
+    assert not (tmp_path / "other").exists()
+
+
 def _parquet(frame: pd.DataFrame, tmp_path: Path) -> Path:
     path = tmp_path / "prompts.parquet"
     frame.to_parquet(path, index=False)

@@ -8,6 +8,7 @@ Tools:
   python -m evals.benchmarks build-coco30k --captions annotations/captions_val2014.json --seed 0 --out LIST.csv
   python -m evals.benchmarks freeze-sam --images SA1B_DIR --n 2000 --seed 0 --out LIST.csv
   python -m evals.benchmarks export-t2i-compbench --prompts P.parquet --samples DIR --out DIR [--mode copy]
+  python -m evals.benchmarks export-geneval --prompts P.parquet --samples DIR --out DIR [--mode copy]
 """
 import argparse
 import sys
@@ -64,17 +65,28 @@ def freeze_sam(argv):
     print(f"sam subset: {args.n} images (seed {args.seed}) → {args.out} sha256 {sha} (state it with every result)")
 
 
-def export_t2i_compbench(argv):
-    parser = argparse.ArgumentParser(prog="python -m evals.benchmarks export-t2i-compbench")
+def _export_args(name: str, argv) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=f"python -m evals.benchmarks {name}")
     parser.add_argument("--prompts", type=Path, required=True, help="prompt-set parquet of the samples")
     parser.add_argument("--samples", type=Path, required=True, help="folder with {sample_id}.png")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--mode", choices=["symlink", "hardlink", "copy"], default="symlink")
-    args = parser.parse_args(argv)
+    return parser.parse_args(argv)
+
+
+def export_t2i_compbench(argv):
+    args = _export_args("export-t2i-compbench", argv)
     frame = pd.read_parquet(args.prompts)
     count = loaders.export_t2i_compbench(frame, args.samples, args.out,
                                          images_per_prompt=int(frame["image_index"].max()) + 1, mode=args.mode)
     print(f"t2i_compbench export: {count} images ({args.mode}) → {args.out}")
+
+
+def export_geneval(argv):
+    args = _export_args("export-geneval", argv)
+    count = loaders.export_geneval(pd.read_parquet(args.prompts), args.samples, args.out, mode=args.mode)
+    print(f"geneval export: {count} images ({args.mode}) → {args.out} (run GenEval's evaluation/evaluate_images.py "
+          f"on it)")
 
 
 def list_benchmarks(argv):
@@ -84,7 +96,7 @@ def list_benchmarks(argv):
 
 
 COMMANDS = {"list": list_benchmarks, "build-coco30k": build_coco30k, "freeze-sam": freeze_sam,
-            "export-t2i-compbench": export_t2i_compbench}
+            "export-t2i-compbench": export_t2i_compbench, "export-geneval": export_geneval}
 
 
 def main(argv=None):

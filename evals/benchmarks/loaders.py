@@ -127,8 +127,6 @@ def export_t2i_compbench(prompts: pd.DataFrame, samples_dir: Path, out_dir: Path
                          images_per_prompt: int = 10, mode: str = "symlink") -> int:
     """Link (or copy) `{sample_id}.png` of a sample folder to the original naming in one flat folder,
     so the upstream scoring scripts run unchanged. Returns the number of files exported."""
-    if mode not in ("symlink", "hardlink", "copy"):
-        raise ValueError(f"mode must be symlink, hardlink or copy, not {mode!r}")
     samples_dir, out_dir = Path(samples_dir), Path(out_dir)
     plan = {}
     for row in prompts.itertuples():
@@ -136,16 +134,56 @@ def export_t2i_compbench(prompts: pd.DataFrame, samples_dir: Path, out_dir: Path
             raise ValueError(f"prompt {row.prompt!r} ({row.sample_id}) cannot be a file name")
         name = compbench_file_name(row.prompt, int(row.prompt_id[1:]), row.image_index, images_per_prompt)
         plan[name] = samples_dir / f"{row.sample_id}.png"
+    _check_export(plan, samples_dir, mode)
+    # upstream scorers read every image in the folder, so leftovers from another run would be scored
+    _refuse_strays(out_dir, {p.name for p in out_dir.glob("*.png")} - set(plan))
+    return _link_all(plan, out_dir, mode)
+
+
+def export_geneval(prompts: pd.DataFrame, samples_dir: Path, out_dir: Path, *, mode: str = "symlink") -> int:
+    """Write GenEval's own layout, which its evaluation/evaluate_images.py reads unchanged:
+    `{index:05d}/metadata.jsonl` (the prompt's metadata line, one JSON object) and
+    `{index:05d}/samples/{k:05d}.png`, index = the prompt's line in evaluation_metadata.jsonl.
+    Returns the number of images exported."""
+    samples_dir, out_dir = Path(samples_dir), Path(out_dir)
+    plan, metadata = {}, {}
+    for row in prompts.itertuples():
+        folder = f"{int(row.prompt_id[1:]):05d}"
+        metadata[folder] = {**json.loads(row.metadata), "prompt": row.prompt}
+        plan[f"{folder}/samples/{row.image_index:05d}.png"] = samples_dir / f"{row.sample_id}.png"
+    _check_export(plan, samples_dir, mode)
+    # upstream evaluates every all-digit folder and every image in its samples/, so leftovers would be scored
+    found = set()
+    for folder in (d for d in out_dir.glob("*") if d.is_dir() and d.name.isdigit()):
+        if folder.name in metadata:
+            found |= {f"{folder.name}/samples/{p.name}" for p in (folder / "samples").glob("*.png")}
+        else:
+            found.add(f"{folder.name}/")
+    _refuse_strays(out_dir, found - set(plan))
+    for folder, meta in metadata.items():
+        (out_dir / folder / "samples").mkdir(parents=True, exist_ok=True)
+        (out_dir / folder / "metadata.jsonl").write_text(json.dumps(meta) + "\n", encoding="utf-8")
+    return _link_all(plan, out_dir, mode)
+
+
+def _check_export(plan: dict[str, Path], samples_dir: Path, mode: str):
+    if mode not in ("symlink", "hardlink", "copy"):
+        raise ValueError(f"mode must be symlink, hardlink or copy, not {mode!r}")
     missing = [str(p) for p in plan.values() if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"{len(missing)} of {len(plan)} samples are missing in {samples_dir} "
                                 f"(first: {missing[:3]}); generate them before exporting")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    # upstream scorers read every image in the folder, so leftovers from another run would be scored
-    stray = sorted(p.name for p in out_dir.glob("*.png") if p.name not in plan)
+
+
+def _refuse_strays(out_dir: Path, stray: set[str]):
     if stray:
-        raise FileExistsError(f"{out_dir} holds {len(stray)} images that are not part of this export "
-                              f"(first: {stray[:3]}); use an empty folder")
+        raise FileExistsError(f"{out_dir} holds {len(stray)} entries that are not part of this export "
+                              f"(first: {sorted(stray)[:3]}); use an empty folder")
+
+
+def _link_all(plan: dict[str, Path], out_dir: Path, mode: str) -> int:
+    """Link or copy every planned sample (name relative to out_dir → source image)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
     for name, target in plan.items():
         link = out_dir / name
         link.unlink(missing_ok=True)
