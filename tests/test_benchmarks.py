@@ -165,9 +165,11 @@ def test_geneval_export_is_the_layout_its_evaluator_reads(tmp_path):
     with pytest.raises(FileExistsError, match="00099/"):
         loaders.export_geneval(frame, samples, out)
     (out / "00099").rmdir()
-    (out / "00000/samples/00007.png").write_bytes(b"")
-    with pytest.raises(FileExistsError, match="00000/samples/00007.png"):
+    (out / "00000/samples/00001.png.bak").write_bytes(b"")  # re.match(r"\d+\.png") takes it too
+    with pytest.raises(FileExistsError, match="00000/samples/00001.png.bak"):
         loaders.export_geneval(frame, samples, out)
+    with pytest.raises(ValueError, match="p000000 .* has no GenEval metadata"):
+        loaders.export_geneval(loaders.load_prompts("t2i_compbench", "color", limit=1), samples, tmp_path / "x")
     (samples / "p000002_03.png").unlink()
     with pytest.raises(FileNotFoundError, match="1 of 12 samples are missing"):
         loaders.export_geneval(frame, samples, tmp_path / "other")

@@ -119,6 +119,13 @@ def test_demo_gpu_overlay_plans_the_demo_at_gpu_size(tmp_path):
     config = yaml.safe_load(demo.read_text())
     update_config(config, yaml.safe_load(overlay.read_text()))
     jsonschema.Draft202012Validator(SCHEMA).validate(config)
+    # demo.yaml's anchors make nested mappings (optimizer, model) shared objects: check every recipe as merged
+    sizes = {name: (r["steps"], r["save_every"], r["batch_size"], r["num_workers"], r["optimizer"]["lr"],
+                    r["optimizer"]["warmup_steps"]) for name, r in config["train"]["recipes"].items()}
+    assert sizes == {"stage1-dit": (2000, 2000, 256, 8, 3e-4, 500), "stage2": (40000, 10000, 256, 8, 3e-4, 500),
+                     "stage2-adaln": (10000, 10000, 256, 4, 3e-4, 500),
+                     "stage2-no-reparam": (10000, 10000, 256, 4, 3e-4, 500), "stage3": (5000, 5000, 256, 8, 1e-4, 1)}
+    assert config["generation"]["device"] == "cuda"
     stray = [p for p in local_paths(config, ("results",)) if not p.startswith("results-gpu")]
     assert not stray, f"demo-gpu.yaml leaves these paths in the CPU demo's results/: {stray}"
     result = dry_run([demo, overlay], tmp_path)

@@ -51,6 +51,15 @@ def test_unknown_config_key_is_named(tmp_path):
     assert "'sampler' was unexpected" in result.stdout + result.stderr
 
 
+def test_a_recipe_key_the_trainer_refuses_fails_when_the_dag_is_built(tmp_path):
+    """The schema lets recipe keys through to pixart.train; a typo must not wait for the training job."""
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("train:\n  recipes:\n    stage2: {num_worker: 8}\n")
+    result = _run(["-n", "--configfile", str(ROOT / "workflows/config/demo.yaml"), str(typo), "--cores", "1"], tmp_path)
+    assert result.returncode != 0
+    assert "train.recipes.stage2: unknown key(s) ['num_worker']" in result.stdout + result.stderr
+
+
 def test_benchmark_needs_a_protocol_or_a_prompt_file(tmp_path):
     config = _micro_config(tmp_path, benchmarks={"b": {"images_per_prompt": 2}})
     result = _run(["-n", "--configfile", str(config), "--cores", "1"], tmp_path)

@@ -13,6 +13,7 @@ import io
 import json
 import os
 import random
+import re
 import shutil
 import zipfile
 from dataclasses import dataclass
@@ -148,15 +149,20 @@ def export_geneval(prompts: pd.DataFrame, samples_dir: Path, out_dir: Path, *, m
     samples_dir, out_dir = Path(samples_dir), Path(out_dir)
     plan, metadata = {}, {}
     for row in prompts.itertuples():
+        meta = json.loads(row.metadata) if row.metadata else {}
+        if not {"tag", "include"} <= set(meta):
+            raise ValueError(f"prompt {row.prompt_id} ({row.prompt!r}) has no GenEval metadata (tag, include): "
+                             f"export a prompt set of the geneval protocol (or a file in its jsonl format)")
         folder = f"{int(row.prompt_id[1:]):05d}"
-        metadata[folder] = {**json.loads(row.metadata), "prompt": row.prompt}
+        metadata[folder] = {**meta, "prompt": row.prompt}
         plan[f"{folder}/samples/{row.image_index:05d}.png"] = samples_dir / f"{row.sample_id}.png"
     _check_export(plan, samples_dir, mode)
-    # upstream evaluates every all-digit folder and every image in its samples/, so leftovers would be scored
+    # upstream scores every all-digit folder and every file of its samples/ whose name starts with digits + ".png"
     found = set()
     for folder in (d for d in out_dir.glob("*") if d.is_dir() and d.name.isdigit()):
         if folder.name in metadata:
-            found |= {f"{folder.name}/samples/{p.name}" for p in (folder / "samples").glob("*.png")}
+            found |= {f"{folder.name}/samples/{p.name}" for p in (folder / "samples").glob("*")
+                      if re.match(r"\d+\.png", p.name)}
         else:
             found.add(f"{folder.name}/")
     _refuse_strays(out_dir, found - set(plan))

@@ -12,6 +12,7 @@ PY = f"{sys.executable} -m pixart.prefork"
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")]))
 sys.path.insert(0, workflow.basedir)
 from pixart.samplers import parse_sampler  # light: no torch import
+from pixart.train.recipe import resolve as resolve_recipe  # light: no torch import
 from reports.series import Checkpoint, discover  # light: torch is imported only to read a series' checkpoints
 R = config["results"]
 # Settings files (model specs, scorer/series/check settings, recipes) are written by a shell printf, not a
@@ -456,6 +457,12 @@ def check_references():
             problems.append(f"checks.{name}.bench: {c['bench']!r} is not a benchmarks: entry")
         problems += [f"checks.{name}.recipes: {r!r} is not a train: recipe ({sorted(recipes)})"
                      for r in c.get("recipes", []) if r not in recipes]
+    # a recipe key pixart.train would refuse fails when the DAG is built, not when its training job starts
+    for name in recipes:
+        try:
+            resolve_recipe(train_recipe_file(name), where=f"train.recipes.{name}")
+        except ValueError as err:
+            problems.append(str(err))
     problems += [f"scorers.{name}: a wise judge needs base_url (or base_url_env set in the environment)"
                  for name, s in config["scorers"].items()
                  if s["kind"] == "wise" and not scorer_settings(name).get("base_url")]
