@@ -104,12 +104,18 @@ def test_compbench_prompt_is_the_text_before_the_first_tab(tmp_path):
     assert loaders.compbench_prompts(path) == ["a red cube", "a blue ball", "last line without newline"]
 
 
-def test_export_uses_the_original_naming(tmp_path):
-    frame = loaders.load_prompts("t2i_compbench", "color", limit=2)
+def _sample_folder(frame: pd.DataFrame, tmp_path: Path) -> Path:
+    """A cell folder with one `{sample_id}.png` per row, each holding its own sample id (to trace the links)."""
     samples = tmp_path / "samples"
     samples.mkdir()
     for sample_id in frame["sample_id"]:
         (samples / f"{sample_id}.png").write_bytes(sample_id.encode())
+    return samples
+
+
+def test_export_uses_the_original_naming(tmp_path):
+    frame = loaders.load_prompts("t2i_compbench", "color", limit=2)
+    samples = _sample_folder(frame, tmp_path)
     out = tmp_path / "export"
     assert loaders.export_t2i_compbench(frame, samples, out) == 20
     first, second = frame["prompt"].iloc[0], frame["prompt"].iloc[10]
@@ -146,10 +152,7 @@ def _geneval_discovery(root: Path) -> dict:
 
 def test_geneval_export_is_the_layout_its_evaluator_reads(tmp_path):
     frame = loaders.load_prompts("geneval", limit=3)
-    samples = tmp_path / "samples"
-    samples.mkdir()
-    for sample_id in frame["sample_id"]:
-        (samples / f"{sample_id}.png").write_bytes(sample_id.encode())
+    samples = _sample_folder(frame, tmp_path)
     out = tmp_path / "export"
     assert loaders.export_geneval(frame, samples, out) == 12
     lines = (BENCH / "data/geneval/evaluation_metadata.jsonl").read_text().splitlines()[:3]
