@@ -126,6 +126,7 @@ def test_demo_gpu_overlay_plans_the_demo_at_gpu_size(tmp_path):
                      "stage2-adaln": (10000, 10000, 256, 4, 3e-4, 500),
                      "stage2-no-reparam": (10000, 10000, 256, 4, 3e-4, 500), "stage3": (5000, 5000, 256, 8, 1e-4, 1)}
     assert config["generation"]["device"] == "cuda"
+    assert config["tiny_models"]["local_text_attention"] is True  # the plain random T5 cannot bind attributes
     stray = [p for p in local_paths(config, ("results",)) if not p.startswith("results-gpu")]
     assert not stray, f"demo-gpu.yaml leaves these paths in the CPU demo's results/: {stray}"
     result = dry_run([demo, overlay], tmp_path)

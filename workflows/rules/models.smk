@@ -9,10 +9,11 @@ rule tiny_weights:
     params:
         out=config["tiny_models"]["out"],
         seed=config["tiny_models"]["seed"],
+        local="--local-text-attention" if config["tiny_models"]["local_text_attention"] else "",
     log:
         f"{R}/logs/tiny_weights.log",
     shell:
-        "{PY} -m pixart.tiny --out {params.out} --seed {params.seed} > {log} 2>&1"
+        "{PY} -m pixart.tiny --out {params.out} --seed {params.seed} {params.local} > {log} 2>&1"
 
 
 rule model_spec:
