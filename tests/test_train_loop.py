@@ -1,5 +1,6 @@
 """The training loop on tiny models: loss goes down, resume = uninterrupted, checkpoints load, bad input named."""
 import json
+import shutil
 
 import pytest
 import torch
@@ -154,6 +155,44 @@ def test_resume_from_an_incompatible_checkpoint_names_what_differs(features, tmp
     wider = _recipe(features, steps=6, model={**TINY_TRANSFORMER, "num_layers": 3})
     with pytest.raises(ResumeError, match="num_layers: checkpoint 2 vs recipe 3"):
         train(wider, tmp_path / "run")
+
+
+def test_a_checkpoint_from_another_start_is_refused_or_discarded(features, tmp_path):
+    """Stage 3 resuming on top of a stage 2 that has since been retrained: the init folder keeps its path, so
+    only the content says the old fine-tune is stale. Refused by default; --discard-stale (the DAG) starts over."""
+    init = tmp_path / "stage2" / "checkpoints" / "step_0000002"
+    train(_recipe(features, steps=2, save_every=2), tmp_path / "stage2")
+    stage3 = _recipe(features, steps=3, init={"kind": "checkpoint", "source": str(init)})
+    train(stage3, tmp_path / "stage3")
+    train(_recipe(features, steps=2, save_every=2, seed=4), tmp_path / "retrained")
+    shutil.rmtree(init)
+    shutil.copytree(tmp_path / "retrained" / "checkpoints" / "step_0000002", init)
+    with pytest.raises(ResumeError, match=r"start weights .*delete .*stage3/checkpoints.*--discard-stale"):
+        train(stage3, tmp_path / "stage3")
+    train(stage3, tmp_path / "stage3", discard_stale=True)
+    train(stage3, tmp_path / "fresh")
+    for key, value in _params(tmp_path / "fresh" / "checkpoints" / "step_0000003").items():
+        torch.testing.assert_close(_params(tmp_path / "stage3" / "checkpoints" / "step_0000003")[key], value,
+                                   rtol=0, atol=0, msg=key)
+    logged = [json.loads(line)["step"] for line in (tmp_path / "stage3" / "log.jsonl").read_text().splitlines()]
+    assert logged == [1, 2, 3]  # the stale run's log went with it
+    with pytest.raises(ResumeError, match=r"optimizer: checkpoint .*'lr': 0\.001.* vs recipe .*'lr': 0\.002"):
+        train({**stage3, "steps": 6, "optimizer": {**stage3["optimizer"], "lr": 2e-3}}, tmp_path / "stage3")
+
+
+def test_a_complete_run_reruns_nothing_and_fewer_steps_resume_from_an_earlier_checkpoint(features, tmp_path, capsys):
+    from pixart.train.loop import main
+
+    recipe = _recipe(features)
+    first = train(recipe, tmp_path / "run")
+    again = train(recipe, tmp_path / "run")
+    assert again["steps"] == 6 and again["final_loss"] == first["final_loss"] and again["images_per_s"] is None
+    shorter = train({**recipe, "steps": 3}, tmp_path / "run")
+    saved = json.loads((tmp_path / "run" / "checkpoints" / "step_0000003" / "meta.json").read_text())
+    assert shorter["steps"] == 3 and shorter["final_loss"] == saved["loss"]
+    (tmp_path / "recipe.json").write_text(json.dumps(recipe))
+    main(["--recipe", str(tmp_path / "recipe.json"), "--out", str(tmp_path / "run")])
+    assert f"to step 6: loss {first['final_loss']:.4f}, n/a images/s" in capsys.readouterr().out
 
 
 def test_nan_loss_stops_with_step_batch_and_last_good_checkpoint(features, tmp_path, monkeypatch):

@@ -274,3 +274,18 @@ def test_training_stages_feed_a_series_that_is_evaluated_and_gated(tmp_path):
     assert sorted(table["model"]) == ["run@1", "run@2"]
     ablation = (tmp_path / "results/report/tables/ablation.md")
     assert ablation.exists() and f"{stats['params']:,}" in ablation.read_text()
+
+    # stage 1 trained on: stage 1 resumes its own run, stage 2 (whose start changed) is retrained, not resumed
+    started = json.loads((tmp_path / "results/train/stage2/checkpoints/step_0000002/meta.json").read_text())["start"]
+    longer = yaml.safe_load(config.read_text())
+    longer["train"]["recipes"]["stage1"].update(steps=3, save_every=1)
+    config.write_text(yaml.safe_dump(longer))
+    result = _run(["results/train/stage2/stats.json", "--configfile", str(config), "--cores", "2"], tmp_path)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    runs = tmp_path / "results/train"
+    assert json.loads((runs / "stage1/checkpoints/step_0000003/meta.json").read_text())["recipe"]["steps"] == 3
+    assert not (runs / "stage1/checkpoints/step_0000001").exists()  # resumed from step 2, not retrained
+    restarted = json.loads((runs / "stage2/checkpoints/step_0000002/meta.json").read_text())["start"]
+    assert restarted["weights"] != started["weights"] and restarted["features"] == started["features"]
+    assert "discarded the stale run" in (tmp_path / "results/logs/train/stage2.log").read_text()
+    assert [json.loads(line)["step"] for line in (runs / "stage2/log.jsonl").read_text().splitlines()] == [2]

@@ -15,8 +15,9 @@ from pixart.train import recipe as recipes
 from pixart.train.diffusion import GaussianDiffusion
 from pixart.train.ema import Ema
 from pixart.train.batches import epoch_batches
+from pixart.train.data import INDEX_FILE
 from pixart.train.model_init import build_model
-from pixart.train.saving import list_checkpoints, resume, save_checkpoint
+from pixart.train.saving import ResumeError, discard_run, list_checkpoints, resume, save_checkpoint, start_identity
 
 STEP_SEED_STRIDE = 1_000_003  # keeps (step, rank) seeds distinct for up to a million ranks
 
@@ -53,10 +54,13 @@ def _write_json(path: Path, data: dict) -> None:
     tmp.replace(path)
 
 
-def train(recipe: dict, out: str | Path, *, resume_from: str | None = "auto", stop_after: int | None = None) -> dict:
+def train(recipe: dict, out: str | Path, *, resume_from: str | None = "auto", stop_after: int | None = None,
+          discard_stale: bool = False) -> dict:
     """Run (or continue) a recipe; returns the summary also written to `{out}/stats.json`.
 
-    `resume_from`: "auto" (latest complete checkpoint under out, if any), a checkpoint folder, or None.
+    `resume_from`: "auto" (the latest complete checkpoint under out up to the recipe's steps, if any), a
+    checkpoint folder, or None. A checkpoint of another run (saving.resume says what differs) stops the run,
+    unless `discard_stale` and "auto": then the run's checkpoints and logs are deleted and it starts over.
     `stop_after`: stop after this many steps of this call (to test resumption); checkpoints as usual.
     """
     from accelerate import Accelerator
@@ -76,13 +80,23 @@ def train(recipe: dict, out: str | Path, *, resume_from: str | None = "auto", st
                                   betas=tuple(opt["betas"]), eps=opt["eps"], weight_decay=opt["weight_decay"])
     scheduler = warmup_schedule(optimizer, opt["warmup_steps"])
     ema = Ema(model, recipe["ema_rate"])
-    start = 0
-    if resume_from == "auto":
-        found = list_checkpoints(out)
-        resume_from = str(found[-1][1]) if found else None
+    origin = start_identity(model, null, Path(recipe["features"]) / INDEX_FILE)
+    start, loss_value = 0, None
+    auto = resume_from == "auto"
+    if auto:
+        found = [path for step, path in list_checkpoints(out) if step <= recipe["steps"]]
+        resume_from = str(found[-1]) if found else None
     if resume_from:
-        start, saved_null = resume(Path(resume_from), model, ema, optimizer, scheduler, recipe=recipe)
-        null = saved_null if saved_null is not None else null
+        try:
+            start, saved_null, loss_value = resume(Path(resume_from), model, ema, optimizer, scheduler,
+                                                   recipe=recipe, start=origin)
+            null = saved_null if saved_null is not None else null
+        except ResumeError as err:
+            if not (auto and discard_stale):
+                raise ResumeError(f"{err}. To train this recipe from the start, delete {out / 'checkpoints'} "
+                                  f"(or pass --discard-stale)" if auto else str(err)) from None
+            discard_run(out)
+            print(f"discarded the stale run in {out}: {err}", flush=True)
     model, optimizer = accelerator.prepare(model, optimizer)
     device = accelerator.device
     null = null.to(device) if null is not None else None
@@ -91,7 +105,7 @@ def train(recipe: dict, out: str | Path, *, resume_from: str | None = "auto", st
     log_path = out / "log.jsonl"
     last_saved = str(list_checkpoints(out)[-1][1]) if list_checkpoints(out) else None
     end = recipe["steps"] if stop_after is None else min(recipe["steps"], start + stop_after)
-    images, seconds, loss_value = 0, 0.0, None
+    images, seconds = 0, 0.0
     bar = tqdm(range(start, end), desc=f"train {recipe['stage']}/{recipe['variant']}", disable=not accelerator.is_main_process)
     for step in bar:
         batch = {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in next(batches).items()}
@@ -131,7 +145,7 @@ def train(recipe: dict, out: str | Path, *, resume_from: str | None = "auto", st
             bar.set_postfix(loss=f"{loss_value:.4f}")
         if accelerator.is_main_process and (done % recipe["save_every"] == 0 or done == recipe["steps"]):
             last_saved = str(save_checkpoint(out, done, accelerator.unwrap_model(model), ema, optimizer, scheduler,
-                                             recipe=recipe, null_embedding=null, loss=loss_value))
+                                             recipe=recipe, null_embedding=null, loss=loss_value, start=origin))
     accelerator.wait_for_everyone()
     variant = "dit" if recipe["stage"] == "class" else recipe["variant"]
     stats = {"variant": variant, "stage": recipe["stage"], "reparam": recipe["init"]["kind"] == "dit",
@@ -150,15 +164,22 @@ def main(argv=None):
     parser.add_argument("--recipe", required=True, help="recipe YAML/JSON")
     parser.add_argument("--out", required=True, help="run folder: checkpoints/, log.jsonl, stats.json")
     parser.add_argument("--resume", default="auto", help="'auto' (latest checkpoint in --out), a step_* folder, or 'none'")
+    parser.add_argument("--discard-stale", action="store_true",
+                        help="with --resume auto: when the latest checkpoint comes from another start (an upstream "
+                             "stage, the features or a trajectory key of the recipe changed), delete the run's "
+                             "checkpoints and logs and train from the start (the DAG does: it reruns a stage exactly "
+                             "when what it depends on changed)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     recipe = recipes.load(args.recipe)
     start = time.perf_counter()
-    stats = train(recipe, args.out, resume_from=None if args.resume == "none" else args.resume)
-    rate = stats["images_per_s"]
-    print(f"trained {recipe['stage']}/{recipe['variant']} to step {stats['steps']}: loss {stats['final_loss']:.4f}, "
+    stats = train(recipe, args.out, resume_from=None if args.resume == "none" else args.resume,
+                  discard_stale=args.discard_stale)
+    rate, loss = stats["images_per_s"], stats["final_loss"]
+    print(f"trained {recipe['stage']}/{recipe['variant']} to step {stats['steps']}: loss "
+          f"{'n/a' if loss is None else f'{loss:.4f}'}, "
           f"{'n/a' if rate is None else f'{rate:.1f}'} images/s, {time.perf_counter() - start:.0f}s → {args.out}")
 
 

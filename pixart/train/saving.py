@@ -5,10 +5,16 @@
   model.pth                        the original PixArt layout, `state_dict` + `state_dict_ema` + the null caption
                                    buffer `y_embedder.y_embedding` (text stages only: DiT has no PixArt layout)
   training_state.pt                optimizer, lr schedule, EMA shadow, RNG state (tensors only: weights_only loads)
-  meta.json                        step, stage, variant, model config, recipe, last loss
+  meta.json                        step, stage, variant, model config, recipe, last loss, start (below)
 A checkpoint directory exists only when complete: it is written under a temporary name and renamed.
+
+A checkpoint resumes only the run it came from: same model config, same TRAJECTORY_KEYS of the recipe and the
+same start, i.e. content fingerprints of the initial weights, the null caption and the features index. Paths
+are not enough: when an upstream stage is retrained, its `step_…` folder keeps its name, and a stage 3 resumed
+on top of the old fine-tune would silently describe a model that no longer exists.
 """
 import copy
+import hashlib
 import json
 import os
 import shutil
@@ -21,7 +27,12 @@ from pixart.checkpoints import fingerprint_state
 from pixart.train.variants import diffusers_to_original_any
 
 STEP_PREFIX = "step_"
-COMPARED_META = ("stage", "variant", "config")
+# recipe keys that shape the run up to any step; `steps`, `save_every`, `log_every`, `num_workers` and
+# `gradient_checkpointing` may change on resume (extend a run, save more often), `init` and `features` are
+# compared by content (start_identity)
+TRAJECTORY_KEYS = ("stage", "variant", "resolution", "batch_size", "seed", "optimizer", "ema_rate", "caption_drop",
+                   "mixed_precision", "multiscale")
+RUN_FILES = ("log.jsonl", "nan_report.json", "stats.json")
 
 
 class ResumeError(ValueError):
@@ -51,8 +62,15 @@ def _original_layout(model, state: dict, null_embedding: torch.Tensor) -> dict:
     return diffusers_to_original_any(state, buffers)
 
 
+def start_identity(model, null_embedding: torch.Tensor | None, features_index: Path) -> dict:
+    """Content fingerprints of where a run starts: its initial weights, its null caption and its training data."""
+    return {"weights": fingerprint_state(model.state_dict()),
+            "null_caption": None if null_embedding is None else fingerprint_state({"null": null_embedding}),
+            "features": hashlib.sha256(Path(features_index).read_bytes()).hexdigest()[:16]}
+
+
 def save_checkpoint(out: Path, step: int, model, ema, optimizer, scheduler, *, recipe: dict,
-                    null_embedding: torch.Tensor | None, loss: float | None) -> Path:
+                    null_embedding: torch.Tensor | None, loss: float | None, start: dict) -> Path:
     final = step_dir(out, step)
     tmp = final.with_name(f".{final.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -70,7 +88,7 @@ def save_checkpoint(out: Path, step: int, model, ema, optimizer, scheduler, *, r
                 "ema": ema.shadow, "rng": torch.get_rng_state(),
                 "null_embedding": null_embedding}, tmp / "training_state.pt")
     meta = {"step": step, "stage": recipe["stage"], "variant": recipe["variant"], "config": _model_config(model),
-            "class_name": type(model).__name__, "recipe": recipe, "loss": loss,
+            "class_name": type(model).__name__, "recipe": recipe, "loss": loss, "start": start,
             "fingerprint": fingerprint_state(live), "fingerprint_ema": fingerprint_state(averaged)}
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
     if final.exists():
@@ -79,27 +97,29 @@ def save_checkpoint(out: Path, step: int, model, ema, optimizer, scheduler, *, r
     return final
 
 
-def _differences(saved: dict, current: dict) -> list[str]:
-    diffs = []
-    for key in COMPARED_META:
-        a, b = saved.get(key), current.get(key)
-        if key == "config" and isinstance(a, dict) and isinstance(b, dict):
-            diffs += [f"config.{k}: checkpoint {a.get(k)!r} vs recipe {b.get(k)!r}"
-                      for k in sorted(set(a) | set(b)) if not k.startswith("_") and a.get(k) != b.get(k)]
-        elif a != b:
-            diffs.append(f"{key}: checkpoint {a!r} vs recipe {b!r}")
+def _differences(meta: dict, recipe: dict, config: dict, start: dict) -> list[str]:
+    saved_config, saved_recipe = meta.get("config") or {}, meta.get("recipe") or {}
+    diffs = [f"config.{k}: checkpoint {saved_config.get(k)!r} vs recipe {config.get(k)!r}"
+             for k in sorted(set(saved_config) | set(config))
+             if not k.startswith("_") and saved_config.get(k) != config.get(k)]
+    diffs += [f"{k}: checkpoint {saved_recipe.get(k)!r} vs recipe {recipe[k]!r}"
+              for k in TRAJECTORY_KEYS if saved_recipe.get(k) != recipe[k]]
+    # checkpoints written before `start` was recorded are compared on the rest only
+    diffs += [f"start {k} (init/features content): checkpoint {v} vs now {start.get(k)}"
+              for k, v in (meta.get("start") or {}).items() if v != start.get(k)]
     return diffs
 
 
-def resume(path: Path, model, ema, optimizer, scheduler, *, recipe: dict) -> tuple[int, torch.Tensor | None]:
-    """Restore everything a checkpoint holds; returns (step, null embedding). Refuses an incompatible one."""
+def resume(path: Path, model, ema, optimizer, scheduler, *, recipe: dict,
+           start: dict) -> tuple[int, torch.Tensor | None, float | None]:
+    """Restore everything a checkpoint holds; returns (step, null embedding, its loss). Refuses a checkpoint of
+    another run (ResumeError naming what differs)."""
     path = Path(path)
     meta_file = path / "meta.json"
     if not meta_file.is_file():
         raise ResumeError(f"{path} is not a training checkpoint (no meta.json); pass a `step_*` folder")
     meta = json.loads(meta_file.read_text())
-    diffs = _differences(meta, {"stage": recipe["stage"], "variant": recipe["variant"],
-                                "config": _model_config(model)})
+    diffs = _differences(meta, recipe, _model_config(model), start)
     if diffs:
         raise ResumeError(f"cannot resume from {path}: " + "; ".join(diffs))
     weights = load_file(str(path / "transformer" / "diffusion_pytorch_model.safetensors"))
@@ -109,4 +129,11 @@ def resume(path: Path, model, ema, optimizer, scheduler, *, recipe: dict) -> tup
     scheduler.load_state_dict(state["scheduler"])
     ema.load(state["ema"])
     torch.set_rng_state(state["rng"])
-    return int(state["step"]), state["null_embedding"]
+    return int(state["step"]), state["null_embedding"], meta.get("loss")
+
+
+def discard_run(out: Path) -> None:
+    """Delete a run's checkpoints and logs (a stale run: it started elsewhere than the recipe now says)."""
+    shutil.rmtree(Path(out) / "checkpoints", ignore_errors=True)
+    for name in RUN_FILES:
+        (Path(out) / name).unlink(missing_ok=True)

@@ -1,6 +1,8 @@
 # Training: offline features per dataset, then one job per recipe stage (resumable: a rerun continues from the
-# last checkpoint under results/train/<recipe>/checkpoints/). Models `train:<recipe>@<step>` read those
-# checkpoints (common.smk: train_checkpoint), so evaluation waits for the stage that writes them.
+# last checkpoint under results/train/<recipe>/checkpoints/ when that checkpoint comes from the same start and
+# recipe; one from another start, e.g. stage 3's after stage 2 was retrained, is discarded: --discard-stale).
+# Models `train:<recipe>@<step>` read those checkpoints (common.smk: train_checkpoint), so evaluation waits for
+# the stage that writes them.
 
 
 rule train_features:
@@ -57,4 +59,4 @@ rule train:
         f"{R}/logs/train/{{recipe}}.log",
     shell:
         "{params.launch} -m pixart.train --recipe {input.recipe} --out {params.out} --threads {threads}"
-        " > {log} 2>&1"
+        " --discard-stale > {log} 2>&1"
