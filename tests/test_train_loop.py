@@ -178,6 +178,12 @@ def test_a_checkpoint_from_another_start_is_refused_or_discarded(features, tmp_p
     assert logged == [1, 2, 3]  # the stale run's log went with it
     with pytest.raises(ResumeError, match=r"optimizer: checkpoint .*'lr': 0\.001.* vs recipe .*'lr': 0\.002"):
         train({**stage3, "steps": 6, "optimizer": {**stage3["optimizer"], "lr": 2e-3}}, tmp_path / "stage3")
+    meta_file = tmp_path / "stage3" / "checkpoints" / "step_0000003" / "meta.json"
+    meta = json.loads(meta_file.read_text())
+    del meta["start"]
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(ResumeError, match="does not record its start"):
+        train({**stage3, "steps": 6}, tmp_path / "stage3")
 
 
 def test_a_complete_run_reruns_nothing_and_fewer_steps_resume_from_an_earlier_checkpoint(features, tmp_path, capsys):

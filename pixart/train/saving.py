@@ -104,9 +104,11 @@ def _differences(meta: dict, recipe: dict, config: dict, start: dict) -> list[st
              if not k.startswith("_") and saved_config.get(k) != config.get(k)]
     diffs += [f"{k}: checkpoint {saved_recipe.get(k)!r} vs recipe {recipe[k]!r}"
               for k in TRAJECTORY_KEYS if saved_recipe.get(k) != recipe[k]]
-    # checkpoints written before `start` was recorded are compared on the rest only
+    if "start" not in meta:
+        return diffs + ["the checkpoint does not record its start (written by an older version of pixart.train), "
+                        "so nothing says it began from this recipe's init weights and features"]
     diffs += [f"start {k} (init/features content): checkpoint {v} vs now {start.get(k)}"
-              for k, v in (meta.get("start") or {}).items() if v != start.get(k)]
+              for k, v in meta["start"].items() if v != start.get(k)]
     return diffs
 
 
