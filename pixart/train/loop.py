@@ -92,9 +92,11 @@ def train(recipe: dict, out: str | Path, *, resume_from: str | None = "auto", st
                                                    recipe=recipe, start=origin)
             null = saved_null if saved_null is not None else null
         except ResumeError as err:
-            if not (auto and discard_stale):
+            if not auto:
+                raise
+            if not discard_stale:
                 raise ResumeError(f"{err}. To train this recipe from the start, delete {out / 'checkpoints'} "
-                                  f"(or pass --discard-stale)" if auto else str(err)) from None
+                                  f"(or pass --discard-stale)") from None
             discard_run(out)
             print(f"discarded the stale run in {out}: {err}", flush=True)
     model, optimizer = accelerator.prepare(model, optimizer)
