@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 
 from reports import checks as reports_checks
-from reports import figures, series, tables
+from reports import figures, series, tables, tabular
 from reports.tables import MixedProtocolVersions, NoData
 
 
@@ -61,11 +61,11 @@ def build(table_path: str | Path | None, out: str | Path, samples: str | Path | 
             result["skipped"][name] = reason
     else:
         for name, builder in tables.BUILDERS.items():
-            attempt(name, lambda b=builder: tables.write_table(b(frame, paper, mixed_versions), out / "tables"),
+            attempt(name, lambda b=builder: tabular.write_table(b(frame, paper, mixed_versions), out / "tables"),
                     "tables")
         if ablation:
             stats, sources = read_train_stats(train_stats or {})
-            attempt("ablation", lambda: tables.write_table(
+            attempt("ablation", lambda: tabular.write_table(
                 tables.table_ablation(frame, ablation, stats, paper, mixed_versions, stats_sources=sources),
                 out / "tables"), "tables")
         figs = out / "figures"
@@ -93,7 +93,7 @@ def build(table_path: str | Path | None, out: str | Path, samples: str | Path | 
         settings = json.loads((folder / "settings.json").read_text())
         gates = series.read_gates(sorted((folder / "gate").glob("*.json")))
         table = tables.series_table(name, status, gates, settings)
-        result["tables"] += tables.write_table(table, out / "tables")
+        result["tables"] += tabular.write_table(table, out / "tables")
         result["excluded"] += [f"series {name}: {r['path']}: {r['status']} ({r['reason']})" for r in status
                                if r["status"] != "ok"]
     for line in result["excluded"]:

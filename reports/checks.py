@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from reports.tables import Cell, Column, Table, write_table
+from reports.tabular import Cell, Column, Table, write_table
 
 
 class CheckInputError(ValueError):

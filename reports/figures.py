@@ -27,7 +27,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from reports import tables  # noqa: E402
-from reports.tables import NoData, _is_clip, _is_fid, compbench_rows, load_paper_values, prepare  # noqa: E402
+from reports.tables import NoData, compbench_rows, is_clip, is_fid, load_paper_values, prepare  # noqa: E402
 
 CELL_RE = re.compile(r"^(?P<sampler>.+)-(?P<steps>\d+)$")
 STEP_COLUMNS = ("train_step", "checkpoint_step", "global_step", "step")
@@ -67,8 +67,8 @@ def fid_vs_clip(frame: pd.DataFrame, out_dir: str | Path) -> list[Path]:
     written, reasons = [], []
     keys = ["model", "sampler", "steps", "cfg"]
     for protocol, rows in frame.groupby("protocol", sort=True):
-        fid = rows[[_is_fid(r) for _, r in rows.iterrows()]]
-        clip = rows[[_is_clip(r) for _, r in rows.iterrows()]]
+        fid = rows[[is_fid(r) for _, r in rows.iterrows()]]
+        clip = rows[[is_clip(r) for _, r in rows.iterrows()]]
         if fid.empty or clip.empty:
             continue
         for fid_metric, f in fid.groupby("metric"):

@@ -210,12 +210,12 @@ def failures(status: list[dict], gates: dict) -> list[str]:
 
 
 def cmd_summary(args) -> int:
-    from reports import tables
+    from reports import tables, tabular
 
     settings = json.loads(args.settings.read_text())
     status, gates = read_status(args.status), read_gates(args.gates)
     table = tables.series_table(args.series, status, gates, settings)
-    text = tables.to_markdown(table)
+    text = tabular.to_markdown(table)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
     sys.stdout.write(text)

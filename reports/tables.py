@@ -2,8 +2,8 @@
 tables, the ablation (params, peak training memory, FID); and the checkpoint-series table.
 
 Each builder takes the run's tidy results (`results/table.parquet`, one row per number; see evals/table.py)
-and the published numbers (`reports/paper_values.yaml`) and returns a `Table`, rendered by `to_markdown`,
-`to_latex` and `to_csv`. The ablation also takes each model's training stats and the series table the series'
+and the published numbers (`reports/paper_values.yaml`) and returns a `Table` (reports/tabular.py renders it as Markdown, LaTeX and
+CSV). The ablation also takes each model's training stats and the series table the series'
 status rows and gate reports, as dicts: the builders read no files (reports/build.py does). Columns are
 "paper" (published, with their source in the notes) or "measured" (value with its 95% CI, and a footnote per
 cell naming the cell's protocol@version, metric, scorer, n and failures).
@@ -21,15 +21,14 @@ is never rendered.
 """
 from __future__ import annotations
 
-import csv
-import io
 import math
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 import yaml
+
+from reports.tabular import Cell, Column, Table
 
 PAPER_VALUES = Path(__file__).resolve().parent / "paper_values.yaml"
 PROTOCOL_RE = re.compile(r"^(?P<name>[^@/]+)@(?P<version>[^/]+)(?:/(?P<subset>.+))?$")
@@ -54,55 +53,6 @@ class NoData(ValueError):
 
 class MixedProtocolVersions(ValueError):
     """Numbers from different protocol versions (or np_num settings) would share one column or table."""
-
-
-# ------------------------------------------------------------------------------------------------ model
-@dataclass
-class Cell:
-    value: float | None = None
-    ci_low: float | None = None
-    ci_high: float | None = None
-    note: str | None = None      # footnote text (measured cells: protocol@version, metric, scorer, n)
-    text: str | None = None      # non-numeric content (params "0.6B")
-    protocol: str | None = None
-
-
-@dataclass
-class Column:
-    key: str
-    label: str
-    kind: str                    # "paper" | "measured" | "info"
-    digits: int = 4
-    protocol: str | None = None  # name@version of a measured column
-    thousands: bool = False      # "610,856,096" in Markdown/LaTeX (CSV keeps plain digits)
-
-
-@dataclass
-class Table:
-    key: str
-    title: str
-    row_header: str
-    rows: list[str]
-    columns: list[Column]
-    cells: dict = field(default_factory=dict)     # (row label, column key) -> Cell
-    notes: list[str] = field(default_factory=list)
-
-    def cell(self, row: str, column: str) -> Cell | None:
-        return self.cells.get((row, column))
-
-    def footnotes(self) -> tuple[dict, list[str]]:
-        """Footnote number of each cell (row-major, identical texts share a number) and the texts."""
-        numbers, texts, by_text = {}, [], {}
-        for row in self.rows:
-            for col in self.columns:
-                c = self.cells.get((row, col.key))
-                if c is None or not c.note:
-                    continue
-                if c.note not in by_text:
-                    texts.append(c.note)
-                    by_text[c.note] = len(texts)
-                numbers[(row, col.key)] = by_text[c.note]
-        return numbers, texts
 
 
 # ------------------------------------------------------------------------------------------------ inputs
@@ -197,7 +147,7 @@ def _unique(rows: pd.DataFrame, what: str) -> pd.Series:
 
 
 # ------------------------------------------------------------------------------------------------ Table 2
-def _is_fid(row) -> bool:
+def is_fid(row) -> bool:
     scorer = row.get("scorer")
     if isinstance(scorer, str) and scorer:
         return scorer.lower().startswith("fid")
@@ -205,7 +155,7 @@ def _is_fid(row) -> bool:
     return "fid" in metric and "kid" not in metric
 
 
-def _is_clip(row) -> bool:
+def is_clip(row) -> bool:
     if isinstance(row.get("kind"), str):
         return row["kind"] == "clip_score"
     return "clip" in str(row["metric"]).lower() and "fid" not in str(row["metric"]).lower()
@@ -230,8 +180,8 @@ def table2(frame: pd.DataFrame, paper: dict | None = None, mixed_versions: str =
     if rows.empty:
         raise NoData(f"Table 2: no {bench}@… results (protocols present: {_present(frame)}); nothing to set "
                      f"beside the paper's FID-30K")
-    fid = rows[[_is_fid(r) for _, r in rows.iterrows()]]
-    clip = rows[[_is_clip(r) for _, r in rows.iterrows()]]
+    fid = rows[[is_fid(r) for _, r in rows.iterrows()]]
+    clip = rows[[is_clip(r) for _, r in rows.iterrows()]]
     if fid.empty:
         raise NoData(f"Table 2: {bench} results hold no FID metric (metrics: {sorted(set(rows['metric']))})")
     _check_versions(pd.concat([fid, clip]), mixed_versions, "Table 2")
@@ -522,7 +472,7 @@ def table_ablation(frame: pd.DataFrame, variants: dict, stats: dict, paper: dict
     frame = prepare(frame)
     models = set(variants.values())
     fid = frame[frame["model"].isin(models)]
-    fid = fid[pd.Series([_is_fid(r) for _, r in fid.iterrows()], index=fid.index, dtype=bool)]
+    fid = fid[pd.Series([is_fid(r) for _, r in fid.iterrows()], index=fid.index, dtype=bool)]
     if len(fid):
         _check_versions(fid, mixed_versions, "Ablation table")
     prows = {p["key"]: p for p in spec["rows"]}
@@ -652,136 +602,3 @@ def series_table(series: str, status: list[dict], gates: dict, settings: dict) -
 # Tables built from the results table alone (the ablation also needs training stats, series their gates).
 BUILDERS = {"table2": table2, "table3": table3, "compbench_rules": table_compbench_rules, "wise": table_wise,
             "geneval": table_geneval, "geneval_rules": table_geneval_rules}
-
-
-# ------------------------------------------------------------------------------------------------ rendering
-def _fmt(x: float | None, digits: int) -> str:
-    return "" if x is None else f"{x:.{digits}f}"
-
-
-def cell_text(cell: Cell | None, column: Column) -> str:
-    """Plain text of a cell: paper/info value, or 'value [low, high]' for a measured one."""
-    if cell is None:
-        return ""
-    if cell.text is not None:
-        return cell.text
-    if cell.value is None:
-        return "n/a"
-    text = f"{cell.value:,.{column.digits}f}" if column.thousands else _fmt(cell.value, column.digits)
-    if column.kind == "measured":
-        if cell.ci_low is not None and cell.ci_high is not None:
-            text += f" [{_fmt(cell.ci_low, column.digits)}, {_fmt(cell.ci_high, column.digits)}]"
-        else:
-            text += " [no CI]"
-    return text
-
-
-def to_markdown(table: Table) -> str:
-    numbers, texts = table.footnotes()
-
-    def esc(s):
-        return str(s).replace("|", "\\|")
-
-    head = [table.row_header] + [c.label for c in table.columns]
-    lines = [f"### {table.title}", "", "| " + " | ".join(esc(h) for h in head) + " |",
-             "|" + "---|" + "|".join("---:" for _ in table.columns) + "|"]
-    for row in table.rows:
-        cells = []
-        for col in table.columns:
-            text = esc(cell_text(table.cell(row, col.key), col))
-            if (row, col.key) in numbers:
-                text += f"[^{table.key}-{numbers[(row, col.key)]}]"
-            cells.append(text)
-        lines.append("| " + " | ".join([esc(row)] + cells) + " |")
-    lines.append("")
-    lines += [f"- {n}" for n in table.notes]
-    if texts:
-        lines.append("")
-        lines += [f"[^{table.key}-{i}]: {t}" for i, t in enumerate(texts, 1)]
-    return "\n".join(lines) + "\n"
-
-
-_LATEX_SPECIAL = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
-                  "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}"}
-_LATEX_UNICODE = {"α": r"$\alpha$", "Σ": r"$\Sigma$", "×": r"$\times$", "·": r"$\cdot$", "≈": r"$\approx$",
-                  "–": "--", "—": "---", "→": r"$\rightarrow$", "…": r"\ldots{}", "²": r"$^2$",
-                  "≥": r"$\geq$",
-                  "≤": r"$\leq$", "“": "``", "”": "''", "’": "'"}
-
-
-def latex_escape(text: str) -> str:
-    out = "".join(_LATEX_SPECIAL.get(ch, ch) for ch in str(text))
-    return "".join(_LATEX_UNICODE.get(ch, ch) for ch in out)
-
-
-def to_latex(table: Table) -> str:
-    numbers, texts = table.footnotes()
-    spec = "l" + "r" * len(table.columns)
-    head = [table.row_header] + [c.label for c in table.columns]
-    lines = [r"\begin{table}[t]", r"\centering", r"\small",
-             rf"\caption{{{latex_escape(table.title)}}}", rf"\label{{tab:{table.key}}}",
-             rf"\resizebox{{\textwidth}}{{!}}{{\begin{{tabular}}{{{spec}}}", r"\toprule",
-             " & ".join(latex_escape(h) for h in head) + r" \\", r"\midrule"]
-    for row in table.rows:
-        cells = []
-        for col in table.columns:
-            cell = table.cell(row, col.key)
-            text = cell_text(cell, col)
-            if col.kind == "measured" and cell is not None and cell.value is not None and " [" in text:
-                value, ci = text.split(" [", 1)
-                text = latex_escape(value) + r" {\scriptsize[" + latex_escape(ci)[:-1] + "]}"
-            else:
-                text = latex_escape(text)
-            if (row, col.key) in numbers:
-                text += rf"\textsuperscript{{{numbers[(row, col.key)]}}}"
-            cells.append(text)
-        lines.append(" & ".join([latex_escape(row)] + cells) + r" \\")
-    lines += [r"\bottomrule", r"\end{tabular}}", r"\par\vspace{2pt}\footnotesize"]
-    lines += [latex_escape(n) + r"\par" for n in table.notes]
-    lines += [rf"\textsuperscript{{{i}}}{latex_escape(t)}\par" for i, t in enumerate(texts, 1)]
-    lines.append(r"\end{table}")
-    return "\n".join(lines) + "\n"
-
-
-def to_csv(table: Table) -> str:
-    """Wide CSV: the row label, each paper/info column, and per measured column its value, CI bounds and the
-    protocol@version of the cell (the footnote's key fact), all formatted with the column's digits."""
-    header = [table.row_header]
-    for col in table.columns:
-        if col.kind == "measured":
-            header += [col.label, f"{col.label} ci_low", f"{col.label} ci_high", f"{col.label} protocol"]
-        else:
-            header.append(col.label if col.kind == "info" or "paper" in col.label.lower() else f"paper: {col.label}")
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    for row in table.rows:
-        out = [row]
-        for col in table.columns:
-            cell = table.cell(row, col.key)
-            if col.kind == "measured":
-                if cell is None:
-                    out += ["", "", "", ""]
-                else:
-                    out += [_fmt(cell.value, col.digits), _fmt(cell.ci_low, col.digits),
-                            _fmt(cell.ci_high, col.digits), cell.protocol or ""]
-            elif cell is None:
-                out.append("")
-            else:
-                out.append(cell.text if cell.text is not None else _fmt(cell.value, col.digits))
-        writer.writerow(out)
-    return buf.getvalue()
-
-
-RENDERERS = {"md": to_markdown, "tex": to_latex, "csv": to_csv}
-
-
-def write_table(table: Table, out_dir: str | Path) -> list[Path]:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for ext, render in RENDERERS.items():
-        path = out_dir / f"{table.key}.{ext}"
-        path.write_text(render(table))
-        written.append(path)
-    return written

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from reports import build, figures, tables
+from reports import build, figures, tables, tabular
 from reports.tables import MixedProtocolVersions, NoData
 
 PAPER = tables.load_paper_values()
@@ -73,7 +73,7 @@ def test_paper_values_both_compbench_sets_and_fid_caveat():
 
 def test_table3_paper_sets_and_measured_cells(results):
     t = tables.table3(results, PAPER)
-    md = tables.to_markdown(t)
+    md = tabular.to_markdown(t)
     color = next(line for line in md.splitlines() if line.startswith("| Color |"))
     assert "| 0.6690 |" in color and "| 0.6886 |" in color
     assert "0.5123 [0.5011, 0.5237][^table3-" in color      # cfg 2: value [CI] + footnote
@@ -81,7 +81,7 @@ def test_table3_paper_sets_and_measured_cells(results):
     assert "0.3111" not in color                              # BLIP-VQA, not CLIP, scores colour
     assert "[^table3-1]: t2i_compbench@1/color: pix, metric compbench_blip_vqa" in md
     assert "np_num=8" in md and "Why the two PixArt-α sets differ" in md
-    rows = list(csv.DictReader(io.StringIO(tables.to_csv(t))))
+    rows = list(csv.DictReader(io.StringIO(tabular.to_csv(t))))
     color = next(r for r in rows if r["Category"] == "Color")
     assert color["paper: PixArt-α, Set B (np_num=8, current code)"] == "0.6690"
     assert color["paper: PixArt-α, Set A (np_num=2 era)"] == "0.6886"
@@ -90,7 +90,7 @@ def test_table3_paper_sets_and_measured_cells(results):
     assert by_suffix == {"": "0.5123", "ci_low": "0.5011", "ci_high": "0.5237", "protocol": "t2i_compbench@1/color"}
     spatial = next(r for r in rows if r["Category"] == "2D Spatial")
     assert spatial["paper: SD v1.4"] == "0.1246"
-    tex = tables.to_latex(t)
+    tex = tabular.to_latex(t)
     assert r"PixArt-$\alpha$" in tex and r"np\_num" in tex and r"0.5123 {\scriptsize[0.5011, 0.5237]}" in tex
 
 
@@ -102,7 +102,7 @@ def test_compbench_rules_table_holds_other_prompt_sets_only(results):
     assert t.cell("Color", column.key).value == pytest.approx(0.25)
     assert t.cell("2D Spatial", column.key).value == pytest.approx(0.125)
     assert not [c for c in t.columns if c.kind == "paper"]    # nothing published on these prompts
-    md = tables.to_markdown(t)
+    md = tabular.to_markdown(t)
     assert "0.2500 [0.1500, 0.3500]" in md and "shapes@1/color: pix, metric shapes_binding" in md
     assert "0.5123" not in md                                 # T2I-CompBench's own rows stay in Table 3
     assert "scores 1.0 in every category" in md
@@ -117,7 +117,7 @@ def test_geneval_rules_table_holds_other_prompt_sets_only(results):
     assert t.cell("Overall", column.key).value == pytest.approx(0.5)
     assert t.cell("Counting", column.key).value == pytest.approx(0.25)
     assert t.cell("Colors", column.key) is None
-    md = tables.to_markdown(t)
+    md = tabular.to_markdown(t)
     assert "0.418" not in md and "Prompt sets: shapes" in md and "Mask2Former" not in md
     # and GenEval's own table keeps only GenEval's prompts beside the paper's values
     geneval = tables.table_geneval(results, PAPER)
@@ -128,7 +128,7 @@ def test_geneval_rules_table_holds_other_prompt_sets_only(results):
 
 def test_table2_paper_rows_and_measured(results):
     t = tables.table2(results, PAPER)
-    md = tables.to_markdown(t)
+    md = tabular.to_markdown(t)
     pixart = next(line for line in md.splitlines() if line.startswith("| PixArt-α (256 px)"))
     assert "| 7.32[^table2-" in pixart and "0.6B" in pixart and "25M" in pixart and "| 753" in pixart
     assert "PixArt-XL-2-256x256-MSCOCO-FID732.pth" in md
@@ -136,13 +136,13 @@ def test_table2_paper_rows_and_measured(results):
     measured = next(line for line in md.splitlines() if line.startswith("| pix dpm-solver-20 cfg2 "))
     assert "30.25 [29.50, 31.00]" in measured and "0.3010 [0.2990, 0.3050]" in measured
     assert "coco30k@1: pix, metric fid30k" in md
-    rows = list(csv.DictReader(io.StringIO(tables.to_csv(t))))
+    rows = list(csv.DictReader(io.StringIO(tabular.to_csv(t))))
     assert next(r for r in rows if r["Method"].startswith("PixArt"))["FID-30K (paper)"] == "7.32"
 
 
 def test_wise_table(results):
     t = tables.table_wise(results, PAPER)
-    md = tables.to_markdown(t)
+    md = tabular.to_markdown(t)
     overall = next(line for line in md.splitlines() if line.startswith("| Overall |"))
     assert "| 0.47 |" in overall and "0.444 [0.430, 0.460]" in overall
     cultural = next(line for line in md.splitlines() if line.startswith("| Cultural |"))
@@ -308,25 +308,25 @@ def test_table3_both_np_num_settings_get_their_own_columns(results, tmp_path):
     assert t.cell("Color", np8.key).value == pytest.approx(0.5123)
     assert t.cell("Color", np2_col.key).value == pytest.approx(0.6123)
     assert t.cell("2D Spatial", np2_col.key).value == t.cell("2D Spatial", np8.key).value == pytest.approx(0.1875)
-    assert "np_num=2 ones with Set A" in tables.to_markdown(t)
+    assert "np_num=2 ones with Set A" in tabular.to_markdown(t)
     paths = figures.compbench_over_cfg(pd.concat([results, np2]), tmp_path, PAPER)
     assert "np_num=2" in next(p for p in paths if p.suffix == ".svg").read_text()
 
 
 def test_geneval_table(results):
     t = tables.table_geneval(results, PAPER)
-    md = tables.to_markdown(t)
+    md = tabular.to_markdown(t)
     lines = {line.split(" |")[0][2:]: line for line in md.splitlines() if line.startswith("| ")}
     overall = lines["Overall"]
     assert "| 0.48 |" in overall and "| 0.43 |" in overall and "0.418 [0.400, 0.440]" in overall
     assert "| 0.98 |" in lines["Single object"] and "0.950 [0.920, 0.980]" in lines["Single object"]
     assert "| 0.07 |" in lines["Color attribution"] and "0.060 [0.030, 0.090]" in lines["Color attribution"]
     assert "quoted by later papers" in md and "geneval@1: pix, metric geneval/colors" in md
-    rows = {r["Category"]: r for r in csv.DictReader(io.StringIO(tables.to_csv(t)))}
+    rows = {r["Category"]: r for r in csv.DictReader(io.StringIO(tabular.to_csv(t)))}
     measured = next(k for k in rows["Counting"] if k.startswith("measured:") and k.endswith(")"))
     assert rows["Counting"][measured] == "0.350"
     assert rows["Counting"]["paper: PixArt-α (quoted by later papers)"] == "0.44"
-    assert r"\begin{tabular}" in tables.to_latex(t)
+    assert r"\begin{tabular}" in tabular.to_latex(t)
     with pytest.raises(NoData, match="no geneval@"):
         tables.table_geneval(results[results["protocol"] != "geneval@1"], PAPER)
 
@@ -348,7 +348,7 @@ def ablation_inputs():
 def test_ablation_table_params_memory_and_sam_fid():
     frame, variants, stats = ablation_inputs()
     t = tables.table_ablation(frame, variants, stats, PAPER, stats_sources={"abl-adaln": "results/train/a/stats.json"})
-    md = tables.to_markdown(t)
+    md = tabular.to_markdown(t)
     lines = {line.split(" |")[0][2:]: line for line in md.splitlines() if line.startswith("| ")}
     adaln, single, noreparam = (lines["adaLN (per-block, DiT-style)"], lines["adaLN-single"],
                                 lines["adaLN-single, no re-param"])
@@ -357,7 +357,7 @@ def test_ablation_table_params_memory_and_sam_fid():
     assert single.count("610,856,096") == 2             # measured and the code-count reference
     assert "not measured" in noreparam and "30.00 [29.60, 30.50]" in noreparam
     assert "results/train/a/stats.json" in md and "Fig. 6" in md and "not quoted" in md
-    rows = {r["Variant"]: r for r in csv.DictReader(io.StringIO(tables.to_csv(t)))}
+    rows = {r["Variant"]: r for r in csv.DictReader(io.StringIO(tabular.to_csv(t)))}
     assert rows["adaLN-single"]["#Params"] == "610856096" and rows["adaLN-single"]["Model"] == "abl-single"
     assert rows["adaLN (per-block, DiT-style)"]["Peak GPU memory, training (GiB)"] == "29.0"
     fid = next(k for k in rows["adaLN-single"] if k.startswith("FID measured") and k.endswith("cfg4.5)"))
@@ -369,7 +369,7 @@ def test_ablation_table_missing_stats_wrong_variant_and_no_rows():
     frame, variants, stats = ablation_inputs()
     t = tables.table_ablation(frame, variants, {**stats, "abl-adaln": None}, PAPER)
     assert t.cell("adaLN (per-block, DiT-style)", "params").text == "n/a"
-    assert "run its training recipe first" in tables.to_markdown(t)
+    assert "run its training recipe first" in tabular.to_markdown(t)
     swapped = {**variants, "adaln-single": "abl-noreparam", "no-reparam": "abl-single"}
     with pytest.raises(ValueError, match="abl-noreparam.*'no-reparam'"):
         tables.table_ablation(frame, swapped, stats, PAPER)
@@ -383,7 +383,7 @@ def test_ablation_table_missing_stats_wrong_variant_and_no_rows():
     clip_only = frame.assign(metric="clip_score", scorer="clip_vitb32", kind="clip_score")
     t = tables.table_ablation(clip_only, variants, stats, PAPER)
     assert not [c for c in t.columns if c.kind == "measured"]
-    assert "No FID results" in tables.to_markdown(t)
+    assert "No FID results" in tabular.to_markdown(t)
 
 
 def series_folder(root):
@@ -417,7 +417,7 @@ def test_series_table_names_excluded_checkpoints_and_verdicts(tmp_path, results)
     folder, settings = series_folder(tmp_path)
     status = series.read_status(folder / "checkpoints.csv")
     gates = series.read_gates(sorted((folder / "gate").glob("*.json")))
-    md = tables.to_markdown(tables.series_table("run", status, gates, settings))
+    md = tabular.to_markdown(tables.series_table("run", status, gates, settings))
     lines = {line.split(" |")[0][2:]: line for line in md.splitlines() if line.startswith("| ")}
     assert "| baseline |" in lines["run@1000"] and "| 0.3 |" in lines["run@1000"]
     assert "| pass |" in lines["run@2000"] and "0.31 (diff +0.01" in lines["run@2000"]
