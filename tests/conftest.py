@@ -18,3 +18,15 @@ def tiny(tmp_path_factory):
     out = tmp_path_factory.mktemp("tiny")
     paths = save_tiny(out, seed=0)
     return {**{k: Path(v) for k, v in paths.items()}, "arch": out / "transformer_config.json", "root": out}
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """For modules of tiny-tensor tests (`pytestmark = pytest.mark.usefixtures("one_thread")`): on a shared CPU,
+    intra-op threads cost far more than they save."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -16,13 +16,7 @@ from pixart.train.data import DatasetError, LatentDataset, scan_dataset
 EXTRA_KEYS = {"0.26", "0.27", "2.89", "3.11", "3.62", "3.75", "3.88"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # Tiny tensors: on a shared CPU, intra-op threads cost far more than they save.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _png(width: int, height: int, seed: int) -> bytes:

@@ -19,13 +19,7 @@ TINY_DIT = dict(sample_size=16, num_layers=2, num_attention_heads=2, attention_h
                 activation_fn="gelu-approximate", norm_elementwise_affine=False, attention_bias=True)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models are slower on two threads than on one when the cores are shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -61,23 +61,7 @@ def load_spacy():
 def parse_record(nlp, prompt: str, table: cb.NounTable) -> dict:
     doc = nlp(prompt)
     tokens = [cb.Token(t.text, t.pos_, t.whitespace_) for t in doc]
-    chunks = [chunk.text for chunk in doc.noun_chunks]
-    record = {
-        "prompt": prompt,
-        "tokens": [[t.text, t.pos, t.ws] for t in tokens],
-        "noun_chunks": chunks,
-        "blip_questions": cb.blip_questions(chunks),
-        "objects_2d": list(cb.first_last_nouns(tokens)),
-        "objects_complex": cb.complex_objects(tokens),
-        "text_without_adj": cb.text_without_adjectives(tokens),
-    }
-    try:
-        objects, counts = cb.numeracy_targets([t.text for t in tokens], table)
-        record["numeracy"] = {"objects": objects, "counts": counts}
-    except cb.NumeracyParseError as err:
-        record["numeracy"] = None
-        record["numeracy_error"] = str(err)
-    return record
+    return cb.parse_record(prompt, tokens, [chunk.text for chunk in doc.noun_chunks], table)
 
 
 def main(argv=None) -> None:

@@ -536,6 +536,27 @@ class PromptParse:
         )
 
 
+def parse_record(prompt: str, tokens: Sequence[Token], noun_chunks: Sequence[str], table: NounTable) -> dict:
+    """The frozen-parse record (one JSONL line, read back by `PromptParse.from_record`) of a prompt's tokens and
+    noun chunks: what every rule extracts from them, computed by this module's own functions."""
+    record = {
+        "prompt": prompt,
+        "tokens": [[t.text, t.pos, t.ws] for t in tokens],
+        "noun_chunks": list(noun_chunks),
+        "blip_questions": blip_questions(noun_chunks),
+        "objects_2d": list(first_last_nouns(tokens)),
+        "objects_complex": complex_objects(tokens),
+        "text_without_adj": text_without_adjectives(tokens),
+    }
+    try:
+        objects, counts = numeracy_targets([t.text for t in tokens], table)
+        record["numeracy"] = {"objects": objects, "counts": counts}
+    except NumeracyParseError as err:
+        record["numeracy"] = None
+        record["numeracy_error"] = str(err)
+    return record
+
+
 def parse_file_path(val_file: str, parse_dir: Path = PARSE_DIR) -> Path:
     """Frozen parse of a val file given by its path relative to the benchmark folder, e.g.
     'spatial_val.txt' or 'legacy_7710d05/color_val.txt'."""

@@ -425,22 +425,7 @@ def parse_record(scene: Scene, table: cb.NounTable | None = None) -> dict:
     """The frozen-parse record of a scene's caption; every extraction is evals.metrics.compbench's own."""
     table = table or cb.NounTable.from_file(NEW_OBJECTS)
     tokens, chunks = caption_tokens(scene)
-    record = {
-        "prompt": scene.caption,
-        "tokens": [[t.text, t.pos, t.ws] for t in tokens],
-        "noun_chunks": chunks,
-        "blip_questions": cb.blip_questions(chunks),
-        "objects_2d": list(cb.first_last_nouns(tokens)),
-        "objects_complex": cb.complex_objects(tokens),
-        "text_without_adj": cb.text_without_adjectives(tokens),
-    }
-    try:
-        objects, counts = cb.numeracy_targets([t.text for t in tokens], table)
-        record["numeracy"] = {"objects": objects, "counts": counts}
-    except cb.NumeracyParseError as err:
-        record["numeracy"] = None
-        record["numeracy_error"] = str(err)
-    return record
+    return cb.parse_record(scene.caption, tokens, chunks, table)
 
 
 def parse_path(prompt_file: Path) -> Path:
