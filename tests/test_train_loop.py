@@ -180,6 +180,21 @@ def test_a_checkpoint_from_another_start_is_refused_or_discarded(features, tmp_p
         train({**stage3, "steps": 6}, tmp_path / "stage3")
 
 
+def test_features_from_another_vae_are_another_start_but_moved_features_are_not(features, tmp_path):
+    """Latents are named by image digest, so features re-extracted with another VAE have a byte-identical index:
+    only settings.json (the VAE fingerprint) tells them apart. The paths they were read from do not count."""
+    copy = tmp_path / "features"
+    shutil.copytree(features, copy)
+    recipe = _recipe(copy, steps=3)
+    train(recipe, tmp_path / "run")
+    settings = json.loads((copy / "settings.json").read_text())
+    (copy / "settings.json").write_text(json.dumps({**settings, "sources": {"vae": "/elsewhere"}}))
+    assert train({**recipe, "steps": 6}, tmp_path / "run")["steps"] == 6
+    (copy / "settings.json").write_text(json.dumps({**settings, "vae_fingerprint": "another-vae"}))
+    with pytest.raises(ResumeError, match=r"start features"):
+        train({**recipe, "steps": 9}, tmp_path / "run")
+
+
 def test_a_complete_run_reruns_nothing_and_fewer_steps_resume_from_an_earlier_checkpoint(features, tmp_path, capsys):
     from pixart.train.loop import main
 

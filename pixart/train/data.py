@@ -267,6 +267,29 @@ def _packed(column) -> np.ndarray:
     return np.array([str(value).encode() for value in column], dtype=bytes)
 
 
+def features_files(features_dir) -> tuple[Path, Path]:
+    """settings.json and index.parquet of an extracted-features folder; DatasetError (with the fix) if missing."""
+    root = Path(features_dir)
+    paths = root / SETTINGS_FILE, root / INDEX_FILE
+    for path in paths:
+        if not path.is_file():
+            raise DatasetError(f"{path} is missing: extract features first with "
+                               f"`python -m pixart.train.features --data DIR --out {root} …`")
+    return paths
+
+
+def features_fingerprint(features_dir) -> str:
+    """Content identity of an extracted-features folder: its settings (the VAE and T5 fingerprints, resolution, …;
+    not `sources`, the paths they were read from) and its index. The index alone names latents by image digest,
+    so features re-extracted with another VAE would have the same index."""
+    settings_path, index_path = features_files(features_dir)
+    settings = json.loads(settings_path.read_text())
+    settings.pop("sources", None)
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    digest.update(index_path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 class LatentDataset(Dataset):
     """Items of an extracted-features folder: posterior-resampled latents, padded T5 states, conditions.
 
@@ -279,11 +302,7 @@ class LatentDataset(Dataset):
         import pandas as pd
 
         self.root = Path(features_dir)
-        settings_path, index_path = self.root / SETTINGS_FILE, self.root / INDEX_FILE
-        for path in (settings_path, index_path):
-            if not path.is_file():
-                raise DatasetError(f"{path} is missing: extract features first with "
-                                   f"`python -m pixart.train.features --data DIR --out {self.root} …`")
+        settings_path, index_path = features_files(self.root)
         self.settings = json.loads(settings_path.read_text())
         index = pd.read_parquet(index_path)
         # numpy columns, text as UTF-8 bytes: a pandas row lookup per item cost a quarter of the loading time,

@@ -15,7 +15,7 @@ from pixart.train import recipe as recipes
 from pixart.train.diffusion import GaussianDiffusion
 from pixart.train.ema import Ema
 from pixart.train.batches import epoch_batches
-from pixart.train.data import INDEX_FILE
+from pixart.train.data import features_fingerprint
 from pixart.train.model_init import build_model
 from pixart.train.saving import ResumeError, discard_run, list_checkpoints, resume, save_checkpoint, start_identity
 
@@ -80,7 +80,7 @@ def train(recipe: dict, out: str | Path, *, resume_from: str | None = "auto", st
                                   betas=tuple(opt["betas"]), eps=opt["eps"], weight_decay=opt["weight_decay"])
     scheduler = warmup_schedule(optimizer, opt["warmup_steps"])
     ema = Ema(model, recipe["ema_rate"])
-    origin = start_identity(model, null, Path(recipe["features"]) / INDEX_FILE)
+    origin = start_identity(model, null, features_fingerprint(recipe["features"]))
     start, loss_value = 0, None
     auto = resume_from == "auto"
     if auto:

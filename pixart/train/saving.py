@@ -9,12 +9,12 @@
 A checkpoint directory exists only when complete: it is written under a temporary name and renamed.
 
 A checkpoint resumes only the run it came from: same model config, same TRAJECTORY_KEYS of the recipe and the
-same start, i.e. content fingerprints of the initial weights, the null caption and the features index. Paths
-are not enough: when an upstream stage is retrained, its `step_…` folder keeps its name, and a stage 3 resumed
-on top of the old fine-tune would silently describe a model that no longer exists.
+same start, i.e. content fingerprints of the initial weights, the null caption and the features (settings and
+index: data.features_fingerprint). Paths are not enough: when an upstream stage is retrained, its `step_…`
+folder keeps its name, and a stage 3 resumed on top of the old fine-tune would silently describe a model that no
+longer exists.
 """
 import copy
-import hashlib
 import json
 import os
 import shutil
@@ -62,11 +62,12 @@ def _original_layout(model, state: dict, null_embedding: torch.Tensor) -> dict:
     return diffusers_to_original_any(state, buffers)
 
 
-def start_identity(model, null_embedding: torch.Tensor | None, features_index: Path) -> dict:
-    """Content fingerprints of where a run starts: its initial weights, its null caption and its training data."""
+def start_identity(model, null_embedding: torch.Tensor | None, features: str) -> dict:
+    """Content fingerprints of where a run starts: its initial weights, its null caption and its training data
+    (`features`: data.features_fingerprint)."""
     return {"weights": fingerprint_state(model.state_dict()),
             "null_caption": None if null_embedding is None else fingerprint_state({"null": null_embedding}),
-            "features": hashlib.sha256(Path(features_index).read_bytes()).hexdigest()[:16]}
+            "features": features}
 
 
 def save_checkpoint(out: Path, step: int, model, ema, optimizer, scheduler, *, recipe: dict,
