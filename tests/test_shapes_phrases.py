@@ -65,3 +65,6 @@ def test_cli_prints_one_line_per_cell_and_names_a_folder_that_is_not_a_cell(tmp_
     assert capsys.readouterr().out.startswith(f"{cell}: 2 phrases in 1 images; present: colour 1.00")
     with pytest.raises(SystemExit, match="no manifest.parquet"):
         phrases.main([str(tmp_path)])
+    (cell / "p000000_00.png").write_bytes(b"\x89PNG truncated")
+    with pytest.raises(SystemExit, match="1 unreadable image.*p000000_00.png"):
+        phrases.main([str(cell)])

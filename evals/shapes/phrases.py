@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
-from PIL import Image
 
+from evals.score import open_images
 from evals.shapes import oracle
 
 ATTRIBUTES = ("colour", "shape", "texture", "size")
@@ -66,8 +66,11 @@ def read_cell(cell: Path) -> tuple[list[str], list[list[oracle.ParsedObject]]]:
         raise FileNotFoundError(f"{manifest}: not a sample cell (no manifest.parquet); pass a folder "
                                 f"results/samples/<model>/<bench>/<sampler>/<cfg>")
     table = pd.read_parquet(manifest, columns=["prompt", "file"])
-    parses = [oracle.parse_scene(Image.open(cell / name).convert("RGB")) for name in table["file"]]
-    return list(table["prompt"]), parses
+    images, errors = open_images(cell, table["file"])
+    unreadable = [error for error in errors if error]
+    if unreadable:
+        raise ValueError(f"{cell}: {len(unreadable)} unreadable image(s), e.g. {unreadable[0]}; regenerate the cell")
+    return list(table["prompt"]), [oracle.parse_scene(image) for image in images]
 
 
 def cell_report(cell: Path) -> dict:
@@ -95,7 +98,7 @@ def main(argv=None) -> None:
     try:
         for cell in args.cells:
             print(format_report(cell_report(cell)))
-    except FileNotFoundError as err:
+    except (FileNotFoundError, ValueError) as err:
         sys.exit(f"python -m evals.shapes.phrases: {err}")
 
 
