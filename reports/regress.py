@@ -22,7 +22,9 @@ Statistics, per matched pair (diff = candidate − baseline):
 
 Decision: the two-sided p-values of every comparison in the run (all candidates × metrics: one family,
 because the gate gives one exit code) are Holm-adjusted, which keeps the family-wise false-alarm rate
-≤ α. A pair is a regression (❌) when it is worse in the metric's direction (`higher_is_better`) by more
+≤ α. A bootstrap p cannot fall below 1/(R+1), and Holm multiplies the smallest by m, the number of
+comparisons: with m/(R+1) ≥ α no regression could ever be found. So the gate raises R, when needed, to
+10·m/α (the smallest Holm p then lies a tenth below α) and says so in its report. A pair is a regression (❌) when it is worse in the metric's direction (`higher_is_better`) by more
 than its threshold AND its Holm-adjusted p < α. ⚠️ marks a worsening that did not make it: worse and
 significant before correction but not after, or significant but within the threshold. ✅ otherwise
 (improvements are named). Because a regression needs both p < α and the worse direction, the false-alarm
@@ -34,13 +36,15 @@ percentage of the baseline value ("2%"); the mapping may sit under a top-level `
 win over patterns, patterns apply in file order; unmatched metrics get 0.
 
 Exit codes: 0 no significant regression; 1 at least one; 2 no comparison possible (protocol/scorer/
-weights mismatch, with the field and both values; missing files; no overlapping prompts; bad input).
+weights mismatch, with the field and both values; missing files; no overlapping prompts; bad input; a
+crash of the gate itself, whose traceback goes to stderr: never 1, which would read as a regression).
 """
 import argparse
 import fnmatch
 import json
 import math
 import sys
+import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -53,7 +57,7 @@ PASS, REGRESSION, REFUSED = 0, 1, 2
 KEY_FIELDS = ("bench", "metric", "sampler", "steps", "cfg")
 # Fields that must agree for two numbers to be comparable (reference_key: fidelity reference statistics).
 SAME_FIELDS = ("protocol", "scorer", "weights_fingerprint", "higher_is_better", "reference_key")
-REQUIRED = ("metric", "protocol", "value", "sampler", "steps", "cfg")
+REQUIRED = ("metric", "protocol", "value", "sampler", "steps", "cfg", "higher_is_better")
 
 
 class GateError(Exception):
@@ -81,7 +85,7 @@ class Run:
 
     @property
     def higher_is_better(self) -> bool:
-        return bool(self.data.get("higher_is_better", True))
+        return bool(self.data["higher_is_better"])
 
     @property
     def scores_path(self) -> Path:
@@ -161,6 +165,10 @@ def load_runs(source) -> dict[tuple, Run]:
             raise GateError(f"{f}: metric JSON lacks {', '.join(missing)}")
         data.setdefault("bench", str(data["protocol"]).split("@")[0])
         run = Run(f, data)
+        try:
+            run.key
+        except (TypeError, ValueError) as err:
+            raise GateError(f"{f}: steps {data['steps']!r} / cfg {data['cfg']!r} are not numbers ({err})") from err
         if run.key in runs:
             other = runs[run.key]
             raise GateError(f"{source}: two numbers for {_key_text(run.key)}: {other.path} (model "
@@ -176,7 +184,10 @@ def read_scores(run: Run) -> pd.DataFrame:
     path = run.scores_path
     if not path.exists():
         raise GateError(f"per-image scores of {run.path} not found: expected {path}")
-    frame = pd.read_parquet(path)
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as err:  # noqa: BLE001 - pyarrow raises several types for a damaged file
+        raise GateError(f"{path}: not a readable parquet of per-image scores ({err}); rescore the cell") from err
     missing = {"sample_id", "prompt_id", "score"} - set(frame.columns)
     if missing:
         raise GateError(f"{path}: lacks column(s) {sorted(missing)}")
@@ -192,12 +203,13 @@ def load_thresholds(path) -> dict:
     path = Path(path)
     if not path.exists():
         raise GateError(f"thresholds file {path} not found")
+    import yaml
+
     text = path.read_text()
-    if path.suffix == ".json":
-        spec = json.loads(text)
-    else:
-        import yaml
-        spec = yaml.safe_load(text)
+    try:
+        spec = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as err:
+        raise GateError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'} ({err})") from err
     spec = spec or {}
     if isinstance(spec, dict) and isinstance(spec.get("thresholds"), dict):
         spec = spec["thresholds"]
@@ -268,15 +280,15 @@ def compare_per_image(base: pd.DataFrame, cand: pd.DataFrame, *, n_resamples: in
             "n_baseline_prompts": int(base["prompt_id"].nunique())}
 
 
-def compare_set_level(base: dict, cand: dict, *, level: float) -> dict:
+def compare_set_level(base: dict, cand: dict, *, level: float, what: str = "") -> dict:
     """Normal approximation from the two runs' recorded bootstrap CIs (runs treated as independent)."""
     from scipy.stats import norm
 
     ses = []
-    for d in (base, cand):
+    for who, d in (("baseline", base), ("candidate", cand)):
         if d.get("ci_low") is None or d.get("ci_high") is None:
-            ses.append(0.0)
-            continue
+            raise GateError(f"{what}: the {who}'s set-level number has no CI (ci_low/ci_high), so its "
+                            f"uncertainty is unknown; rescore it with evals.score, which records one")
         z = norm.ppf(0.5 + float(d.get("level") or 0.95) / 2)
         ses.append(max(0.0, (float(d["ci_high"]) - float(d["ci_low"])) / (2 * z)))
     diff = float(cand["value"]) - float(base["value"])
@@ -304,6 +316,12 @@ def holm(p_values) -> np.ndarray:
     adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * p[order]))
     out[order] = adjusted
     return out
+
+
+def resamples_for(m: int, alpha: float) -> int:
+    """Bootstrap resamples R at which Holm over m comparisons can still reject: the smallest bootstrap p,
+    1/(R+1), times m lies a tenth below α."""
+    return math.ceil(10 * m / alpha - 1e-9) - 1
 
 
 def decide(comparisons: list[Comparison], alpha: float) -> None:
@@ -362,6 +380,10 @@ def run_gate(baseline, candidates, *, thresholds: dict | None = None, alpha: flo
         raise GateError(f"no metric of the baseline ({baseline}) matches the candidate(s) "
                         f"({', '.join(map(str, candidates))}) on {', '.join(KEY_FIELDS)}:\n  " + "\n  ".join(unmatched))
     level = 1 - alpha
+    needed = resamples_for(len(pairs), alpha)
+    if n_resamples < needed and any(not base.set_level for _, base, _ in pairs):
+        report.update(n_resamples=needed, n_resamples_asked=n_resamples)
+        n_resamples = needed
     for cand_model, base, cand in pairs:
         comparisons.append(_compare(cand_model, base, cand, thresholds, level, n_resamples, seed))
     decide(comparisons, alpha)
@@ -380,7 +402,7 @@ def _compare(cand_model, base: Run, cand: Run, thresholds, level, n_resamples, s
                             f"every image failed, nothing to compare")
     notes = []
     if base.set_level:
-        stats = compare_set_level(b, c, level=level)
+        stats = compare_set_level(b, c, level=level, what=what)
         method = "normal approx. from both runs' bootstrap-over-images CIs"
     else:
         stats = compare_per_image(read_scores(base), read_scores(cand), n_resamples=n_resamples, level=level,
@@ -460,13 +482,21 @@ def markdown(report: dict) -> str:
         lines += ["", "Not compared:", ""] + [f"- {u}" for u in report["unmatched"]]
     n = len(report["comparisons"])
     lines += ["", f"<sub>diff = candidate − baseline (↑/↓: higher/lower is better). Per-image metrics: paired "
-                  f"bootstrap over shared prompts ({report['n_resamples']} resamples, seed {report['seed']}), "
+                  f"bootstrap over shared prompts ({_resamples_text(report)}, seed {report['seed']}), "
                   f"diff of per-image means over the shared images; set-level metrics (FID): normal "
                   f"approximation from both runs' bootstrap CIs. p: two-sided, Holm-adjusted across all {n} "
                   f"comparisons (raw p in brackets). ❌ = worse by more than the threshold with Holm p < "
                   f"{report['alpha']:g}; ⚠️ = worse with raw p < {report['alpha']:g} but not a regression."
                   f"</sub>"]
     return "\n".join(lines) + "\n"
+
+
+def _resamples_text(report: dict) -> str:
+    asked = report.get("n_resamples_asked")
+    if asked is None:
+        return f"{report['n_resamples']} resamples"
+    return (f"{report['n_resamples']} resamples, raised from {asked} so that the smallest Holm p, "
+            f"{len(report['comparisons'])}/(R+1), can fall below α")
 
 
 def _num(x, sign=False) -> str:
@@ -512,6 +542,11 @@ def parser():
     return p
 
 
+def _error_report(message: str) -> dict:
+    return {"exit_code": REFUSED, "refused": [message], "comparisons": [], "error": message,
+            "headline": f"🚫 ERROR — {message}"}
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
@@ -519,9 +554,11 @@ def main(argv=None) -> int:
         report = run_gate(args.baseline, args.candidate, thresholds=thresholds, alpha=args.alpha,
                           n_resamples=args.n_resamples, seed=args.seed, only=args.only, strict=args.strict)
     except GateError as err:
-        report = {"exit_code": REFUSED, "refused": [str(err)], "comparisons": [], "error": str(err),
-                  "headline": f"🚫 ERROR — {err}"}
+        report = _error_report(str(err))
         print(f"regress: {err}", file=sys.stderr)
+    except Exception as err:  # noqa: BLE001 - a crash must not exit 1, which CI reads as "regression"
+        traceback.print_exc()
+        report = _error_report(f"the gate crashed ({type(err).__name__}: {err}); the traceback is on stderr")
     text = markdown(report)
     sys.stdout.write(text)
     for path, content in ((args.out, text), (args.json, json.dumps(report, indent=1, ensure_ascii=False,

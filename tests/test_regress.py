@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 
 from reports import regress
-from reports.regress import Comparison, compare_per_image, compare_set_level, decide, holm, main
+from reports.regress import Comparison, compare_per_image, compare_set_level, decide, holm, main, resamples_for
 
 SAMPLER, STEPS, CFG = "dpm-solver", 20, 4.5
 
@@ -217,7 +217,23 @@ def test_holm_in_the_gate_across_metrics(tmp_path):
         write_run(tmp_path, "cand", s, metric=f"other{i}")
     code, md, report = gate(tmp_path)
     row = next(c for c in report["comparisons"] if c["metric"] == "compbench_blip_vqa")
-    assert code == 0 and row["p_value"] == p_raw and row["p_holm"] >= 0.05 and row["verdict"] == "⚠️"
+    # 31 comparisons need more than the 1000 resamples asked for (see the next test): p moves a little
+    assert report["n_resamples"] == 6199 and row["p_value"] == pytest.approx(p_raw, abs=0.005)
+    assert code == 0 and row["p_value"] < 0.05 and row["p_holm"] >= 0.05 and row["verdict"] == "⚠️"
+
+
+def test_many_comparisons_raise_the_resamples_so_a_regression_can_still_be_found(tmp_path):
+    # A bootstrap p is at least 1/(R+1); Holm multiplies it by m. With R = 100 and m = 6, 6/101 > 0.05: a
+    # regression of every metric would pass unless the gate raises R (to 10·m/α − 1 = 1199).
+    scores = base_scores()
+    for i in range(6):
+        write_run(tmp_path, "base", scores, metric=f"m{i}")
+        write_run(tmp_path, "cand", scores - 0.2, metric=f"m{i}")
+    code, md, report = gate(tmp_path, "--n-resamples", "100")
+    assert code == 1 and report["n_resamples"] == 1199 and report["n_resamples_asked"] == 100
+    assert all(c["status"] == "regression" for c in report["comparisons"])
+    assert "1199 resamples, raised from 100" in md
+    assert resamples_for(6, 0.05) == 1199 and 6 / (resamples_for(6, 0.05) + 1) == pytest.approx(0.005)
 
 
 def test_several_candidates_any_regression_fails(tmp_path):
@@ -272,6 +288,40 @@ def test_missing_inputs_and_no_overlap_exit_2_naming_them(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:  # argparse: missing --candidate
         main(["--baseline", str(tmp_path)])
     assert exc.value.code == 2
+
+
+def test_malformed_inputs_and_crashes_exit_2_never_1(tmp_path, capsys, monkeypatch):
+    # exit 1 means "regression" to CI: bad input and a crash of the gate itself must say 2, naming the file
+    scores = base_scores()
+    write_run(tmp_path, "base", scores)
+    json_path = write_run(tmp_path, "cand", scores - 0.2)
+    for name, text in (("bad.json", "{not json"), ("bad.yaml", "a: [1,\n")):
+        code, md, _ = gate(tmp_path, "--thresholds", str(_thresholds(tmp_path, text, name)))
+        assert code == 2 and str(tmp_path / name) in md and "not valid" in md
+    parquet = tmp_path / "scores/cand/t2i_color" / f"{SAMPLER}-{STEPS}/cfg{CFG}/compbench_blip_vqa.parquet"
+    parquet.write_bytes(b"PAR1 damaged")
+    code, md, _ = gate(tmp_path)
+    assert code == 2 and str(parquet) in md and "not a readable parquet" in md
+    write_run(tmp_path, "cand", scores - 0.2)
+    data = json.loads(json_path.read_text())
+    json_path.write_text(json.dumps({**data, "steps": "twenty"}))
+    code, md, _ = gate(tmp_path)
+    assert code == 2 and str(json_path) in md and "not numbers" in md
+    json_path.write_text(json.dumps({k: v for k, v in data.items() if k != "higher_is_better"}))
+    code, md, _ = gate(tmp_path)
+    assert code == 2 and "lacks higher_is_better" in md
+    json_path.write_text(json.dumps(data))
+    assert gate(tmp_path)[0] == 1
+    monkeypatch.setattr(regress, "paired_bootstrap", lambda *a, **k: 1 / 0)
+    code, md, _ = gate(tmp_path)
+    assert code == 2 and "the gate crashed (ZeroDivisionError" in md and "Traceback" in capsys.readouterr().err
+
+
+def test_a_set_level_number_without_a_ci_is_refused():
+    # no CI would mean zero uncertainty: any difference at all would be "significant"
+    base = {"value": 10.0, "ci_low": 9.0, "ci_high": 11.0, "level": 0.95}
+    with pytest.raises(regress.GateError, match="candidate's set-level number has no CI"):
+        compare_set_level(base, {"value": 10.01, "ci_low": None, "ci_high": None}, level=0.95, what="fid")
 
 
 def test_unmatched_metrics_listed_and_strict_refuses(tmp_path):
