@@ -4,8 +4,11 @@ The loop is diffusers' PixArtAlphaPipeline loop (same scheduler calls, same guid
 rewritten so that (a) conditioning comes from the ragged embedding table, padded only to the batch's longest
 prompt; (b) the unconditional branch follows either convention (DESIGN §5); (c) each sample's initial and
 per-step noise comes from its own CPU generator, so it does not depend on batch, shard, device or order;
-(d) the IDDPM sampler keeps the learned-range variance channels (taken from the conditional branch, as the
-original `forward_with_cfg` does) instead of dropping them.
+(d) the IDDPM sampler keeps the learned-range variance channels (taken from the conditional branch) instead of
+dropping them. Guidance covers every latent channel for every sampler, with both branches evaluated at the same
+latents. The original repo's IDDPM path does not: its `forward_with_cfg` (from DiT) guides channels 0–2 only,
+and its two halves of the batch draw their own step noise, so the unconditional branch drifts onto another
+trajectory. `iddpm` here is IDDPM sampling with standard guidance, not a copy of those images.
 """
 import inspect
 from dataclasses import dataclass

@@ -3,7 +3,9 @@
 Every scheduler shares PixArt-α's training schedule (linear betas 1e-4→0.02, 1000 steps, eps prediction;
 reference/pixart.md §3–4). Defaults follow the original repo: DPM-Solver++ order 2 multistep 20 steps,
 SA-Solver 25 steps (predictor/corrector order 2, tau 1 for 200≤t≤800, diffusers' default tau function),
-IDDPM 100 respaced ancestral steps with the learned-range variance, DDIM (eta 0).
+IDDPM 100 respaced ancestral steps with the learned-range variance, DDIM (eta 0). None clips its x0 estimate:
+diffusers' DDPM and DDIM schedulers clip it to [−1, 1] by default, which suits pixels, not latents (scaled
+VAE latents reach ±4; PixArt's IDDPM loop passes clip_denoised=False).
 """
 from dataclasses import dataclass, field
 
@@ -17,8 +19,9 @@ SAMPLERS = {
     "sa-solver": ("SASolverScheduler",
                   dict(predictor_order=2, corrector_order=2, algorithm_type="data_prediction"), 25, False),
     # linspace spacing reproduces IDDPM's space_timesteps(1000, "100") exactly (0 … 999).
-    "iddpm": ("DDPMScheduler", dict(variance_type="learned_range", timestep_spacing="linspace"), 100, True),
-    "ddim": ("DDIMScheduler", dict(), 50, False),
+    "iddpm": ("DDPMScheduler", dict(variance_type="learned_range", timestep_spacing="linspace", clip_sample=False),
+              100, True),
+    "ddim": ("DDIMScheduler", dict(clip_sample=False), 50, False),
 }
 
 

@@ -253,3 +253,23 @@ def test_iddpm_sampler_uses_iddpm_respaced_timesteps():
     assert scheduler.timesteps.tolist() == sorted(taken, reverse=True)
     assert int(scheduler.previous_timestep(scheduler.timesteps[0])) == int(scheduler.timesteps[1])
     assert scheduler.config.variance_type == "learned_range"
+
+
+@pytest.mark.parametrize("name", ["dpm-solver", "sa-solver", "iddpm", "ddim"])
+def test_samplers_do_not_clip_latents(name):
+    """With the exact noise prediction of a fixed x0, every sampler must land on x0, including latents beyond ±1
+    (diffusers' DDPM/DDIM schedulers clip x0 to [−1, 1] unless told not to)."""
+    spec = parse_sampler(f"{name}:50")
+    scheduler = spec.build()
+    scheduler.set_timesteps(50)
+    x0 = 2.0 * torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(x0.shape, generator=generator) * scheduler.init_noise_sigma
+    for t in scheduler.timesteps:
+        alpha_bar = scheduler.alphas_cumprod[t]
+        eps = (scheduler.scale_model_input(x, t) - alpha_bar.sqrt() * x0) / (1 - alpha_bar).sqrt()
+        out = torch.cat([eps, torch.zeros_like(eps)], 1) if spec.uses_learned_variance else eps
+        kwargs = {"generator": generator} if name in ("iddpm", "sa-solver") else {}
+        x = scheduler.step(out, t, x, **kwargs, return_dict=False)[0]
+    assert x0.abs().max() > 4
+    assert torch.sqrt(((x - x0) ** 2).mean()) < 0.05, name
