@@ -121,41 +121,38 @@ def fidelity_kind(settings: dict, manifest: pd.DataFrame, cell: Path):
     return np.full(len(files), np.nan), errors, meta
 
 
-def category_aggregate(scores: np.ndarray, categories: list[str], weights: dict | None = None,
-                       n_resamples: int = 1000, seed: int = 0) -> tuple[dict | None, dict]:
-    """Headline = weighted mean of per-category means (equal weights when None), with a bootstrap CI over
-    images, plus one row per category. Used by WISE (Overall) and GenEval (mean of task scores)."""
-    from evals.stats import bootstrap_ci, bootstrap_statistic_ci
+def category_aggregate(scores: np.ndarray, categories: list[str], prompt_ids, weights: dict | None = None,
+                       n_resamples: int = 1000, seed: int = 0) -> tuple[dict, dict]:
+    """Headline = weighted mean of per-category means (equal weights over the cell's categories when None), with
+    a CI that resamples prompts within each category (`stratified_mean_ci`), plus one row per category. Used by
+    WISE (Overall) and GenEval (mean of the task scores). A category without a single scored image leaves the
+    headline undefined (value None, the reason in `note`): the mean of the other categories is another number."""
+    from evals.stats import bootstrap_ci, stratified_mean_ci
 
-    cats = np.asarray(categories, dtype=object)
+    cats, prompts = np.asarray(categories, dtype=object), np.asarray(prompt_ids, dtype=object)
     valid = ~np.isnan(scores)
-    names = sorted(set(cats[valid]))
-    expected = sorted(weights) if weights else names
-    w = {c: (weights[c] if weights else 1.0) for c in expected}
-    codes = np.array([names.index(c) for c in cats[valid]])
-    rows = np.column_stack([codes, scores[valid]])
-    complete = set(names) >= set(expected)
-
-    def headline(sample):
-        means = {names[i]: sample[sample[:, 0] == i, 1].mean() for i in range(len(names))
-                 if (sample[:, 0] == i).any()}
-        if not complete or len(means) < len(expected):
-            return float(sample[:, 1].mean())
-        return float(sum(w[c] * means[c] for c in expected) / sum(w.values()))
-
-    aggregate = None
-    if valid.sum() >= 2:
-        ci = bootstrap_statistic_ci(rows, headline, n_resamples=n_resamples, seed=seed)
-        aggregate = {"value": ci.value, "ci_low": ci.low, "ci_high": ci.high, "level": ci.level, "n": ci.n,
-                     "ci_method": f"bootstrap over images of the {'weighted ' if weights else ''}mean of "
-                                  f"category means" + ("" if complete else
-                                                      f" (no scores for {sorted(set(expected) - set(names))}: "
-                                                      f"plain mean)")}
+    unweighted = sorted(set(cats) - set(weights)) if weights else []
+    if unweighted:
+        raise ValueError(f"categories {unweighted} have no weight in the headline (weights: {sorted(weights)})")
+    expected = sorted(weights) if weights else sorted(set(cats))
+    scored = set(cats[valid])
+    missing = [c for c in expected if c not in scored]
+    what = f"the {'weighted ' if weights else ''}mean of category means"
+    aggregate = {"value": None, "ci_low": None, "ci_high": None, "level": 0.95, "n": int(valid.sum())}
+    if missing:
+        aggregate["note"] = f"no scores for {missing}: {what} is undefined"
+    else:
+        ci = stratified_mean_ci(scores[valid], cats[valid], prompts[valid], weights, n_resamples=n_resamples,
+                                seed=seed)
+        aggregate.update(value=ci.value, ci_low=ci.low, ci_high=ci.high, level=ci.level,
+                         ci_method=f"{what}; bootstrap over prompts within each category, {n_resamples} "
+                                   f"resamples, seed {seed}")
     breakdown = {}
-    for name in names:
-        group = scores[valid][cats[valid] == name]
-        cci = bootstrap_ci(group, seed=seed) if len(group) >= 2 else None
-        breakdown[name] = {"value": float(group.mean()), "n": int(len(group)),
+    for name in expected:
+        here = valid & (cats == name)
+        group = scores[here]
+        cci = bootstrap_ci(group, groups=prompts[here], n_resamples=n_resamples, seed=seed) if len(group) >= 2 else None
+        breakdown[name] = {"value": float(group.mean()) if len(group) else None, "n": int(len(group)),
                            "ci_low": cci.low if cci else None, "ci_high": cci.high if cci else None,
                            "n_failed": int(((cats == name) & ~valid).sum())}
     return aggregate, breakdown
@@ -174,12 +171,11 @@ def wise_kind(settings: dict, manifest: pd.DataFrame, cell: Path):
     judged = judged.loc[manifest["sample_id"]]
     errors = [None if pd.isna(e) else f"{sid}.png: {e}" for sid, e in zip(judged.index, judged["error"])]
     scores = judged["wiscore"].to_numpy(float)
-    aggregate, breakdown = category_aggregate(scores, list(judged["category"]), wise.OVERALL_WEIGHTS,
-                                              int(settings.get("n_resamples", 1000)))
+    aggregate, breakdown = category_aggregate(scores, list(judged["category"]), manifest["prompt_id"],
+                                              wise.OVERALL_WEIGHTS, *_resampling(settings))
     meta = {"scorer": f"wise_judge:{client.model}", "weights_fingerprint": wise.RUBRIC_VERSION,
-            "higher_is_better": True, "breakdown": breakdown, "n_cached": int(judged["cached"].sum())}
-    if aggregate:
-        meta["aggregate"] = aggregate
+            "higher_is_better": True, "breakdown": breakdown, "n_cached": int(judged["cached"].sum()),
+            "aggregate": aggregate}
     return scores, errors, meta
 
 
@@ -189,12 +185,9 @@ def geneval_score_kind(settings: dict, manifest: pd.DataFrame, cell: Path):
 
     scores, errors, meta = geneval_kind(settings, manifest, cell)
     tags = [json.loads(m).get("tag") for m in manifest["metadata"]]
-    aggregate, breakdown = category_aggregate(np.asarray(scores, float), tags, None,
-                                              int(settings.get("n_resamples", 1000)))
-    meta = {**meta, "breakdown": breakdown}
-    if aggregate:
-        meta["aggregate"] = aggregate
-    return scores, errors, meta
+    aggregate, breakdown = category_aggregate(np.asarray(scores, float), tags, manifest["prompt_id"], None,
+                                              *_resampling(settings))
+    return scores, errors, {**meta, "breakdown": breakdown, "aggregate": aggregate}
 
 
 def _compbench_kinds() -> dict:
@@ -205,6 +198,11 @@ def _compbench_kinds() -> dict:
 
 KINDS = {"clip_score": clip_score_kind, "fidelity": fidelity_kind, "wise": wise_kind, "geneval": geneval_score_kind,
          **_compbench_kinds()}
+
+
+def _resampling(settings: dict) -> tuple[int, int]:
+    """(n_resamples, seed) of a per-image metric's CI: the scorer's settings, else 1000 resamples, seed 0."""
+    return int(settings.get("n_resamples", 1000)), int(settings.get("seed", 0))
 
 
 def aggregate(frame: pd.DataFrame, seed: int = 0, n_resamples: int = 1000) -> dict:
@@ -253,7 +251,9 @@ def run(args) -> dict:
     _atomic_parquet(frame, Path(args.scores_out))
     first = manifest.iloc[0]
     set_level = meta.pop("aggregate", None)  # set-level metrics (FID) aggregate themselves
-    summary = {**set_level, "n_failed": sum(e is not None for e in errors)} if set_level else aggregate(frame)
+    n_resamples, seed = _resampling(settings)
+    summary = ({**set_level, "n_failed": sum(e is not None for e in errors)} if set_level
+               else aggregate(frame, seed=seed, n_resamples=n_resamples))
     result = {"metric": args.scorer, "kind": kind, "protocol": args.protocol, **summary,
               **meta, "seconds": round(time.perf_counter() - started, 3),
               **{k: (first[k].item() if hasattr(first[k], "item") else first[k]) for k in PROVENANCE if k in first},

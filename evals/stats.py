@@ -63,6 +63,39 @@ def bootstrap_ci(scores, groups=None, *, statistic: Callable = np.mean, n_resamp
     return CI(value, low, high, len(scores), level, n_resamples, seed)
 
 
+def stratified_mean_ci(scores, strata, groups, weights: dict | None = None, *, n_resamples: int = 1000,
+                       level: float = 0.95, seed: int = 0) -> CI:
+    """CI of a weighted mean of stratum means (WISE's Overall, GenEval's mean of task scores).
+
+    Within each stratum (category) whole groups (prompts) are drawn with replacement, as many as it has: the
+    protocol fixes how many prompts each category has, so every resample keeps every category and the
+    headline keeps its definition. `weights`: stratum → weight (equal when None); it must name every stratum.
+    """
+    scores = _as_scores(scores, "scores")
+    strata, groups = np.asarray(strata, dtype=object), np.asarray(groups)
+    if strata.shape != scores.shape or groups.shape != scores.shape:
+        raise ValueError(f"strata and groups: expected one per score ({len(scores)}), got shapes "
+                         f"{strata.shape} and {groups.shape}.")
+    pairs = set(zip(groups.tolist(), strata.tolist()))
+    if len({g for g, _ in pairs}) < len(pairs):
+        shared = sorted({g for g, _ in pairs if sum(h == g for h, _ in pairs) > 1}, key=str)
+        raise ValueError(f"groups span several strata (e.g. {shared[:3]}): each prompt belongs to one category.")
+    names = sorted(set(strata.tolist()))
+    if weights is not None and set(weights) != set(names):
+        raise ValueError(f"weights name {sorted(weights)} but the strata are {names}.")
+    w = np.array([float(weights[n]) if weights else 1.0 for n in names])
+    _check_level(level, n_resamples)
+    rng = np.random.default_rng(seed)
+    value = boot = 0.0
+    for weight, name in zip(w, names):
+        mask = strata == name
+        value += weight * float(scores[mask].mean())
+        boot = boot + weight * _resampled_statistic(scores[mask], _group_index(groups[mask], int(mask.sum())),
+                                                    np.mean, n_resamples, rng)
+    low, high = _percentiles(boot / w.sum(), level)
+    return CI(value / w.sum(), low, high, len(scores), level, n_resamples, seed)
+
+
 def paired_bootstrap(a, b, groups=None, *, n_resamples: int = 1000, level: float = 0.95,
                      seed: int = 0) -> PairedResult:
     """Difference of means between two aligned runs (same items, two models): diff = mean(b) - mean(a).

@@ -105,13 +105,24 @@ def test_fidelity_kind_clip_fid_and_kid(cell, tmp_path):
 def test_category_aggregate_weights_and_missing_categories():
     scores = np.array([1.0, 0.0, 1.0, 1.0, np.nan, 0.0])
     cats = ["a", "a", "b", "b", "c", "c"]
-    aggregate, breakdown = score.category_aggregate(scores, cats, {"a": 0.5, "b": 0.25, "c": 0.25}, 200)
+    prompts = ["p0", "p1", "p2", "p3", "p4", "p5"]
+    weights = {"a": 0.5, "b": 0.25, "c": 0.25}
+    aggregate, breakdown = score.category_aggregate(scores, cats, prompts, weights, 200)
     assert aggregate["value"] == pytest.approx(0.5 * 0.5 + 0.25 * 1.0 + 0.25 * 0.0)
+    assert "within each category" in aggregate["ci_method"]
     assert breakdown["c"] == {"value": 0.0, "n": 1, "ci_low": None, "ci_high": None, "n_failed": 1}
-    unweighted, _ = score.category_aggregate(scores, cats, None, 200)
+    unweighted, _ = score.category_aggregate(scores, cats, prompts, None, 200)
     assert unweighted["value"] == pytest.approx((0.5 + 1.0 + 0.0) / 3)  # GenEval: mean of task scores
-    partial, _ = score.category_aggregate(scores[:4], cats[:4], {"a": 0.5, "b": 0.25, "c": 0.25}, 200)
-    assert partial["value"] == pytest.approx(0.75) and "no scores for ['c']" in partial["ci_method"]
+    # a category with no scored image (absent, or every image failed): the headline is undefined, not the
+    # mean of the others, and the category stays in the breakdown with its failures
+    for partial_scores, partial_cats in ((scores[:4], cats[:4]), (np.array([1.0, 0.0, 1.0, 1.0, np.nan, np.nan]), cats)):
+        partial, rows = score.category_aggregate(partial_scores, partial_cats, prompts[:len(partial_cats)], weights, 200)
+        assert partial["value"] is None and "no scores for ['c']" in partial["note"]
+        assert rows["c"]["value"] is None and rows["c"]["n"] == 0
+    _, rows = score.category_aggregate(np.array([1.0, 0.0, 1.0, 1.0, np.nan, np.nan]), cats, prompts, None, 200)
+    assert rows["c"]["n_failed"] == 2
+    with pytest.raises(ValueError, match=r"categories \['d'\] have no weight"):
+        score.category_aggregate(scores, cats[:5] + ["d"], prompts, weights, 200)
 
 
 def test_mismatched_images_per_prompt_are_refused(cell, tmp_path):

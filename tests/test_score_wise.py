@@ -5,6 +5,7 @@ import json
 import pytest
 
 from evals import score, table
+from evals.metrics.wise import OVERALL_WEIGHTS as WEIGHTS
 from tests.test_wise import server  # noqa: F401  (the real chat-completions server fixture)
 from tests.test_wise import SCRIPT, _prompt_set
 
@@ -24,15 +25,21 @@ def test_wise_kind_end_to_end(server, tmp_path, monkeypatch):  # noqa: F811
     monkeypatch.setattr("evals.metrics.wise.time.sleep", lambda s: None, raising=False)
     result = score.run(score.parser().parse_args(args))
     assert result["n_failed"] == 1 and "p000005_00.png" in result["failed_examples"][0]  # "always 500"
-    assert result["n"] == 5 and result["ci_low"] <= result["value"] <= result["ci_high"]
-    # the only chemistry prompt failed: no chemistry row, and Overall says it fell back to the plain mean
-    assert set(result["breakdown"]) == {"cultural", "time", "space", "biology", "physics"}
-    assert "no scores for ['chemistry']: plain mean" in result["ci_method"]
+    # the only chemistry prompt failed: Overall (weighted over the six categories) is undefined, not the mean of
+    # the other five, and the chemistry row is kept with its failure
+    assert result["n"] == 5 and result["value"] is None and result["ci_low"] is None
+    assert "no scores for ['chemistry']" in result["note"]
+    assert result["breakdown"]["chemistry"] == {"value": None, "n": 0, "ci_low": None, "ci_high": None, "n_failed": 1}
     assert result["breakdown"]["cultural"]["value"] == pytest.approx(0.8)  # C,R,A = 2,1,0 → 0.80
     sent = len(srv.requests)
     again = score.run(score.parser().parse_args(args))
     assert len(srv.requests) - sent == 3  # only the failed image is sent again (1 try + 2 retries)
-    assert again["value"] == pytest.approx(result["value"])
+    assert again["breakdown"] == result["breakdown"]
+    # with chemistry judged, Overall is the weighted mean with a CI over prompts within each category
+    complete = score.category_aggregate(
+        __import__("numpy").array([0.8, 0.5, 0.5, 0.5, 0.5, 0.5]),
+        ["cultural", "time", "space", "biology", "physics", "chemistry"], list("abcdef"), WEIGHTS, 200)[0]
+    assert complete["value"] == pytest.approx(0.4 * 0.8 + 0.6 * 0.5)
     rows = table.gather([tmp_path / "wise.json"])
     assert {"wise", "wise/cultural", "wise/physics"} <= set(rows["metric"])
     for path in tmp_path.rglob("*"):
