@@ -12,8 +12,10 @@ claim, what was measured, and whether it holds. Kinds:
 - `steps_to_loss`: the first listed training run reaches a training loss in fewer steps than each other run.
   The loss is a running mean of the logged losses (log.jsonl) over `window` steps; the target is the highest
   final running mean among the runs (a loss every run reaches) unless `target` is given.
-A check that cannot be evaluated (a cell not scored, a run not logged) is a row that says what is missing,
-never a pass. Writes {out}/tables/checks.{md,tex,csv} and {out}/checks.json; prints one line per check and
+The first two compare numbers at one sampling setting: `sampler`, `steps` and (checkpoints) `cfg` in the
+spec pick it; a metric scored at several settings the spec does not tell apart is not evaluated, and the row
+lists the settings. A check that cannot be evaluated (a cell not scored, a run not logged, an ambiguous
+setting) is a row that says what is missing, never a pass. Writes {out}/tables/checks.{md,tex,csv} and {out}/checks.json; prints one line per check and
 a summary. Exit status 0 (a failed claim is a finding to report, not a crash), 2 on unreadable inputs.
 """
 from __future__ import annotations
@@ -28,6 +30,9 @@ import pandas as pd
 from reports.tabular import Cell, Column, Table, write_table
 
 
+SETTING = ("sampler", "steps", "cfg")
+
+
 class CheckInputError(ValueError):
     """An input the checks need is missing or malformed; the message names it."""
 
@@ -40,9 +45,26 @@ def _step(model: str) -> int:
     return int(model.rsplit("@", 1)[1])
 
 
+def _at_setting(rows: pd.DataFrame, spec: dict, keys=SETTING) -> pd.DataFrame:
+    """The rows at the spec's sampler/steps/cfg (the ones it names)."""
+    for key in keys:
+        wanted = spec.get(key)
+        if wanted is None or key not in rows:
+            continue
+        column = rows[key].astype(str) if key == "sampler" else rows[key].astype(float)
+        rows = rows[column == (str(wanted) if key == "sampler" else float(wanted))]
+    return rows
+
+
+def _settings_text(rows: pd.DataFrame) -> str:
+    return ", ".join(" ".join(f"{k} {r[k]:g}" if k != "sampler" else str(r[k]) for k in SETTING if k in r)
+                     for r in rows.to_dict("records"))
+
+
 def check_checkpoints(frame: pd.DataFrame, spec: dict) -> dict:
     series = spec["series"]
     rows = frame[frame["model"].str.startswith(f"{series}@") & frame["model"].str.rsplit("@").str[-1].str.isdigit()]
+    rows = _at_setting(rows, spec)
     wanted = spec.get("metrics") or sorted({f"{b}/{m}" for b, m in zip(rows["bench"], rows["metric"])})
     claim = f"series {series}: the last checkpoint beats the first on {', '.join(wanted)}, CIs apart"
     if rows.empty:
@@ -54,10 +76,15 @@ def check_checkpoints(frame: pd.DataFrame, spec: dict) -> dict:
     measured, verdicts = [], []
     for key in wanted:
         bench, _, metric = key.partition("/")
-        pair = {}
-        for model in (first, last):
-            hit = rows[(rows["model"] == model) & (rows["bench"] == bench) & (rows["metric"] == metric)]
-            pair[model] = hit.iloc[0] if len(hit) == 1 else None
+        hits = {model: rows[(rows["model"] == model) & (rows["bench"] == bench) & (rows["metric"] == metric)]
+                for model in (first, last)}
+        pair = {model: hit.iloc[0] if len(hit) == 1 else None for model, hit in hits.items()}
+        several = next((hit for hit in hits.values() if len(hit) > 1), None)
+        if several is not None:
+            measured.append(f"{key}: scored at several settings ({_settings_text(several)}); name the one to "
+                            f"compare with sampler/steps/cfg in the check")
+            verdicts.append(None)
+            continue
         if pair[first] is None or pair[last] is None:
             measured.append(f"{key}: not scored for {' and '.join(m for m in pair if pair[m] is None)}")
             verdicts.append(None)
@@ -75,7 +102,12 @@ def check_checkpoints(frame: pd.DataFrame, spec: dict) -> dict:
 def check_cfg(frame: pd.DataFrame, spec: dict) -> dict:
     model, bench, metric, cfgs = spec["model"], spec["bench"], spec["metric"], sorted(map(float, spec["cfg"]))
     claim = f"{model} {bench}/{metric} rises with cfg over {', '.join(f'{c:g}' for c in cfgs)}"
-    rows = frame[(frame["model"] == model) & (frame["bench"] == bench) & (frame["metric"] == metric)]
+    rows = _at_setting(frame[(frame["model"] == model) & (frame["bench"] == bench) & (frame["metric"] == metric)],
+                       spec, keys=("sampler", "steps"))
+    repeated = rows[rows["cfg"].astype(float).duplicated(keep=False)]
+    if len(repeated):
+        return {"claim": claim, "measured": f"scored at several settings per cfg ({_settings_text(repeated)}); "
+                                            f"name the one to compare with sampler/steps in the check", "holds": None}
     by_cfg = {float(c): r for c, r in zip(rows["cfg"], rows.to_dict("records"))}
     missing = [c for c in cfgs if c not in by_cfg]
     if missing:

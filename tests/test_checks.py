@@ -55,6 +55,28 @@ def test_cfg_needs_every_step_to_rise():
     assert absent["holds"] is None and "not scored at cfg 1.5" in absent["measured"]
 
 
+def test_several_settings_must_be_told_apart_by_the_check():
+    # the series scored at two cfg values, the cfg sweep with two samplers: without a named setting the checks
+    # would pick a row by order; they say which settings they saw instead, and compare at the one named
+    frame = pd.concat([_series_frame(40.0, 0.5).assign(sampler="dpm-solver", steps=14),
+                       _series_frame(80.0, 0.1).assign(sampler="dpm-solver", steps=14, cfg=2.0)])
+    check = {"kind": "checkpoints", "series": "run", "metrics": ["fid/clip_fid"]}
+    ambiguous = run_checks(frame, {"c": check})["c"]
+    assert ambiguous["holds"] is None and "several settings (dpm-solver steps 14 cfg 4.5, dpm-solver steps 14 cfg 2)" \
+        in ambiguous["measured"]
+    assert run_checks(frame, {"c": {**check, "cfg": 4.5}})["c"]["holds"] is True
+    assert run_checks(frame, {"c": {**check, "cfg": 2.0, "sampler": "dpm-solver", "steps": 14}})["c"]["holds"] is False
+    rising = [_row("m", "fid", "clip", v, 0.01, cfg=c) | {"sampler": "ddim", "steps": 50} for c, v in [(1.0, 0.2), (2.0, 0.3)]]
+    falling = [_row("m", "fid", "clip", v, 0.01, cfg=c) | {"sampler": "iddpm", "steps": 100} for c, v in [(1.0, 0.3), (2.0, 0.2)]]
+    spec = {"kind": "cfg", "model": "m", "bench": "fid", "metric": "clip", "cfg": [1.0, 2.0]}
+    for rows in (rising + falling, falling + rising):  # the verdict must not depend on row order
+        both = pd.DataFrame(rows)
+        result = run_checks(both, {"x": spec})["x"]
+        assert result["holds"] is None and "several settings per cfg" in result["measured"]
+        assert run_checks(both, {"x": {**spec, "sampler": "ddim"}})["x"]["holds"] is True
+        assert run_checks(both, {"x": {**spec, "sampler": "iddpm", "steps": 100}})["x"]["holds"] is False
+
+
 def _log(path, losses, every=10):
     path.write_text("".join(json.dumps({"step": every * (i + 1), "loss": v}) + "\n" for i, v in enumerate(losses)))
     return str(path)
