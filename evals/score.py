@@ -73,12 +73,11 @@ def load_extractor(settings: dict):
     if kind == "dinov2":
         return features.load_dinov2(settings["weights"], device=device)
     if kind == "clip":
-        from evals.metrics.clip_score import ClipImageFeatures, load_clip
+        from evals.metrics.clip_score import clip_feature_extractor, load_clip
 
         scorer = load_clip(settings.get("variant", "custom"), settings["weights"],
                            model_name=settings.get("model_name"), config_dir=settings.get("config_dir"))
-        return features.as_extractor(ClipImageFeatures(scorer).eval(), mode=settings.get("mode", "clean"),
-                                     name=f"clip:{settings.get('model_name') or settings.get('variant')}")
+        return clip_feature_extractor(scorer, f"clip:{settings.get('model_name') or settings.get('variant')}")
     raise ValueError(f"unknown extractor {kind!r}; use inception, dinov2 or clip")
 
 

@@ -54,3 +54,42 @@ def test_missing_weights_say_where_to_get_them(tmp_path):
         load_clip("clip_vitb32_cosine", str(tmp_path / "absent.bin"))
     with pytest.raises(ValueError, match="unknown CLIP-score variant"):
         load_clip("clip_vitb16", None)
+
+
+def test_clip_fid_features_equal_clean_fids_clip_vit_b_32_path(tmp_path, monkeypatch):
+    """CLIP-FID's features = clean-fid's `model_name="clip_vit_b_32"` path (img_preprocess_clip, then CLIP_fx) on the
+    same tower. clean-fid needs OpenAI's `clip` package only to load ViT-B/32, so a stand-in module lets its own
+    preprocessing and CLIP_fx.__call__ run on a small 224-px open_clip tower."""
+    import json
+    import sys
+    import types
+
+    import open_clip
+
+    from evals.metrics.clip_score import clip_feature_extractor
+    from evals.metrics.features import extract_features
+
+    monkeypatch.setitem(sys.modules, "clip", types.ModuleType("clip"))
+    from cleanfid.clip_features import CLIP_fx, img_preprocess_clip
+    from cleanfid.fid import get_folder_features
+
+    config = {"embed_dim": 16, "vision_cfg": {"image_size": 224, "layers": 1, "width": 32, "patch_size": 32,
+                                              "head_width": 16},
+              "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 16, "heads": 1, "layers": 1}}
+    (tmp_path / "clip-224-test.json").write_text(json.dumps(config))
+    open_clip.add_model_config(str(tmp_path))
+    torch.manual_seed(0)
+    torch.save(open_clip.create_model("clip-224-test", pretrained=None).state_dict(), tmp_path / "w.bin")
+    scorer = load_clip("custom", str(tmp_path / "w.bin"), model_name="clip-224-test", config_dir=str(tmp_path))
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i, (h, w) in enumerate([(256, 256), (300, 200), (64, 64), (512, 384), (224, 224)]):
+        Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(folder / f"{i}.png")
+    fx = object.__new__(CLIP_fx)
+    fx.model = scorer.model
+    theirs = get_folder_features(str(folder), model=fx, num_workers=0, batch_size=2, device=torch.device("cpu"),
+                                 mode="clean", custom_fn_resize=img_preprocess_clip, verbose=False)
+    ours = extract_features(folder, clip_feature_extractor(scorer, "clip:test"), batch_size=3).features
+    assert ours.shape == (5, 16)
+    np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image
 
 from evals.files import sha256_file
 
@@ -52,8 +53,6 @@ class ClipScorer:
     @torch.no_grad()
     def score(self, images, captions: list[str], batch_size: int = 32) -> np.ndarray:
         """Cosine (× scale) of each image with its caption; images are PIL images or file paths."""
-        from PIL import Image
-
         if len(images) != len(captions):
             raise ValueError(f"{len(images)} images but {len(captions)} captions")
         texts = [self.prefix + c for c in captions]
@@ -102,19 +101,38 @@ def load_clip(variant: str, weights: str | None = None, *, model_name: str | Non
 
 
 class ClipImageFeatures(torch.nn.Module):
-    """CLIP's image tower as a FID feature extractor (CLIP-FID): takes clean-fid's float batches in [0, 255]."""
+    """CLIP's image tower on batches at its input size, floats in [0, 255]: /255, CLIP's normalisation, encode
+    (the steps of clean-fid's CLIP_fx)."""
 
     def __init__(self, scorer: ClipScorer):
         super().__init__()
         self.model = scorer.model
-        size = self.model.visual.image_size
-        self.size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
         mean = getattr(self.model.visual, "image_mean", None) or (0.48145466, 0.4578275, 0.40821073)
         std = getattr(self.model.visual, "image_std", None) or (0.26862954, 0.26130258, 0.27577711)
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = torch.nn.functional.interpolate(x / 255.0, size=self.size, mode="bicubic", antialias=True,
-                                            align_corners=False)
-        return self.model.encode_image((x - self.mean) / self.std).float()
+        return self.model.encode_image((x / 255.0 - self.mean) / self.std).float()
+
+
+def clip_feature_extractor(scorer: ClipScorer, name: str) -> "FeatureExtractor":
+    """CLIP-FID's extractor as clean-fid builds it for `model_name="clip_vit_b_32"`: each 8-bit image is
+    PIL-bicubic resized (shorter side) to the tower's input size and centre-cropped (clean-fid's
+    img_preprocess_clip, whose 224 is ViT-B/32's size; other towers get their own), then `ClipImageFeatures`."""
+    from torchvision import transforms
+
+    from evals.metrics.features import FeatureExtractor, fingerprint_state
+
+    size = scorer.model.visual.image_size
+    size = int(size[0] if isinstance(size, (tuple, list)) else size)
+    to_input = transforms.Compose([transforms.Resize(size, interpolation=transforms.InterpolationMode.BICUBIC),
+                                   transforms.CenterCrop(size)])
+
+    def resize(img: np.ndarray) -> np.ndarray:
+        return np.asarray(to_input(Image.fromarray(img.astype(np.uint8)).convert("RGB"))).clip(0, 255).astype(np.uint8)
+
+    module = ClipImageFeatures(scorer).eval()
+    with torch.no_grad():
+        dim = int(module(torch.zeros(1, 3, size, size, device=scorer.device)).shape[-1])
+    return FeatureExtractor(name, fingerprint_state(module.state_dict()), dim, "clip", module, resize, scorer.device)
