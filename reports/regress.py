@@ -55,8 +55,9 @@ from evals.stats import paired_bootstrap
 
 PASS, REGRESSION, REFUSED = 0, 1, 2
 KEY_FIELDS = ("bench", "metric", "sampler", "steps", "cfg")
-# Fields that must agree for two numbers to be comparable (reference_key: fidelity reference statistics).
-SAME_FIELDS = ("protocol", "scorer", "weights_fingerprint", "higher_is_better", "reference_key")
+# Fields that must agree for two numbers to be comparable (reference_key: fidelity reference statistics;
+# parse_fingerprint: T2I-CompBench's frozen spaCy parses, which decide the questions asked).
+SAME_FIELDS = ("protocol", "scorer", "weights_fingerprint", "higher_is_better", "reference_key", "parse_fingerprint")
 REQUIRED = ("metric", "protocol", "value", "sampler", "steps", "cfg", "higher_is_better")
 
 

@@ -9,6 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
+from evals.files import sha256_file
 from evals.metrics import compbench as cb
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -283,8 +284,32 @@ def test_frozen_parse_manifest_and_errors():
     assert set(manifest["outputs"]) == {cb.parse_file_path(f, Path(".")).as_posix() for f in VAL_FILES}
     with pytest.raises(FileNotFoundError, match="freeze_compbench_parse"):
         cb.load_prompt_parses("no_such_val.txt")
+    for name, output in manifest["outputs"].items():  # the shipped parses are the ones the manifest records
+        assert sha256_file(cb.PARSE_DIR / name) == output["sha256"], name
     with pytest.raises(KeyError, match="not in the frozen parse"):
         cb.lookup_parse(cb.load_prompt_parses("spatial_val.txt"), "an unknown prompt", "spatial_val.txt")
+
+
+def test_an_edited_parse_is_refused_and_changes_the_scorers_parse_fingerprint(tmp_path, monkeypatch):
+    # a parse regenerated with another spaCy asks other questions under the same file name: the manifest's hash
+    # catches an edit, and the scorers record a fingerprint of the parses so the gate never mixes the two
+    import shutil
+
+    from evals.metrics import compbench_scorers as cs
+
+    parse_dir = tmp_path / "parse"
+    shutil.copytree(cb.PARSE_DIR, parse_dir)
+    assert cb.load_prompt_parses("spatial_val.txt", parse_dir)
+    edited = parse_dir / "spatial_val.v1.jsonl"
+    edited.write_text(edited.read_text().replace('"NOUN"', '"PROPN"', 1))
+    with pytest.raises(ValueError, match="differs from the sha256 recorded in .*manifest.json"):
+        cb.load_prompt_parses("spatial_val.txt", parse_dir)
+    shipped = cs.parse_meta(["spatial_val.txt"])
+    assert shipped == {"val_files": ["spatial_val.txt"], "parse_fingerprint": shipped["parse_fingerprint"]}
+    assert len(shipped["parse_fingerprint"]) == 16 and cs.parse_meta(["color_val.txt"]) != shipped
+    original = cb.parse_file_path
+    monkeypatch.setattr(cb, "parse_file_path", lambda f, d=parse_dir: original(f, d))
+    assert cs.parse_meta(["spatial_val.txt"])["parse_fingerprint"] != shipped["parse_fingerprint"]
 
 
 def test_missing_weights_error_names_the_id(monkeypatch):

@@ -136,6 +136,14 @@ def test_fid_set_level_uses_both_cis(tmp_path):
     assert code == 2 and "reference_key differs" in md
 
 
+def test_other_frozen_parses_are_not_comparable(tmp_path):
+    scores = base_scores()
+    write_run(tmp_path, "base", scores, extra={"parse_fingerprint": "a" * 16})
+    write_run(tmp_path, "cand", scores, extra={"parse_fingerprint": "b" * 16})
+    code, md, _ = gate(tmp_path)
+    assert code == 2 and "parse_fingerprint differs" in md
+
+
 def test_set_level_p_value_matches_normal_approximation():
     from scipy.stats import norm
 

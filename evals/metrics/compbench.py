@@ -563,6 +563,21 @@ def parse_file_path(val_file: str, parse_dir: Path = PARSE_DIR) -> Path:
     return Path(parse_dir) / Path(val_file).with_suffix(f".v{PARSE_VERSION}.jsonl")
 
 
+def _check_frozen_hash(path: Path, parse_dir: Path) -> None:
+    """A parse listed in the parse folder's manifest.json (written by the freeze tool) must have the recorded
+    sha256: an edited parse asks other questions under the same name."""
+    manifest = parse_dir / "manifest.json"
+    if not manifest.is_file():
+        return
+    from evals.files import sha256_file
+
+    key = Path(os.path.relpath(path, parse_dir)).as_posix()  # "../shapes/…" for parses kept elsewhere: not listed
+    recorded = json.loads(manifest.read_text()).get("outputs", {}).get(key, {}).get("sha256")
+    if recorded and sha256_file(path) != recorded:
+        raise ValueError(f"{path} differs from the sha256 recorded in {manifest}: restore it (git checkout) or "
+                         f"regenerate both with `python tools/freeze_compbench_parse.py` (see SOURCE.md there)")
+
+
 def load_prompt_parses(val_file: str, parse_dir: Path = PARSE_DIR) -> dict[str, PromptParse]:
     """Prompt text -> PromptParse for one val file."""
     path = parse_file_path(val_file, parse_dir)
@@ -571,6 +586,7 @@ def load_prompt_parses(val_file: str, parse_dir: Path = PARSE_DIR) -> dict[str, 
             f"no frozen parse {path} for {val_file!r}; regenerate with "
             f"`python tools/freeze_compbench_parse.py` in a spaCy venv (see {Path(parse_dir) / 'SOURCE.md'})"
         )
+    _check_frozen_hash(path, Path(parse_dir))
     parses = {}
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         try:

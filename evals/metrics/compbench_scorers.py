@@ -105,6 +105,15 @@ def prompt_parses(prompts: Sequence[str], val_files: Sequence[str]) -> dict[str,
     return {p: merged[p] for p in dict.fromkeys(prompts)}
 
 
+def parse_meta(val_files: Sequence[str]) -> dict:
+    """The val files and a fingerprint of their frozen parses' bytes: regenerated parses (another spaCy or model)
+    ask other questions of other objects, so numbers made with them must not be compared as the same scorer."""
+    digest = hashlib.sha256()
+    for val_file in val_files:
+        digest.update(str(val_file).encode() + b"\0" + cb.parse_file_path(val_file).read_bytes())
+    return {"val_files": list(val_files), "parse_fingerprint": digest.hexdigest()[:FINGERPRINT_LEN]}
+
+
 def _check_manifest(manifest: pd.DataFrame) -> None:
     missing = {"prompt", "file"} - set(manifest.columns)
     if missing:
@@ -396,7 +405,7 @@ def compbench_blip_vqa_kind(settings: dict, manifest: pd.DataFrame, cell: Path):
         "weights_fingerprint": fingerprint, "higher_is_better": True,
         "backend": _backend_name(blip), "np_num": np_num,
         "question_filter": bool(settings.get("question_filter", True)),
-        "val_files": list(val_files),
+        **parse_meta(val_files),
         "n_images_without_questions": int(sum(not questions[p] for p in prompts)),
         "n_unreadable": len(unreadable),
     }
@@ -452,7 +461,7 @@ def compbench_spatial_2d_kind(settings: dict, manifest: pd.DataFrame, cell: Path
     _finish(scores, errors, len(unreadable))
     meta = {
         "scorer": f"compbench_spatial2d_{tag}", "weights_fingerprint": fingerprint, "higher_is_better": True,
-        "detector": _backend_name(detector), "val_files": list(val_files),
+        "detector": _backend_name(detector), **parse_meta(val_files),
         **_spatial_2d_meta_counts(found),
         "n_zero_scores": int(np.sum(scores == 0)),
         "n_images_without_relation_word": int(sum(targets[p][2] is None for p in prompts)),
@@ -503,7 +512,7 @@ def compbench_spatial_3d_kind(settings: dict, manifest: pd.DataFrame, cell: Path
         "scorer": f"compbench_spatial3d_{det_tag}_{depth_tag}",
         "weights_fingerprint": combine_fingerprints({"detector": det_fp, "depth": depth_fp}),
         "higher_is_better": True, "detector": _backend_name(detector), "depth": _backend_name(depth),
-        "fingerprints": {"detector": det_fp, "depth": depth_fp}, "val_files": list(val_files),
+        "fingerprints": {"detector": det_fp, "depth": depth_fp}, **parse_meta(val_files),
         **_spatial_2d_meta_counts(found),
         "n_images_without_relation_word": int(sum(targets[p][2] is None for p in prompts)),
         "n_unreadable": len(unreadable),
@@ -573,7 +582,7 @@ def compbench_numeracy_kind(settings: dict, manifest: pd.DataFrame, cell: Path):
     _finish(scores, errors, len(unreadable))
     meta = {
         "scorer": f"compbench_numeracy_{tag}", "weights_fingerprint": fingerprint, "higher_is_better": True,
-        "detector": _backend_name(detector), "val_files": list(val_files),
+        "detector": _backend_name(detector), **parse_meta(val_files),
         "new_objects_sha256": path_fingerprint(table_path),
         "n_no_object_detected": int(n_none), "n_all_counts_correct": int(n_full),
         "n_images_unparsable_prompt": int(n_unparsable), "n_unreadable": len(unreadable),
@@ -699,7 +708,7 @@ def compbench_complex_kind(settings: dict, manifest: pd.DataFrame, cell: Path):
     counts = _spatial_2d_meta_counts(found)
     meta = {
         "scorer": f"compbench_3in1_np{np_num}_{det_tag}", "weights_fingerprint": combine_fingerprints(fingerprints),
-        "higher_is_better": True, "fingerprints": fingerprints, "val_files": list(val_files), "np_num": np_num,
+        "higher_is_better": True, "fingerprints": fingerprints, **parse_meta(val_files), "np_num": np_num,
         "clip_text": clip_text, "spatial_objects": spatial_objects,
         "blip": _backend_name(blip), "detector": None if detector is None else _backend_name(detector),
         "clip": None if clip is None else _backend_name(clip),
