@@ -24,8 +24,9 @@ Decision: the two-sided p-values of every comparison in the run (all candidates 
 because the gate gives one exit code) are Holm-adjusted, which keeps the family-wise false-alarm rate
 ≤ α. A bootstrap p cannot fall below 1/(R+1), and Holm multiplies the smallest by m, the number of
 comparisons: with m/(R+1) ≥ α no regression could ever be found. So the gate raises R, when needed, to
-10·m/α (the smallest Holm p then lies a tenth below α) and says so in its report. A pair is a regression (❌) when it is worse in the metric's direction (`higher_is_better`) by more
-than its threshold AND its Holm-adjusted p < α. ⚠️ marks a worsening that did not make it: worse and
+10·m/α − 1 (the smallest Holm p then lies a tenth below α) and says so in its report.
+A pair is a regression (❌) when it is worse in the metric's direction (`higher_is_better`) by more than its
+threshold AND its Holm-adjusted p < α. ⚠️ marks a worsening that did not make it: worse and
 significant before correction but not after, or significant but within the threshold. ✅ otherwise
 (improvements are named). Because a regression needs both p < α and the worse direction, the false-alarm
 rate on two runs from one distribution is about α/2 for a single metric.
@@ -164,6 +165,8 @@ def load_runs(source) -> dict[tuple, Run]:
         missing = [k for k in REQUIRED if k not in data]
         if missing:
             raise GateError(f"{f}: metric JSON lacks {', '.join(missing)}")
+        if not isinstance(data["higher_is_better"], bool):
+            raise GateError(f"{f}: higher_is_better must be true or false, got {data['higher_is_better']!r}")
         data.setdefault("bench", str(data["protocol"]).split("@")[0])
         run = Run(f, data)
         try:
@@ -397,11 +400,15 @@ def run_gate(baseline, candidates, *, thresholds: dict | None = None, alpha: flo
 def _compare(cand_model, base: Run, cand: Run, thresholds, level, n_resamples, seed) -> Comparison:
     b, c = base.data, cand.data
     what = f"{_key_text(base.key)} ({base.path} vs {cand.path})"
-    for run in (base, cand):
-        if run.data.get("value") is None:
-            raise GateError(f"{run.path}: no value (n={run.data.get('n')}, n_failed={run.data.get('n_failed')}): "
-                            f"every image failed, nothing to compare")
     notes = []
+    for run, who in ((base, "baseline"), (cand, "candidate")):
+        if run.data.get("value") is not None:
+            continue
+        if base.set_level:
+            raise GateError(f"{run.path}: no value (n={run.data.get('n')}, n_failed={run.data.get('n_failed')}): "
+                            f"nothing to compare")
+        # a category-weighted headline can be undefined (a category without scores); the images still pair
+        notes.append(f"{who} headline undefined" + (f": {run.data['note']}" if run.data.get("note") else ""))
     if base.set_level:
         stats = compare_set_level(b, c, level=level, what=what)
         method = "normal approx. from both runs' bootstrap-over-images CIs"
@@ -419,11 +426,16 @@ def _compare(cand_model, base: Run, cand: Run, thresholds, level, n_resamples, s
             notes.append(f"{who}: {run.data['n_failed']} failed image(s)")
     return Comparison(candidate=cand_model, baseline=base.model, bench=b["bench"], metric=b["metric"],
                       sampler=b["sampler"], steps=int(b["steps"]), cfg=float(b["cfg"]), protocol=b["protocol"],
-                      method=method, higher_is_better=base.higher_is_better, baseline_value=float(b["value"]),
-                      candidate_value=float(c["value"]),
-                      threshold=threshold_for(thresholds, b["bench"], b["metric"], float(b["value"])),
+                      method=method, higher_is_better=base.higher_is_better, baseline_value=_float(b["value"]),
+                      candidate_value=_float(c["value"]),
+                      threshold=threshold_for(thresholds, b["bench"], b["metric"],
+                                              stats["baseline_mean"] if b["value"] is None else float(b["value"])),
                       baseline_n_failed=b.get("n_failed"), candidate_n_failed=c.get("n_failed"),
                       notes=notes, **stats)
+
+
+def _float(x) -> float:
+    return float("nan") if x is None else float(x)
 
 
 def _select(runs: dict, only) -> dict:
@@ -551,23 +563,32 @@ def _error_report(message: str) -> dict:
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     try:
+        report = _gate_or_error(args)
+        text = markdown(report)
+        sys.stdout.write(text)
+        for path, content in ((args.out, text), (args.json, json.dumps(report, indent=1, ensure_ascii=False,
+                                                                            default=str) + "\n")):
+            if path:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(content)
+    except Exception as err:  # noqa: BLE001 - e.g. --out not writable: exit 2, never 1
+        traceback.print_exc()
+        print(f"regress: the gate's result could not be written ({type(err).__name__}: {err})", file=sys.stderr)
+        return REFUSED
+    return report["exit_code"]
+
+
+def _gate_or_error(args) -> dict:
+    try:
         thresholds = load_thresholds(args.thresholds)
-        report = run_gate(args.baseline, args.candidate, thresholds=thresholds, alpha=args.alpha,
-                          n_resamples=args.n_resamples, seed=args.seed, only=args.only, strict=args.strict)
+        return run_gate(args.baseline, args.candidate, thresholds=thresholds, alpha=args.alpha,
+                        n_resamples=args.n_resamples, seed=args.seed, only=args.only, strict=args.strict)
     except GateError as err:
-        report = _error_report(str(err))
         print(f"regress: {err}", file=sys.stderr)
+        return _error_report(str(err))
     except Exception as err:  # noqa: BLE001 - a crash must not exit 1, which CI reads as "regression"
         traceback.print_exc()
-        report = _error_report(f"the gate crashed ({type(err).__name__}: {err}); the traceback is on stderr")
-    text = markdown(report)
-    sys.stdout.write(text)
-    for path, content in ((args.out, text), (args.json, json.dumps(report, indent=1, ensure_ascii=False,
-                                                                        default=str) + "\n")):
-        if path:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(content)
-    return report["exit_code"]
+        return _error_report(f"the gate crashed ({type(err).__name__}: {err}); the traceback is on stderr")
 
 
 if __name__ == "__main__":

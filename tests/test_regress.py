@@ -325,6 +325,33 @@ def test_malformed_inputs_and_crashes_exit_2_never_1(tmp_path, capsys, monkeypat
     assert code == 2 and "the gate crashed (ZeroDivisionError" in md and "Traceback" in capsys.readouterr().err
 
 
+def test_unwritable_output_and_a_non_boolean_direction_exit_2(tmp_path, capsys):
+    scores = base_scores()
+    write_run(tmp_path, "base", scores)
+    json_path = write_run(tmp_path, "cand", scores - 0.2)
+    (tmp_path / "plain").write_text("")
+    code = main(["--baseline", str(tmp_path / "metrics/base"), "--candidate", str(tmp_path / "metrics/cand"),
+                 "--out", str(tmp_path / "plain" / "gate.md")])
+    assert code == 2 and "could not be written" in capsys.readouterr().err
+    data = json.loads(json_path.read_text())
+    for bad in (None, "false"):
+        json_path.write_text(json.dumps({**data, "higher_is_better": bad}))
+        code, md, _ = gate(tmp_path)
+        assert code == 2 and "higher_is_better must be true or false" in md
+
+
+def test_an_undefined_category_headline_still_pairs_the_images(tmp_path):
+    # WISE/GenEval: a category without scores leaves the weighted headline None; the images are still compared
+    scores = base_scores()
+    write_run(tmp_path, "base", scores, extra={"value": None, "note": "no scores for ['chemistry']: undefined"})
+    write_run(tmp_path, "cand", scores - 0.2)
+    code, md, report = gate(tmp_path, "--thresholds", str(_thresholds(tmp_path, "compbench_blip_vqa: 5%\n")))
+    row = report["comparisons"][0]
+    assert code == 1 and row["baseline_value"] is None and row["status"] == "regression"
+    assert "baseline headline undefined: no scores for ['chemistry']" in md
+    assert row["threshold"] == pytest.approx(0.05 * row["baseline_mean"])
+
+
 def test_a_set_level_number_without_a_ci_is_refused():
     # no CI would mean zero uncertainty: any difference at all would be "significant"
     base = {"value": 10.0, "ci_low": 9.0, "ci_high": 11.0, "level": 0.95}
