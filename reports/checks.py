@@ -56,17 +56,37 @@ def _at_setting(rows: pd.DataFrame, spec: dict, keys=SETTING) -> pd.DataFrame:
     return rows
 
 
-def _settings_text(rows: pd.DataFrame) -> str:
-    return ", ".join(" ".join(f"{k} {r[k]:g}" if k != "sampler" else str(r[k]) for k in SETTING if k in r)
-                     for r in rows.to_dict("records"))
+def _settings(rows: pd.DataFrame) -> list[str]:
+    """The distinct sampling settings of the rows, as text ("dpm-solver steps 14 cfg 4.5")."""
+    def text(key, value):
+        if key == "sampler":
+            return str(value)
+        try:
+            return f"{key} {float(value):g}"
+        except (TypeError, ValueError):
+            return f"{key} {value}"
+    return list(dict.fromkeys(" ".join(text(k, r[k]) for k in SETTING if k in r) for r in rows.to_dict("records")))
+
+
+def _nothing_at_setting(rows: pd.DataFrame, spec: dict, keys=SETTING) -> str | None:
+    """When the spec names a setting that none of the rows has: the text saying so, with the settings there are."""
+    named = {k: spec[k] for k in keys if spec.get(k) is not None}
+    if not named or rows.empty or not _at_setting(rows, spec, keys).empty:
+        return None
+    return (f"nothing scored at {', '.join(f'{k} {v}' for k, v in named.items())} (scored: "
+            f"{'; '.join(_settings(rows))}; sampler is the name alone, e.g. dpm-solver, with steps apart)")
 
 
 def check_checkpoints(frame: pd.DataFrame, spec: dict) -> dict:
     series = spec["series"]
-    rows = frame[frame["model"].str.startswith(f"{series}@") & frame["model"].str.rsplit("@").str[-1].str.isdigit()]
-    rows = _at_setting(rows, spec)
+    scored = frame[frame["model"].str.startswith(f"{series}@") & frame["model"].str.rsplit("@").str[-1].str.isdigit()]
+    rows = _at_setting(scored, spec)
     wanted = spec.get("metrics") or sorted({f"{b}/{m}" for b, m in zip(rows["bench"], rows["metric"])})
-    claim = f"series {series}: the last checkpoint beats the first on {', '.join(wanted)}, CIs apart"
+    claim = (f"series {series}: the last checkpoint beats the first on "
+             f"{', '.join(wanted) or 'every metric it was scored on'}, CIs apart")
+    elsewhere = _nothing_at_setting(scored, spec)
+    if elsewhere:
+        return {"claim": claim, "measured": elsewhere, "holds": None}
     if rows.empty:
         return {"claim": claim, "measured": f"no checkpoint of series {series} has been scored", "holds": None}
     steps = sorted({_step(m) for m in rows["model"]})
@@ -79,9 +99,9 @@ def check_checkpoints(frame: pd.DataFrame, spec: dict) -> dict:
         hits = {model: rows[(rows["model"] == model) & (rows["bench"] == bench) & (rows["metric"] == metric)]
                 for model in (first, last)}
         pair = {model: hit.iloc[0] if len(hit) == 1 else None for model, hit in hits.items()}
-        several = next((hit for hit in hits.values() if len(hit) > 1), None)
-        if several is not None:
-            measured.append(f"{key}: scored at several settings ({_settings_text(several)}); name the one to "
+        settings = _settings(pd.concat(hits.values()))
+        if len(settings) > 1:  # several at one step, or the first and the last at different ones
+            measured.append(f"{key}: scored at several settings ({', '.join(settings)}); name the one to "
                             f"compare with sampler/steps/cfg in the check")
             verdicts.append(None)
             continue
@@ -102,11 +122,15 @@ def check_checkpoints(frame: pd.DataFrame, spec: dict) -> dict:
 def check_cfg(frame: pd.DataFrame, spec: dict) -> dict:
     model, bench, metric, cfgs = spec["model"], spec["bench"], spec["metric"], sorted(map(float, spec["cfg"]))
     claim = f"{model} {bench}/{metric} rises with cfg over {', '.join(f'{c:g}' for c in cfgs)}"
-    rows = _at_setting(frame[(frame["model"] == model) & (frame["bench"] == bench) & (frame["metric"] == metric)],
-                       spec, keys=("sampler", "steps"))
+    scored = frame[(frame["model"] == model) & (frame["bench"] == bench) & (frame["metric"] == metric)]
+    elsewhere = _nothing_at_setting(scored, spec, keys=("sampler", "steps"))
+    if elsewhere:
+        return {"claim": claim, "measured": elsewhere, "holds": None}
+    rows = _at_setting(scored, spec, keys=("sampler", "steps"))
+    rows = rows[rows["cfg"].astype(float).isin(cfgs)]
     repeated = rows[rows["cfg"].astype(float).duplicated(keep=False)]
     if len(repeated):
-        return {"claim": claim, "measured": f"scored at several settings per cfg ({_settings_text(repeated)}); "
+        return {"claim": claim, "measured": f"scored at several settings per cfg ({', '.join(_settings(repeated))}); "
                                             f"name the one to compare with sampler/steps in the check", "holds": None}
     by_cfg = {float(c): r for c, r in zip(rows["cfg"], rows.to_dict("records"))}
     missing = [c for c in cfgs if c not in by_cfg]

@@ -77,6 +77,30 @@ def test_several_settings_must_be_told_apart_by_the_check():
         assert run_checks(both, {"x": {**spec, "sampler": "iddpm", "steps": 100}})["x"]["holds"] is False
 
 
+def test_settings_edge_cases_are_named_not_guessed():
+    frame = _series_frame(40.0, 0.5).assign(sampler="dpm-solver", steps=14)
+    check = {"kind": "checkpoints", "series": "run", "metrics": ["fid/clip_fid"]}
+    # the first checkpoint scored only at cfg 4.5, the last only at 2: not the same setting, not compared
+    moved = frame.assign(cfg=[4.5, 4.5, 4.5, 4.5, 2.0, 2.0, 4.5])
+    result = run_checks(moved, {"c": check})["c"]
+    assert result["holds"] is None and "several settings (dpm-solver steps 14 cfg 4.5, dpm-solver steps 14 cfg 2)" \
+        in result["measured"]
+    # the sweep's "name:steps" spelling matches nothing: say so, with what was scored
+    wrong = run_checks(frame, {"c": {**check, "sampler": "dpm-solver:14"}})["c"]
+    assert wrong["holds"] is None and "nothing scored at sampler dpm-solver:14 (scored: dpm-solver steps 14 cfg 4.5" \
+        in wrong["measured"]
+    every = run_checks(frame, {"c": {"kind": "checkpoints", "series": "run", "sampler": "ddim"}})["c"]
+    assert "every metric it was scored on" in every["claim"] and "nothing scored at sampler ddim" in every["measured"]
+    # cfg and steps stored as text still print
+    text = pd.concat([frame, frame.assign(cfg=2.0)]).astype({"cfg": str, "steps": str})
+    assert "cfg 2" in run_checks(text, {"c": check})["c"]["measured"]
+    # a cfg sweep: a repeat at a cfg the check does not test does not matter
+    rows = [_row("m", "fid", "clip", v, 0.01, cfg=c) | {"sampler": s} for c, v, s in
+            [(1.0, 0.2, "ddim"), (2.0, 0.3, "ddim"), (4.5, 0.31, "ddim"), (4.5, 0.33, "iddpm")]]
+    spec = {"kind": "cfg", "model": "m", "bench": "fid", "metric": "clip", "cfg": [1.0, 2.0]}
+    assert run_checks(pd.DataFrame(rows), {"x": spec})["x"]["holds"] is True
+
+
 def _log(path, losses, every=10):
     path.write_text("".join(json.dumps({"step": every * (i + 1), "loss": v}) + "\n" for i, v in enumerate(losses)))
     return str(path)
