@@ -125,7 +125,8 @@ def category_aggregate(scores: np.ndarray, categories: list[str], prompt_ids, we
     """Headline = weighted mean of per-category means (equal weights over the cell's categories when None), with
     a CI that resamples prompts within each category (`stratified_mean_ci`), plus one row per category. Used by
     WISE (Overall) and GenEval (mean of the task scores). A category without a single scored image leaves the
-    headline undefined (value None, the reason in `note`): the mean of the other categories is another number."""
+    headline undefined (value None, the reason in `note`): the mean of the other categories is another number. A
+    category scored on one prompt only leaves the headline without a CI (nothing to resample within it)."""
     from evals.stats import bootstrap_ci, stratified_mean_ci
 
     cats, prompts = np.asarray(categories, dtype=object), np.asarray(prompt_ids, dtype=object)
@@ -138,19 +139,27 @@ def category_aggregate(scores: np.ndarray, categories: list[str], prompt_ids, we
     missing = [c for c in expected if c not in scored]
     what = f"the {'weighted ' if weights else ''}mean of category means"
     aggregate = {"value": None, "ci_low": None, "ci_high": None, "level": 0.95, "n": int(valid.sum())}
+    prompts_per = {c: len(set(prompts[valid & (cats == c)])) for c in expected}
+    single = [c for c in expected if prompts_per[c] == 1]
     if missing:
         aggregate["note"] = f"no scores for {missing}: {what} is undefined"
+    elif single:
+        w = {c: (weights[c] if weights else 1.0) for c in expected}
+        means = {c: float(scores[valid & (cats == c)].mean()) for c in expected}
+        aggregate.update(value=sum(w[c] * means[c] for c in expected) / sum(w.values()),
+                         note=f"{what}; no CI: {single} scored on one prompt only")
     else:
         ci = stratified_mean_ci(scores[valid], cats[valid], prompts[valid], weights, n_resamples=n_resamples,
                                 seed=seed)
         aggregate.update(value=ci.value, ci_low=ci.low, ci_high=ci.high, level=ci.level,
-                         ci_method=f"{what}; bootstrap over prompts within each category, {n_resamples} "
-                                   f"resamples, seed {seed}")
+                         ci_method=f"{what}; bootstrap over prompts within each category (rescaled by "
+                                   f"sqrt(n/(n-1))), {n_resamples} resamples, seed {seed}")
     breakdown = {}
     for name in expected:
         here = valid & (cats == name)
         group = scores[here]
-        cci = bootstrap_ci(group, groups=prompts[here], n_resamples=n_resamples, seed=seed) if len(group) >= 2 else None
+        cci = (bootstrap_ci(group, groups=prompts[here], n_resamples=n_resamples, seed=seed)
+               if prompts_per.get(name, 0) >= 2 else None)
         breakdown[name] = {"value": float(group.mean()) if len(group) else None, "n": int(len(group)),
                            "ci_low": cci.low if cci else None, "ci_high": cci.high if cci else None,
                            "n_failed": int(((cats == name) & ~valid).sum())}
@@ -209,6 +218,9 @@ def aggregate(frame: pd.DataFrame, seed: int = 0, n_resamples: int = 1000) -> di
     n_failed = int((frame["error"].notna() | frame["score"].isna()).sum())
     if valid.empty:
         return {"value": None, "ci_low": None, "ci_high": None, "n": 0, "n_failed": n_failed}
+    if valid["prompt_id"].nunique() < 2:
+        return {"value": float(valid["score"].mean()), "ci_low": None, "ci_high": None, "n": len(valid),
+                "n_failed": n_failed, "note": "one prompt: no CI (the bootstrap resamples prompts)"}
     ci = bootstrap_ci(valid["score"].to_numpy(float), groups=valid["prompt_id"].to_numpy(),
                       n_resamples=n_resamples, seed=seed)
     return {"value": ci.value, "ci_low": ci.low, "ci_high": ci.high, "level": ci.level, "n": ci.n,

@@ -53,9 +53,14 @@ def bootstrap_ci(scores, groups=None, *, statistic: Callable = np.mean, n_resamp
     `statistic(x, axis=-1)` must reduce along `axis` like numpy reductions do (np.mean, np.median, ...).
     `groups` (one id per score, e.g. the prompt id) switches to the cluster bootstrap: groups are drawn with
     replacement and every score of a drawn group comes along; the value is `statistic` over all scores.
+    Fewer than two items (groups) are refused: every resample would repeat the value, a CI of width 0.
     """
     scores = _as_scores(scores, "scores")
     _check_level(level, n_resamples)
+    units = len(scores) if groups is None else len(np.unique(np.asarray(groups)))
+    if units < 2:
+        raise ValueError(f"a bootstrap CI needs at least 2 {'items' if groups is None else 'groups (prompts)'}, got "
+                         f"{units}: with one, every resample repeats it and the interval would claim certainty.")
     rng = np.random.default_rng(seed)
     value = float(statistic(scores, axis=-1))
     boot = _resampled_statistic(scores, _group_index(groups, len(scores)), statistic, n_resamples, rng)
@@ -69,7 +74,10 @@ def stratified_mean_ci(scores, strata, groups, weights: dict | None = None, *, n
 
     Within each stratum (category) whole groups (prompts) are drawn with replacement, as many as it has: the
     protocol fixes how many prompts each category has, so every resample keeps every category and the
-    headline keeps its definition. `weights`: stratum → weight (equal when None); it must name every stratum.
+    headline keeps its definition. A stratum of n groups resampled n at a time has (n−1)/n of its mean's
+    variance, a shortfall set by the stratum's size rather than the whole sample's; so each stratum's replicates
+    are spread about its mean by sqrt(n/(n−1)) (rescaled bootstrap), and a stratum of one group is refused.
+    `weights`: stratum → weight (equal when None); it must name every stratum.
     """
     scores = _as_scores(scores, "scores")
     strata, groups = np.asarray(strata, dtype=object), np.asarray(groups)
@@ -89,9 +97,14 @@ def stratified_mean_ci(scores, strata, groups, weights: dict | None = None, *, n
     value = boot = 0.0
     for weight, name in zip(w, names):
         mask = strata == name
-        value += weight * float(scores[mask].mean())
-        boot = boot + weight * _resampled_statistic(scores[mask], _group_index(groups[mask], int(mask.sum())),
-                                                    np.mean, n_resamples, rng)
+        ids = _group_index(groups[mask], int(mask.sum()))
+        n_groups = int(ids.max()) + 1
+        if n_groups < 2:
+            raise ValueError(f"stratum {name!r} has one group (prompt): its mean has no spread to resample.")
+        mean = float(scores[mask].mean())
+        replicates = _resampled_statistic(scores[mask], ids, np.mean, n_resamples, rng)
+        value += weight * mean
+        boot = boot + weight * (mean + np.sqrt(n_groups / (n_groups - 1)) * (replicates - mean))
     low, high = _percentiles(boot / w.sum(), level)
     return CI(value / w.sum(), low, high, len(scores), level, n_resamples, seed)
 

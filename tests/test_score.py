@@ -109,8 +109,16 @@ def test_category_aggregate_weights_and_missing_categories():
     weights = {"a": 0.5, "b": 0.25, "c": 0.25}
     aggregate, breakdown = score.category_aggregate(scores, cats, prompts, weights, 200)
     assert aggregate["value"] == pytest.approx(0.5 * 0.5 + 0.25 * 1.0 + 0.25 * 0.0)
-    assert "within each category" in aggregate["ci_method"]
+    # c kept one scored prompt: nothing to resample within it, so no CI (not one of width 0)
+    assert aggregate["ci_low"] is None and "no CI: ['c'] scored on one prompt only" in aggregate["note"]
     assert breakdown["c"] == {"value": 0.0, "n": 1, "ci_low": None, "ci_high": None, "n_failed": 1}
+    two_each, _ = score.category_aggregate(np.array([1.0, 0.0, 1.0, 1.0, 1.0, 0.0]), cats, prompts, weights, 200)
+    assert "within each category" in two_each["ci_method"] and two_each["ci_low"] < two_each["ci_high"]
+    # several images of one prompt are not several prompts
+    _, rows = score.category_aggregate(np.array([1.0, 0.0, 1.0, 1.0]), ["a"] * 4, ["p", "p", "q", "q"], None, 200)
+    assert rows["a"]["ci_low"] is not None
+    one, rows = score.category_aggregate(np.array([1.0, 0.0]), ["a", "a"], ["p", "p"], None, 200)
+    assert one["value"] == 0.5 and one["ci_low"] is None and rows["a"]["ci_low"] is None
     unweighted, _ = score.category_aggregate(scores, cats, prompts, None, 200)
     assert unweighted["value"] == pytest.approx((0.5 + 1.0 + 0.0) / 3)  # GenEval: mean of task scores
     # a category with no scored image (absent, or every image failed): the headline is undefined, not the

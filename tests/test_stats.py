@@ -125,7 +125,8 @@ def test_stratified_ci_value_and_a_naive_loop_agree():
     ci = stratified_mean_ci(scores, strata, prompts, weights, n_resamples=300, seed=4)
     means = {t: scores[strata == t].mean() for t in weights}
     assert ci.value == pytest.approx(sum(w * means[t] for t, w in weights.items()))
-    # the same draws by hand: per stratum (sorted), its prompts with replacement, then the weighted mean
+    # the same draws by hand: per stratum (sorted), its n prompts with replacement, the replicate's distance from
+    # the stratum mean stretched by sqrt(n/(n-1)), then the weighted mean
     draw = np.random.default_rng(4)
     boot = np.zeros(300)
     for t in sorted(weights):
@@ -133,7 +134,8 @@ def test_stratified_ci_value_and_a_naive_loop_agree():
         picked = draw.integers(0, len(ids), size=(300, len(ids)))
         for r in range(300):
             rows = np.concatenate([np.flatnonzero(prompts == ids[i]) for i in picked[r]])
-            boot[r] += weights[t] * scores[rows].mean()
+            stretch = np.sqrt(len(ids) / (len(ids) - 1))
+            boot[r] += weights[t] * (means[t] + stretch * (scores[rows].mean() - means[t]))
     assert (ci.low, ci.high) == pytest.approx(tuple(np.quantile(boot, [0.025, 0.975])))
 
 
@@ -150,6 +152,24 @@ def test_stratified_ci_covers_at_the_nominal_rate_where_an_image_bootstrap_does_
         covered += ci.low <= truth <= ci.high
         naive_covered += naive.low <= truth <= naive.high
     assert covered >= 88 and naive_covered <= 85, (covered, naive_covered)
+
+
+def test_small_strata_are_rescaled_and_one_prompt_is_refused():
+    # 6 tasks of 4 prompts: resampling 4 of 4 keeps only 3/4 of a task mean's variance; the rescaled bootstrap's
+    # spread matches the textbook stratified standard error sqrt(sum w² s²/n) / sum w
+    rng = np.random.default_rng(2)
+    scores = rng.normal(size=24)
+    strata, prompts = np.repeat(list("abcdef"), 4), np.arange(24)
+    ci = stratified_mean_ci(scores, strata, prompts, n_resamples=20000, seed=0)
+    s2 = np.array([scores[strata == t].var(ddof=1) for t in "abcdef"])
+    se = np.sqrt((s2 / 4).sum()) / 6
+    assert (ci.high - ci.low) / (2 * 1.96) == pytest.approx(se, rel=0.05)
+    with pytest.raises(ValueError, match="stratum 'b' has one group"):
+        stratified_mean_ci([1.0, 0.0, 1.0], ["a", "a", "b"], ["p", "q", "r"])
+    with pytest.raises(ValueError, match="at least 2 groups"):
+        bootstrap_ci([1.0, 0.0, 1.0], groups=["p", "p", "p"])
+    with pytest.raises(ValueError, match="at least 2 items"):
+        bootstrap_ci([1.0])
 
 
 def test_stratified_ci_refuses_prompts_in_two_strata_and_unnamed_weights():
