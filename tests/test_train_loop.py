@@ -10,7 +10,8 @@ from pixart.checkpoints import load_transformer
 from pixart.tiny import TINY_TRANSFORMER
 from pixart.train import recipe as recipes
 from pixart.train.features import extract
-from pixart.train.loop import NonFiniteLossError, train
+from pixart.train.data import DatasetError
+from pixart.train.loop import NonFiniteLossError, train, warmup_schedule
 from pixart.train.saving import ResumeError, list_checkpoints
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 60), "blue": (40, 60, 220), "yellow": (230, 210, 30)}
@@ -142,6 +143,44 @@ def test_three_stages_class_then_reparameterised_text_then_finetune(features, tm
                                      "source": str(tmp_path / "stage2" / "checkpoints" / "step_0000003")}, steps=3)
     s3 = train(stage3, tmp_path / "stage3")
     assert s3["params"] == s2["params"]
+
+
+def test_warmup_is_the_originals_constant_schedule_with_warmup():
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    schedule = warmup_schedule(optimizer, 4)
+    lrs = []
+    for _ in range(6):
+        lrs.append(schedule.get_last_lr()[0])
+        optimizer.step()
+        schedule.step()
+    assert lrs == [0.0, 0.25, 0.5, 0.75, 1.0, 1.0]  # step/W, as diffusers' get_constant_schedule_with_warmup
+
+
+def test_features_must_match_the_recipe_and_class_labels_the_model(features, tmp_path):
+    with pytest.raises(DatasetError, match="extracted with resolution 64 but the recipe says 128"):
+        train(_recipe(features, resolution=128), tmp_path / "res")
+    with pytest.raises(DatasetError, match="extracted with multiscale False but the recipe says True"):
+        train(_recipe(features, multiscale=True), tmp_path / "ms")
+    # labels 0..3: a DiT with 3 classes would train label 3 as its dropped (null) class
+    with pytest.raises(DatasetError, match=r"4 item\(s\) have no label or one outside 0..2, .*03.png \(3\)"):
+        train(_recipe(features, stage="class", model={**TINY_DIT, "num_embeds_ada_norm": 3}, steps=1), tmp_path / "c")
+
+
+def test_the_fp16_loss_scale_is_saved_and_restored(features, tmp_path):
+    # fp16's gradient scaler decides which steps are skipped: a resume must continue with its scale
+    from pixart.train.ema import Ema
+    from pixart.train.model_init import build_model
+    from pixart.train.saving import resume, save_checkpoint, start_identity
+
+    recipe = _recipe(features, steps=3)
+    model, null = build_model(recipe)
+    optimizer = torch.optim.AdamW(model.parameters())
+    schedule, ema, origin = warmup_schedule(optimizer, 1), Ema(model, 0.9), start_identity(model, null, "f")
+    path = save_checkpoint(tmp_path, 3, model, ema, optimizer, schedule, recipe=recipe, null_embedding=null,
+                           loss=0.1, start=origin, scaler=torch.amp.GradScaler("cpu", init_scale=1234.0))
+    restored = torch.amp.GradScaler("cpu")
+    resume(path, model, ema, optimizer, schedule, recipe=recipe, start=origin, scaler=restored)
+    assert restored.get_scale() == 1234.0
 
 
 def test_resume_from_an_incompatible_checkpoint_names_what_differs(features, tmp_path):

@@ -8,22 +8,32 @@ from collections.abc import Iterator
 from torch.utils.data import DataLoader
 
 from pixart.train.buckets import AspectRatioBatchSampler
-from pixart.train.data import DatasetError, LatentDataset
+from pixart.train.data import DatasetError, LatentDataset, check_matches_recipe
 
 
-def epoch_batches(recipe: dict, *, rank: int = 0, world_size: int = 1, start_step: int = 0) -> Iterator[dict]:
-    """Endless collated batches (keys of LatentDataset items, stacked) from global step `start_step` on."""
+def epoch_batches(recipe: dict, *, rank: int = 0, world_size: int = 1, start_step: int = 0,
+                  num_classes: int | None = None) -> Iterator[dict]:
+    """Endless collated batches (keys of LatentDataset items, stacked) from global step `start_step` on.
+    Multi-scale training drops each bucket's short last batch, as the original's AspectRatioBatchSampler
+    (drop_last=True) does; `num_classes`: the class-conditional stage's label count, checked up front."""
     dataset = LatentDataset(recipe["features"], seed=recipe["seed"])
+    check_matches_recipe(dataset, recipe, num_classes)
     sampler = AspectRatioBatchSampler(dataset.bucket_keys, recipe["batch_size"], seed=recipe["seed"],
-                                      rank=rank, world_size=world_size)
+                                      drop_last=bool(dataset.settings["multiscale"]), rank=rank,
+                                      world_size=world_size)
     per_epoch = len(sampler)
     if per_epoch == 0:
         raise DatasetError(f"{recipe['features']}: no item fits a bucket, so there is nothing to train on")
-    epoch, skip = divmod(start_step, per_epoch)
+    return _stream(dataset, sampler, recipe["num_workers"], *divmod(start_step, per_epoch))
+
+
+def _stream(dataset: LatentDataset, sampler: AspectRatioBatchSampler, num_workers: int, epoch: int,
+            skip: int) -> Iterator[dict]:
+    """A generator apart from epoch_batches, whose checks then run when it is called, not at the first batch."""
     while True:
         sampler.set_epoch(epoch)
         dataset.set_epoch(epoch)
         batches = list(sampler)[skip:]
         # a new loader per epoch: its workers start with the epoch just set
-        yield from DataLoader(dataset, batch_sampler=batches, num_workers=recipe["num_workers"])
+        yield from DataLoader(dataset, batch_sampler=batches, num_workers=num_workers)
         epoch, skip = epoch + 1, 0

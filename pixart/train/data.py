@@ -290,6 +290,26 @@ def features_fingerprint(features_dir) -> str:
     return digest.hexdigest()[:16]
 
 
+def check_matches_recipe(dataset: "LatentDataset", recipe: dict, num_classes: int | None = None) -> None:
+    """The recipe trains on what the features hold: their resolution and multi-scale setting (a 512 model would
+    otherwise train on 256 latents, its position embedding silently rebuilt), and, for the class-conditional
+    stage, labels in 0..num_classes-1 (no label is stored as -1; label num_classes is DiT's dropped class)."""
+    for key in ("resolution", "multiscale"):
+        if recipe[key] != dataset.settings[key]:
+            raise DatasetError(f"{dataset.root}: the features were extracted with {key} {dataset.settings[key]!r} "
+                               f"but the recipe says {recipe[key]!r}; set the recipe's {key} to match or extract "
+                               f"features for it (python -m pixart.train.features --{key} …)")
+    if num_classes is None:
+        return
+    labels = np.asarray(dataset.fields["label"])
+    bad = np.flatnonzero((labels < 0) | (labels >= num_classes))
+    if len(bad):
+        shown = ", ".join(f"{dataset.field('item_id', int(i))} ({int(labels[i])})" for i in bad[:5])
+        raise DatasetError(f"{dataset.root}: {len(bad)} item(s) have no label or one outside 0..{num_classes - 1}, "
+                           f"which the class-conditional stage needs (e.g. {shown}; -1 = no label): fix their "
+                           f"\"label\" in the dataset or the model's num_embeds_ada_norm")
+
+
 class LatentDataset(Dataset):
     """Items of an extracted-features folder: posterior-resampled latents, padded T5 states, conditions.
 

@@ -27,8 +27,12 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def warmup_schedule(optimizer, warmup_steps: int):
-    """Constant learning rate after a linear warmup (the original's `constant` with warmup)."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / max(1, warmup_steps)))
+    """The original's `constant` schedule with warmup, diffusers' get_constant_schedule_with_warmup: lr·s/W at
+    optimizer step s < W (0 at the first step), then lr. It counts optimizer steps, stepped here on every
+    process; the original prepares it with accelerate, which on N GPUs ends the warmup after W/N steps."""
+    from diffusers.optimization import get_constant_schedule_with_warmup
+
+    return get_constant_schedule_with_warmup(optimizer, warmup_steps)
 
 
 def _predict(model, stage: str, x_t, t, batch: dict, null: torch.Tensor | None, caption_drop: float):
@@ -89,7 +93,7 @@ def train(recipe: dict, out: str | Path, *, resume_from: str | None = "auto", st
     if resume_from:
         try:
             start, saved_null, loss_value = resume(Path(resume_from), model, ema, optimizer, scheduler,
-                                                   recipe=recipe, start=origin)
+                                                   recipe=recipe, start=origin, scaler=accelerator.scaler)
             null = saved_null if saved_null is not None else null
         except ResumeError as err:
             if not auto:
@@ -103,7 +107,8 @@ def train(recipe: dict, out: str | Path, *, resume_from: str | None = "auto", st
     device = accelerator.device
     null = null.to(device) if null is not None else None
     diffusion = GaussianDiffusion()
-    batches = epoch_batches(recipe, rank=rank, world_size=world, start_step=start)
+    batches = epoch_batches(recipe, rank=rank, world_size=world, start_step=start,
+                            num_classes=model.config.num_embeds_ada_norm if recipe["stage"] == "class" else None)
     log_path = out / "log.jsonl"
     last_saved = str(list_checkpoints(out)[-1][1]) if list_checkpoints(out) else None
     end = recipe["steps"] if stop_after is None else min(recipe["steps"], start + stop_after)
@@ -147,7 +152,8 @@ def train(recipe: dict, out: str | Path, *, resume_from: str | None = "auto", st
             bar.set_postfix(loss=f"{loss_value:.4f}")
         if accelerator.is_main_process and (done % recipe["save_every"] == 0 or done == recipe["steps"]):
             last_saved = str(save_checkpoint(out, done, accelerator.unwrap_model(model), ema, optimizer, scheduler,
-                                             recipe=recipe, null_embedding=null, loss=loss_value, start=origin))
+                                             recipe=recipe, null_embedding=null, loss=loss_value, start=origin,
+                                             scaler=accelerator.scaler))
     accelerator.wait_for_everyone()
     variant = "dit" if recipe["stage"] == "class" else recipe["variant"]
     stats = {"variant": variant, "stage": recipe["stage"], "reparam": recipe["init"]["kind"] == "dit",

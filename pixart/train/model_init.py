@@ -5,6 +5,7 @@
   from a PixArt checkpoint (stage 3 from stage 2). The null caption is the original's fixed random buffer
   (randn/√C over 120 tokens), carried over from the checkpoint it starts from when that has one.
 """
+import warnings
 from pathlib import Path
 
 import torch
@@ -73,5 +74,8 @@ def build_model(recipe: dict) -> tuple[torch.nn.Module, torch.Tensor | None]:
     if missing or unexpected:
         raise ValueError(f"init checkpoint {init['source']} does not fit the recipe's {recipe['variant']} model: "
                          f"missing {missing[:5]}, unexpected {unexpected[:5]}")
-    null = loaded.null_embedding if loaded.null_embedding is not None else null
-    return model.train(), null
+    if loaded.null_embedding is None:  # diffusers folders do not hold it
+        warnings.warn(f"init checkpoint {init['source']} holds no null caption (y_embedding): caption drop uses a "
+                      f"fresh random one the model never saw; start from the original .pth to keep the trained one")
+        return model.train(), null
+    return model.train(), loaded.null_embedding

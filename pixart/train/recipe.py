@@ -30,7 +30,7 @@ DEFAULTS = {
                   "warmup_steps": 1000, "grad_clip": 0.01, "lr_scaling": "sqrt", "base_batch": 256},
     "ema_rate": 0.9999,
     "caption_drop": 0.1,
-    "mixed_precision": "no",
+    "mixed_precision": "no",   # the original trains in fp16 on GPUs (reference §3); "no" runs anywhere, CPUs too
     "gradient_checkpointing": False,
     "save_every": 500,
     "log_every": 10,

@@ -71,7 +71,9 @@ def start_identity(model, null_embedding: torch.Tensor | None, features: str) ->
 
 
 def save_checkpoint(out: Path, step: int, model, ema, optimizer, scheduler, *, recipe: dict,
-                    null_embedding: torch.Tensor | None, loss: float | None, start: dict) -> Path:
+                    null_embedding: torch.Tensor | None, loss: float | None, start: dict, scaler=None) -> Path:
+    """`scaler`: fp16's gradient scaler, whose loss scale decides which steps are skipped; saved so that a resumed
+    run skips the same ones."""
     final = step_dir(out, step)
     tmp = final.with_name(f".{final.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -86,8 +88,8 @@ def save_checkpoint(out: Path, step: int, model, ema, optimizer, scheduler, *, r
         torch.save({"state_dict": _original_layout(model, live, null_embedding),
                     "state_dict_ema": _original_layout(model, averaged, null_embedding)}, tmp / "model.pth")
     torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "ema": ema.shadow, "rng": torch.get_rng_state(),
-                "null_embedding": null_embedding}, tmp / "training_state.pt")
+                "ema": ema.shadow, "rng": torch.get_rng_state(), "null_embedding": null_embedding,
+                "scaler": None if scaler is None else scaler.state_dict()}, tmp / "training_state.pt")
     meta = {"step": step, "stage": recipe["stage"], "variant": recipe["variant"], "config": _model_config(model),
             "class_name": type(model).__name__, "recipe": recipe, "loss": loss, "start": start,
             "fingerprint": fingerprint_state(live), "fingerprint_ema": fingerprint_state(averaged)}
@@ -113,8 +115,8 @@ def _differences(meta: dict, recipe: dict, config: dict, start: dict) -> list[st
     return diffs
 
 
-def resume(path: Path, model, ema, optimizer, scheduler, *, recipe: dict,
-           start: dict) -> tuple[int, torch.Tensor | None, float | None]:
+def resume(path: Path, model, ema, optimizer, scheduler, *, recipe: dict, start: dict,
+           scaler=None) -> tuple[int, torch.Tensor | None, float | None]:
     """Restore everything a checkpoint holds; returns (step, null embedding, its loss). Refuses a checkpoint of
     another run (ResumeError naming what differs)."""
     path = Path(path)
@@ -131,6 +133,8 @@ def resume(path: Path, model, ema, optimizer, scheduler, *, recipe: dict,
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     ema.load(state["ema"])
+    if scaler is not None and state.get("scaler"):
+        scaler.load_state_dict(state["scaler"])
     torch.set_rng_state(state["rng"])
     return int(state["step"]), state["null_embedding"], meta.get("loss")
 
