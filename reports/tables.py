@@ -303,8 +303,9 @@ def table3(frame: pd.DataFrame, paper: dict | None = None, mixed_versions: str =
     table.notes = [f"Why the two PixArt-α sets differ: {' '.join(spec['why_sets_differ'].split())}"]
     table.notes += [f"{p['model']}: {p['source']}." + (f" {p['note']}" if p.get("note") else "") for p in spec["rows"]]
     table.notes.append("Measured: value [95% CI]; each cell's footnote names its protocol@version, metric and "
-                       "scorer. Compare np_num=8 measurements with Set B, np_num=2 ones with Set A (whose complex "
-                       "column also used the Oct-2023 scripts and 30 images per prompt). Categories without a BLIP "
+                       "scorer. Compare np_num=8 measurements with Set B, np_num=2 ones with Set A's BLIP columns (its "
+                       "complex column also came from the Oct-2023 scripts, whose 3_in_1.py hard-coded 30 images "
+                       "per prompt). Categories without a BLIP "
                        "term (spatial, non-spatial, 3D, numeracy) appear in both np_num columns.")
     extra = sorted(set(rows["category"]) - set(spec["categories"]))
     if extra:

@@ -41,9 +41,10 @@ def test_every_protocol_loads_and_every_shipped_file_matches_its_hash():
         for key in protocol.spec.get("auxiliary", {}):
             protocol.auxiliary_file(key)
     assert checked == 21
-    for folder in ("t2i_compbench", "geneval", "shapes"):
+    shipped = sorted(p.name for p in (BENCH / "data").iterdir() if p.is_dir())
+    assert shipped == ["coco30k", "geneval", "shapes", "t2i_compbench", "t2i_compbench_parse"]
+    for folder in shipped:  # every shipped data folder says where it comes from and under which terms
         assert (BENCH / "data" / folder / "LICENSE").is_file() and (BENCH / "data" / folder / "SOURCE.md").is_file()
-    assert (BENCH / "data/coco30k/SOURCE.md").is_file()
     assert not (BENCH / "data" / "wise").exists()   # no licence: never shipped
 
 
