@@ -185,3 +185,10 @@ def test_seed_summary_names_the_per_image_rule():
                           "seed": list(range(42, 52)) * 2})
     assert score.seed_summary(frame) == "42..51 per image"
     assert score.seed_summary(frame.assign(seed=range(20))) == "0..19"
+
+
+def test_every_scorer_kind_has_a_version_the_dag_writes_into_its_settings():
+    from evals.versions import SCORER_VERSIONS
+
+    assert set(SCORER_VERSIONS) == set(score.KINDS)
+    assert all(isinstance(v, int) and v >= 1 for v in SCORER_VERSIONS.values())

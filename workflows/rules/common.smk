@@ -14,6 +14,7 @@ sys.path.insert(0, workflow.basedir)
 from pixart.samplers import parse_sampler  # light: no torch import
 from pixart.train.recipe import resolve as resolve_recipe  # light: no torch import
 from reports.series import Checkpoint, discover  # light: torch is imported only to read a series' checkpoints
+from evals.versions import SCORER_VERSIONS  # light: a dict
 R = config["results"]
 # Settings files (model specs, scorer/series/check settings, recipes) are written by a shell printf, not a
 # `run:` block: Snakemake runs each `run:` job in a fresh Snakemake process, seconds apiece.
@@ -139,6 +140,7 @@ def scorer_settings(metric):
     """A scorer's settings as its jobs read them. Reference statistics live under this run's results/ unless
     the scorer names another cache; a judge endpoint named by base_url_env comes from the environment."""
     settings = {"refstats_dir": f"{R}/refstats", **with_defaults("scorers", metric)}
+    settings["scorer_version"] = SCORER_VERSIONS.get(settings.get("kind"))  # a bump rescores this kind's cells
     if os.environ.get(settings.get("base_url_env") or ""):
         settings["base_url"] = os.environ[settings["base_url_env"]]
     return settings

@@ -1,0 +1,21 @@
+"""How each scorer kind computes its number, as a version: bump a kind's version when a change alters the numbers
+(or the metadata the gate compares) of cells already scored. The DAG writes it into the scorer's settings file,
+so a bump reruns exactly that kind's score jobs; a results/ folder never mixes numbers from before and after.
+
+Imported by the DAG when it is built: no heavy imports here.
+"""
+
+SCORER_VERSIONS = {
+    "clip_score": 1,
+    # 2: CLIP-FID's extractor preprocesses as clean-fid's clip_vit_b_32 (session 12)
+    "fidelity": 2,
+    # 2: headline CI over prompts within each category; undefined when a category has no scores (session 12)
+    "wise": 2,
+    "geneval": 2,
+    # 2: the frozen parses' fingerprint is recorded and compared by the gate (session 12)
+    "compbench_blip_vqa": 2,
+    "compbench_spatial_2d": 2,
+    "compbench_spatial_3d": 2,
+    "compbench_numeracy": 2,
+    "compbench_complex": 2,
+}
