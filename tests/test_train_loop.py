@@ -183,6 +183,15 @@ def test_the_fp16_loss_scale_is_saved_and_restored(features, tmp_path):
     assert restored.get_scale() == 1234.0
 
 
+def test_a_checkpoint_of_another_trainer_version_is_not_resumed(features, tmp_path):
+    # the loop changed how it trains (e.g. the warmup): the old run is another trajectory of the same recipe
+    train(_recipe(features, steps=3), tmp_path / "run")
+    meta_file = tmp_path / "run" / "checkpoints" / "step_0000003" / "meta.json"
+    meta_file.write_text(json.dumps({**json.loads(meta_file.read_text()), "trainer_version": 1}))
+    with pytest.raises(ResumeError, match="trainer version: checkpoint 1 vs pixart.train 2"):
+        train(_recipe(features, steps=6), tmp_path / "run")
+
+
 def test_resume_from_an_incompatible_checkpoint_names_what_differs(features, tmp_path):
     train(_recipe(features, steps=3), tmp_path / "run")
     wider = _recipe(features, steps=6, model={**TINY_TRANSFORMER, "num_layers": 3})

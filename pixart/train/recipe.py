@@ -12,6 +12,11 @@ from pathlib import Path
 import yaml
 
 STAGES = ("class", "text")
+# How the loop trains, as a version: bump it when a change alters the trajectory of an unchanged recipe. A
+# checkpoint of another version is not resumed (saving.resume), and the DAG reruns the training jobs.
+# 2: the warmup is diffusers' get_constant_schedule_with_warmup (lr 0 at the first step), session 12
+TRAINER_VERSION = 2
+
 VARIANTS = ("adaln-single", "adaln")
 INIT_KINDS = ("scratch", "dit", "checkpoint")
 PRECISIONS = ("no", "fp16", "bf16")

@@ -8,8 +8,8 @@
   meta.json                        step, stage, variant, model config, recipe, last loss, start (below)
 A checkpoint directory exists only when complete: it is written under a temporary name and renamed.
 
-A checkpoint resumes only the run it came from: same model config, same TRAJECTORY_KEYS of the recipe and the
-same start, i.e. content fingerprints of the initial weights, the null caption and the features (settings and
+A checkpoint resumes only the run it came from: same model config, same TRAJECTORY_KEYS of the recipe, same
+trainer version (recipe.TRAINER_VERSION: how the loop trains) and the same start, i.e. content fingerprints of the initial weights, the null caption and the features (settings and
 index: data.features_fingerprint). Paths are not enough: when an upstream stage is retrained, its `step_…`
 folder keeps its name, and a stage 3 resumed on top of the old fine-tune would silently describe a model that no
 longer exists.
@@ -24,6 +24,7 @@ import torch
 from safetensors.torch import load_file
 
 from pixart.checkpoints import fingerprint_state
+from pixart.train.recipe import TRAINER_VERSION
 from pixart.train.variants import diffusers_to_original_any
 
 STEP_PREFIX = "step_"
@@ -92,6 +93,7 @@ def save_checkpoint(out: Path, step: int, model, ema, optimizer, scheduler, *, r
                 "scaler": None if scaler is None else scaler.state_dict()}, tmp / "training_state.pt")
     meta = {"step": step, "stage": recipe["stage"], "variant": recipe["variant"], "config": _model_config(model),
             "class_name": type(model).__name__, "recipe": recipe, "loss": loss, "start": start,
+            "trainer_version": TRAINER_VERSION,
             "fingerprint": fingerprint_state(live), "fingerprint_ema": fingerprint_state(averaged)}
     (tmp / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
     if final.exists():
@@ -107,6 +109,9 @@ def _differences(meta: dict, recipe: dict, config: dict, start: dict) -> list[st
              if not k.startswith("_") and saved_config.get(k) != config.get(k)]
     diffs += [f"{k}: checkpoint {saved_recipe.get(k)!r} vs recipe {recipe[k]!r}"
               for k in TRAJECTORY_KEYS if saved_recipe.get(k) != recipe[k]]
+    if meta.get("trainer_version") != TRAINER_VERSION:
+        diffs.append(f"trainer version: checkpoint {meta.get('trainer_version')} vs pixart.train {TRAINER_VERSION} "
+                     f"(the loop changed how it trains: pixart/train/recipe.py)")
     if "start" not in meta:
         return diffs + ["the checkpoint does not record its start (written by an older version of pixart.train), "
                         "so nothing says it began from this recipe's init weights and features"]

@@ -12,7 +12,7 @@ PY = f"{sys.executable} -m pixart.prefork"
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")]))
 sys.path.insert(0, workflow.basedir)
 from pixart.samplers import parse_sampler  # light: no torch import
-from pixart.train.recipe import resolve as resolve_recipe  # light: no torch import
+from pixart.train.recipe import TRAINER_VERSION, resolve as resolve_recipe  # light: no torch import
 from reports.series import Checkpoint, discover  # light: torch is imported only to read a series' checkpoints
 from evals.versions import SCORER_VERSIONS  # light: a dict
 R = config["results"]

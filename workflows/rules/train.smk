@@ -36,6 +36,7 @@ rule train_recipe:
         f"{R}/train/{{recipe}}/recipe.json",
     params:
         text=lambda w: settings_text(train_recipe_file(w.recipe)),
+        trainer=TRAINER_VERSION,  # a new version rewrites the recipe file: the stage retrains (--discard-stale)
     localrule: True
     shell:
         WRITE_SETTINGS
