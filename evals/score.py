@@ -278,7 +278,8 @@ def run(args) -> dict:
         stamp = result["time"].replace(":", "").replace("-", "")
         _atomic_text(json.dumps(result, default=str),
                      Path(args.history_dir) / f"{stamp}-{result.get('cell_key', 'cell')}-{args.scorer}.json")
-    value = "n/a" if result["value"] is None else f"{result['value']:.4f} [{result['ci_low']:.4f}, {result['ci_high']:.4f}]"
+    value = ("n/a" if result["value"] is None else f"{result['value']:.4f}" + (
+        " (no CI)" if result.get("ci_low") is None else f" [{result['ci_low']:.4f}, {result['ci_high']:.4f}]"))
     print(f"score: {args.scorer} on {args.cell}: {value} (n={result['n']}, failed={result['n_failed']}) "
           f"in {result['seconds']:.1f}s")
     return result

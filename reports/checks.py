@@ -38,6 +38,8 @@ class CheckInputError(ValueError):
 
 
 def _ci(row) -> str:
+    if pd.isna(row["ci_low"]) or pd.isna(row["ci_high"]):
+        return f"{row['value']:.4g} (no CI)"
     return f"{row['value']:.4g} [{row['ci_low']:.4g}, {row['ci_high']:.4g}]"
 
 
@@ -110,6 +112,10 @@ def check_checkpoints(frame: pd.DataFrame, spec: dict) -> dict:
             verdicts.append(None)
             continue
         a, b = pair[first], pair[last]
+        if any(pd.isna(r[k]) for r in (a, b) for k in ("ci_low", "ci_high")):
+            measured.append(f"{key}: no CI for step {steps[0] if pd.isna(a['ci_low']) else steps[-1]} (one prompt?)")
+            verdicts.append(None)
+            continue
         higher = bool(b["higher_is_better"]) if pd.notna(b.get("higher_is_better")) else True
         apart = b["ci_low"] > a["ci_high"] if higher else b["ci_high"] < a["ci_low"]
         verdicts.append(bool(apart))

@@ -101,6 +101,17 @@ def test_settings_edge_cases_are_named_not_guessed():
     assert run_checks(pd.DataFrame(rows), {"x": spec})["x"]["holds"] is True
 
 
+def test_a_checkpoint_without_a_ci_is_not_evaluated():
+    frame = _series_frame(40.0, 0.5)
+    frame.loc[frame["model"] == "run@400", ["ci_low", "ci_high"]] = None
+    result = run_checks(frame, {"c": {"kind": "checkpoints", "series": "run", "metrics": ["fid/clip_fid"]}})["c"]
+    assert result["holds"] is None and "no CI for step 400" in result["measured"]
+    rows = [_row("m", "fid", "clip", v, 0.01, cfg=c) for c, v in [(1.0, 0.2), (2.0, 0.3)]]
+    rows[0]["ci_low"] = rows[0]["ci_high"] = None
+    assert "cfg 1: 0.2 (no CI)" in run_checks(pd.DataFrame(rows), {"x": {"kind": "cfg", "model": "m", "bench": "fid",
+                                                                       "metric": "clip", "cfg": [1.0, 2.0]}})["x"]["measured"]
+
+
 def _log(path, losses, every=10):
     path.write_text("".join(json.dumps({"step": every * (i + 1), "loss": v}) + "\n" for i, v in enumerate(losses)))
     return str(path)

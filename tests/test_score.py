@@ -192,3 +192,9 @@ def test_every_scorer_kind_has_a_version_the_dag_writes_into_its_settings():
 
     assert set(SCORER_VERSIONS) == set(score.KINDS)
     assert all(isinstance(v, int) and v >= 1 for v in SCORER_VERSIONS.values())
+
+
+def test_one_prompt_gets_a_value_without_a_ci():
+    frame = pd.DataFrame({"sample_id": ["a", "b"], "prompt_id": ["p", "p"], "score": [0.2, 0.4], "error": [None, None]})
+    result = score.aggregate(frame)
+    assert result["value"] == pytest.approx(0.3) and result["ci_low"] is None and "one prompt" in result["note"]
