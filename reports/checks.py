@@ -15,8 +15,8 @@ claim, what was measured, and whether it holds. Kinds:
 The first two compare numbers at one sampling setting: `sampler`, `steps` and (checkpoints) `cfg` in the
 spec pick it; a metric scored at several settings the spec does not tell apart is not evaluated, and the row
 lists the settings. A check that cannot be evaluated (a cell not scored, a run not logged, an ambiguous
-setting) is a row that says what is missing, never a pass. Writes {out}/tables/checks.{md,tex,csv} and {out}/checks.json; prints one line per check and
-a summary. Exit status 0 (a failed claim is a finding to report, not a crash), 2 on unreadable inputs.
+setting) is a row that says what is missing, never a pass. Writes {out}/tables/checks.{md,tex,csv} and
+{out}/checks.json; prints one line per check and a summary. Exit status 0 (a failed claim is a finding to report, not a crash), 2 on unreadable inputs.
 """
 from __future__ import annotations
 
@@ -70,13 +70,14 @@ def _settings(rows: pd.DataFrame) -> list[str]:
     return list(dict.fromkeys(" ".join(text(k, r[k]) for k in SETTING if k in r) for r in rows.to_dict("records")))
 
 
-def _nothing_at_setting(rows: pd.DataFrame, spec: dict, keys=SETTING) -> str | None:
-    """When the spec names a setting that none of the rows has: the text saying so, with the settings there are."""
+def _nothing_at_setting(scored: pd.DataFrame, at_setting: pd.DataFrame, spec: dict, keys=SETTING) -> str | None:
+    """When the spec names a setting that none of the scored rows has (`at_setting`: those of `_at_setting`):
+    the text saying so, with the settings there are."""
     named = {k: spec[k] for k in keys if spec.get(k) is not None}
-    if not named or rows.empty or not _at_setting(rows, spec, keys).empty:
+    if not named or scored.empty or not at_setting.empty:
         return None
     return (f"nothing scored at {', '.join(f'{k} {v}' for k, v in named.items())} (scored: "
-            f"{'; '.join(_settings(rows))}; sampler is the name alone, e.g. dpm-solver, with steps apart)")
+            f"{'; '.join(_settings(scored))}; sampler is the name alone, e.g. dpm-solver, with steps apart)")
 
 
 def check_checkpoints(frame: pd.DataFrame, spec: dict) -> dict:
@@ -86,7 +87,7 @@ def check_checkpoints(frame: pd.DataFrame, spec: dict) -> dict:
     wanted = spec.get("metrics") or sorted({f"{b}/{m}" for b, m in zip(rows["bench"], rows["metric"])})
     claim = (f"series {series}: the last checkpoint beats the first on "
              f"{', '.join(wanted) or 'every metric it was scored on'}, CIs apart")
-    elsewhere = _nothing_at_setting(scored, spec)
+    elsewhere = _nothing_at_setting(scored, rows, spec)
     if elsewhere:
         return {"claim": claim, "measured": elsewhere, "holds": None}
     if rows.empty:
@@ -129,10 +130,10 @@ def check_cfg(frame: pd.DataFrame, spec: dict) -> dict:
     model, bench, metric, cfgs = spec["model"], spec["bench"], spec["metric"], sorted(map(float, spec["cfg"]))
     claim = f"{model} {bench}/{metric} rises with cfg over {', '.join(f'{c:g}' for c in cfgs)}"
     scored = frame[(frame["model"] == model) & (frame["bench"] == bench) & (frame["metric"] == metric)]
-    elsewhere = _nothing_at_setting(scored, spec, keys=("sampler", "steps"))
+    rows = _at_setting(scored, spec, keys=("sampler", "steps"))
+    elsewhere = _nothing_at_setting(scored, rows, spec, keys=("sampler", "steps"))
     if elsewhere:
         return {"claim": claim, "measured": elsewhere, "holds": None}
-    rows = _at_setting(scored, spec, keys=("sampler", "steps"))
     rows = rows[rows["cfg"].astype(float).isin(cfgs)]
     repeated = rows[rows["cfg"].astype(float).duplicated(keep=False)]
     if len(repeated):

@@ -130,7 +130,7 @@ def clip_feature_extractor(scorer: ClipScorer, name: str) -> "FeatureExtractor":
                                    transforms.CenterCrop(size)])
 
     def resize(img: np.ndarray) -> np.ndarray:
-        return np.asarray(to_input(Image.fromarray(img.astype(np.uint8)).convert("RGB"))).clip(0, 255).astype(np.uint8)
+        return np.asarray(to_input(Image.fromarray(img.astype(np.uint8)).convert("RGB")))  # 8-bit, as PIL gives
 
     module = ClipImageFeatures(scorer).eval()
     with torch.no_grad():

@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Callable, Protocol, Sequence, TypeVar
 
 import numpy as np
 
+from evals.files import sha256_file
+
 if TYPE_CHECKING:
     from PIL import Image
 
@@ -569,8 +571,6 @@ def _check_frozen_hash(path: Path, parse_dir: Path) -> None:
     manifest = parse_dir / "manifest.json"
     if not manifest.is_file():
         return
-    from evals.files import sha256_file
-
     key = Path(os.path.relpath(path, parse_dir)).as_posix()  # "../shapes/…" for parses kept elsewhere: not listed
     recorded = json.loads(manifest.read_text()).get("outputs", {}).get(key, {}).get("sha256")
     if recorded and sha256_file(path) != recorded:

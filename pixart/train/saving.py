@@ -9,10 +9,10 @@
 A checkpoint directory exists only when complete: it is written under a temporary name and renamed.
 
 A checkpoint resumes only the run it came from: same model config, same TRAJECTORY_KEYS of the recipe, same
-trainer version (recipe.TRAINER_VERSION: how the loop trains) and the same start, i.e. content fingerprints of the initial weights, the null caption and the features (settings and
-index: data.features_fingerprint). Paths are not enough: when an upstream stage is retrained, its `step_…`
-folder keeps its name, and a stage 3 resumed on top of the old fine-tune would silently describe a model that no
-longer exists.
+trainer version (recipe.TRAINER_VERSION: how the loop trains) and the same start, i.e. content fingerprints of
+the initial weights, the null caption and the features (settings and index: data.features_fingerprint). Paths
+are not enough: when an upstream stage is retrained, its `step_…` folder keeps its name, and a stage 3 resumed on
+top of the old fine-tune would silently describe a model that no longer exists.
 """
 import copy
 import json
