@@ -268,6 +268,9 @@ def run(args) -> dict:
     result = {"metric": args.scorer, "kind": kind, "protocol": args.protocol, **summary,
               **meta, "seconds": round(time.perf_counter() - started, 3),
               **{k: (first[k].item() if hasattr(first[k], "item") else first[k]) for k in PROVENANCE if k in first},
+              # a cell resumed across code versions lists them all
+              **({"code_version": ", ".join(sorted(manifest["code_version"].astype(str).unique()))}
+                 if "code_version" in manifest else {}),
               "bench": args.bench or args.protocol.split("@")[0], "cell": str(args.cell),
               "seeds": seed_summary(manifest), "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     failed = [e for e in errors if e]

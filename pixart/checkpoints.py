@@ -93,6 +93,8 @@ def read_pth(path: Path, weights: str = "state_dict") -> dict:
             f"{str(err).splitlines()[0]}). Only plain tensor checkpoints are accepted; re-save the weights "
             f"as a state dict or as safetensors in a trusted environment."
         ) from None
+    except (OSError, RuntimeError, EOFError) as err:  # a download cut short, a disk error
+        raise _unreadable(path, err) from None
     if not isinstance(blob, dict):
         raise CheckpointError(f"{path}: not a state dict (got {type(blob).__name__})")
     if all(isinstance(v, torch.Tensor) for v in blob.values()):
@@ -106,9 +108,19 @@ def read_pth(path: Path, weights: str = "state_dict") -> dict:
 
 
 def read_safetensors(path: Path) -> dict:
+    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
-    return load_file(str(path))
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, RuntimeError) as err:
+        raise _unreadable(path, err) from None
+
+
+def _unreadable(path: Path, err: Exception) -> "CheckpointError":
+    return CheckpointError(f"{path}: cannot be read ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
+                           f"the file is truncated or damaged: download it again (compare its size and sha256 "
+                           f"with the source's)")
 
 
 def _check_pos_embed(path: Path, buffers: dict, config: dict):

@@ -87,6 +87,14 @@ def settings_key(encoder_id: str, prompts: list[str], settings: dict) -> str:
     return digest.hexdigest()[:20]
 
 
+def encoder_identity(text_encoder: str, subfolder: str | None = "text_encoder") -> str:
+    """files_fingerprint of the T5 weights: the pipeline's subfolder when there is one, else the source itself."""
+    from pixart.checkpoints import files_fingerprint
+
+    folder = Path(text_encoder) / subfolder if subfolder else None
+    return files_fingerprint(str(folder) if folder is not None and folder.is_dir() else text_encoder)
+
+
 def _encoding_pipeline(tokenizer, encoder):
     from diffusers import PixArtAlphaPipeline
 
@@ -154,7 +162,7 @@ def _to_store(x: torch.Tensor, dtype) -> torch.Tensor:
 
 
 def main(argv=None):
-    from pixart.checkpoints import files_fingerprint, load_text_encoder
+    from pixart.checkpoints import load_text_encoder
     from pixart.runtime import pick_device, torch_dtype
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -180,8 +188,7 @@ def main(argv=None):
     settings = {"max_length": args.max_length, "clean_caption": args.clean_caption == "true",
                 "negative_prompt": args.negative_prompt, "encoder_dtype": args.encoder_dtype,
                 "store_dtype": args.store_dtype}
-    encoder_id = files_fingerprint(str(Path(args.text_encoder) / args.subfolder)
-                                   if (Path(args.text_encoder) / args.subfolder).is_dir() else args.text_encoder)
+    encoder_id = encoder_identity(args.text_encoder, args.subfolder)
     key = settings_key(encoder_id, prompts, settings)
     store_file = args.store / f"{key}.safetensors"
     reused = store_file.exists()

@@ -106,7 +106,9 @@ class Engine:
     @torch.no_grad()
     def denoise(self, prompts, seeds, height: int, width: int, sampler: SamplerSpec, cfg: float,
                 on_step=None) -> torch.Tensor:
-        guided = cfg > 1.0  # as PixArtAlphaPipeline: guidance_scale 1 turns cfg off
+        # cfg 1 is the conditional model alone. PixArtAlphaPipeline also skips guidance below 1; we apply the
+        # formula there (cfg 0 = the unconditional model), or a sweep's cfg0/cfg0.5 cells would copy cfg1's images
+        guided = cfg != 1.0
         context, mask = self.conditioning(prompts, guided)
         channels = self.transformer.config.in_channels
         shape = (channels, height // self.vae_scale, width // self.vae_scale)

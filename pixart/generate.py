@@ -6,8 +6,12 @@ python -m pixart.generate --model-spec M.json --prompts P.parquet --embeddings E
 Batches are a fixed function of the cell: samples grouped by output size in prompt-set order, cut into
 `--batch-size` chunks; shard I takes batches I, I+N, …  So the union of shards is the single-job run, bit for
 bit, and a rerun recomputes only batches with a missing image, writing only the missing files. Each PNG
-carries its provenance (cell key, sample id, seed) and is written atomically; a PNG whose provenance does
-not match the cell is regenerated. Without --embeddings the text encoder runs in-process (`--text-encoder`).
+carries its provenance (cell key, sample id, seed, prompt hash, size, code and library versions) and is
+written atomically; a PNG whose provenance does not match the cell is regenerated. The cell key covers the
+weights and configs of transformer and VAE, the text states, sampler, cfg, dtype and batch size. A code change
+alone regenerates nothing (COCO-30K is hours of GPU): each manifest row names the code that made its image, and
+a warning counts the images older code made. Without --embeddings the text encoder runs in-process
+(`--text-encoder`).
 """
 import argparse
 import hashlib
@@ -62,7 +66,7 @@ def cell_key(provenance: dict) -> str:
 
 
 def load_table(args, prompts: list[str]):
-    from pixart.embeddings import encode_prompts, load_pointer
+    from pixart.embeddings import encode_prompts, encoder_identity, load_pointer, settings_key
 
     if args.embeddings:
         table = load_pointer(args.embeddings)
@@ -74,7 +78,11 @@ def load_table(args, prompts: list[str]):
     tokenizer, encoder = load_text_encoder(args.text_encoder)
     table = encode_prompts(prompts, tokenizer, encoder, clean_caption=args.clean_caption == "true",
                            negative_prompt=args.negative_prompt, progress=False)
-    return table, {"embeddings_key": None, "text_path": "in-process", "clean_caption": args.clean_caption}
+    # the key the cached path would give these states, so the cell key covers encoder, prompts and negative
+    settings = {key: table.meta[key] for key in ("max_length", "clean_caption", "negative_prompt", "encoder_dtype",
+                                                 "store_dtype")}
+    key = settings_key(encoder_identity(args.text_encoder), prompts, settings)
+    return table, {"embeddings_key": key, "text_path": "in-process"}
 
 
 def output_sizes(samples: pd.DataFrame, engine: Engine, native: int, binning: bool) -> dict:
@@ -109,15 +117,17 @@ def run(args) -> dict:
         "scheduler_config": json.dumps(sampler.scheduler_config(), sort_keys=True), "cfg": float(args.cfg),
         "uncond": engine.null, "dtype": dtype_name, "batch_size": args.batch_size,
         "resolution_binning": not args.no_binning, **text_prov,
+        "transformer_config": _config_json(loaded.transformer), "vae_config": _config_json(vae),
     }
     key = cell_key(provenance)
+    code, versions = code_version(), json.dumps(library_versions(), sort_keys=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     by_id = samples.set_index("sample_id")
     done_before, written, records = 0, 0, []
     todo = []
     for batch in mine:
-        missing = [s for s in batch.sample_ids if not _valid(out / f"{s}.png", key, s, by_id)]
+        missing = [s for s in batch.sample_ids if not _valid(out / f"{s}.png", key, s, by_id, batch.size)]
         done_before += len(batch.sample_ids) - len(missing)
         if missing:
             todo.append((batch, set(missing)))
@@ -141,7 +151,8 @@ def run(args) -> dict:
                 if sample_id in missing:
                     meta = {"cell_key": key, "sample_id": sample_id, "seed": int(by_id.at[sample_id, "seed"]),
                             "prompt_sha": _sha(by_id.at[sample_id, "prompt"]), "seconds": round(seconds, 4),
-                            "device": dev_name, "batch_index": batch.index}
+                            "device": dev_name, "batch_index": batch.index, "size": list(batch.size),
+                            "code_version": code, "versions": versions}
                     pending.append(writer.submit(pngio.write_png, image, out / f"{sample_id}.png", meta))
                     written += 1
         for future in pending:
@@ -161,10 +172,15 @@ def run(args) -> dict:
                 "height": batch.size[2], "width": batch.size[3], "gen_height": batch.size[0],
                 "gen_width": batch.size[1], "batch_index": batch.index, "seconds": meta["seconds"],
                 "device": meta["device"], "cell_key": key,
+                # each image's own code and libraries: a reused image keeps the versions that made it
+                "code_version": meta.get("code_version", "unknown"), "versions": meta.get("versions", "unknown"),
             })
+    older = sum(r["code_version"] != code for r in records)
+    if older:
+        log.warning("%d of %d images in %s were made by other code versions than %s and kept (their manifest rows "
+                    "say which); delete the folder to regenerate them with this code", older, len(records), out, code)
     shard_manifest = pd.DataFrame.from_records(records)
-    for name, value in {**provenance, "versions": json.dumps(library_versions(), sort_keys=True),
-                        "code_version": code_version(), "shard": args.shard, "num_shards": args.num_shards}.items():
+    for name, value in {**provenance, "shard": args.shard, "num_shards": args.num_shards}.items():
         shard_manifest[name] = value
     shard_file = out / f"manifest.shard{args.shard}of{args.num_shards}.parquet"
     tmp = shard_file.with_name(f".{shard_file.name}.tmp{os.getpid()}")
@@ -184,13 +200,19 @@ def _sha(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-def _valid(path: Path, key: str, sample_id: str, by_id) -> bool:
+def _config_json(model) -> str:
+    """The model's config without diffusers' bookkeeping keys (_diffusers_version, _name_or_path, …)."""
+    return json.dumps({k: v for k, v in dict(model.config).items() if not k.startswith("_")}, sort_keys=True,
+                      default=str)
+
+
+def _valid(path: Path, key: str, sample_id: str, by_id, size: tuple) -> bool:
     meta = pngio.read_meta(path)
     if meta is None:
         return False
     ok = (meta.get("cell_key") == key and meta.get("sample_id") == sample_id
           and meta.get("seed") == int(by_id.at[sample_id, "seed"])
-          and meta.get("prompt_sha") == _sha(by_id.at[sample_id, "prompt"]))
+          and meta.get("prompt_sha") == _sha(by_id.at[sample_id, "prompt"]) and meta.get("size") == list(size))
     if not ok:
         log.warning("%s was made with other settings; regenerating it", path)
     return ok

@@ -9,6 +9,7 @@ Seed rules (DESIGN §5): `per_image` gives image k of every prompt the seed base
 """
 import argparse
 import csv
+import io
 import json
 from pathlib import Path
 
@@ -25,26 +26,38 @@ def read_prompt_file(path: Path, column: str = "text") -> list[dict]:
     """Rows with at least `prompt`; extra csv/jsonl fields are kept as metadata."""
     path = Path(path)
     try:
-        text = path.read_bytes().decode("utf-8")
+        text = path.read_bytes().decode("utf-8-sig")  # spreadsheets save CSV with a byte-order mark
     except FileNotFoundError:
         raise PromptFileError(f"prompt file {path} does not exist") from None
     except UnicodeDecodeError as err:
         line = path.read_bytes()[: err.start].count(b"\n") + 1
         raise PromptFileError(f"{path}: not UTF-8 (line {line}, byte {err.start}); re-encode the file as UTF-8") from None
+    # lines end at "\n" only: str.splitlines also splits at \x0b, \x1c-\x1e, \x85, \u2028 …, which would cut a
+    # prompt in two and shift every later prompt id and seed
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
     if path.suffix == ".jsonl":
         rows = []
-        for i, line in enumerate(text.splitlines(), 1):
+        for i, line in enumerate(lines, 1):
             if line.strip():
                 try:
-                    rows.append(json.loads(line))
+                    record = json.loads(line)
                 except json.JSONDecodeError as err:
                     raise PromptFileError(f"{path}:{i}: invalid JSON ({err.msg})") from None
-        rows = [_take_prompt(r, path, i, column) for i, r in enumerate(rows, 1)]
+                if not isinstance(record, dict):
+                    raise PromptFileError(f"{path}:{i}: a JSON object with a prompt field is expected, "
+                                          f"not {type(record).__name__}")
+                rows.append(_take_prompt(record, path, i, column))
     elif path.suffix in (".csv", ".tsv"):
-        reader = csv.DictReader(text.splitlines(), delimiter="\t" if path.suffix == ".tsv" else ",")
-        rows = [_take_prompt(r, path, i, column) for i, r in enumerate(reader, 2)]
+        # a StringIO with newline="" keeps quoted multi-line fields whole, as the csv module requires
+        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if path.suffix == ".tsv" else ",")
+        rows = []
+        for row in reader:
+            if None in row:
+                raise PromptFileError(f"{path}:{reader.line_num}: {len(row[None])} more fields than the header's "
+                                      f"{len(reader.fieldnames)}; quote fields that contain the delimiter")
+            rows.append(_take_prompt(row, path, reader.line_num, column))
     else:
-        rows = [{"prompt": line.strip()} for line in text.splitlines() if line.strip()]
+        rows = [{"prompt": line.strip()} for line in lines if line.strip()]
     if not rows:
         raise PromptFileError(f"{path}: no prompts (the file is empty)")
     return rows

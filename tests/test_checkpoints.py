@@ -108,6 +108,19 @@ def test_bad_checkpoints_are_named(tiny, tmp_path):
         load_transformer(str(tiny["original"]), resolution=384)
 
 
+@pytest.mark.parametrize("suffix", [".pth", ".safetensors"])
+def test_truncated_download_is_named(tmp_path, suffix):
+    from safetensors.torch import save_file
+
+    whole = tmp_path / f"whole{suffix}"
+    state = {"pos_embed": torch.zeros(1, 64, 32), "x_embedder.proj.weight": torch.zeros(32, 4, 2, 2)}
+    torch.save({"state_dict": state}, whole) if suffix == ".pth" else save_file(state, whole)
+    cut = tmp_path / f"cut{suffix}"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match=rf"cut{suffix}: cannot be read .*truncated or damaged: download it again"):
+        load_transformer(str(cut), resolution=256)
+
+
 def test_resolution_mismatch_is_explained(tiny):
     # the tiny checkpoint's pos_embed has 64 tokens (a 128px grid in XL terms); claiming 256 px is refused
     with pytest.raises(CheckpointError, match="pos_embed has 64 tokens"):

@@ -128,7 +128,14 @@ def test_cached_embeddings_equal_text_path(cell_inputs, tiny, tmp_path):
     _generate(cell_inputs, tmp_path / "text", "--text-encoder", str(tiny["pipeline"]))
     cache, text = _pixels(tmp_path / "cache"), _pixels(tmp_path / "text")
     assert cache.keys() == text.keys() and all(np.array_equal(cache[k], text[k]) for k in cache)
-    assert pd.read_parquet(tmp_path / "text" / "manifest.shard0of1.parquet")["text_path"].iloc[0] == "in-process"
+    from_cache, in_process = (pd.read_parquet(tmp_path / f / "manifest.shard0of1.parquet").iloc[0]
+                              for f in ("cache", "text"))
+    assert in_process["text_path"] == "in-process"
+    assert in_process["embeddings_key"] == from_cache["embeddings_key"]  # same states, same key
+    # the text path's key covers the negative prompt: another one regenerates rather than reusing
+    again = _generate(cell_inputs, tmp_path / "text", "--text-encoder", str(tiny["pipeline"]),
+                      "--negative-prompt", "blurry")
+    assert again["reused"] == 0 and again["new"] == 10
 
 
 def test_kill_and_resume_equals_uninterrupted(cell_inputs, tmp_path):
@@ -173,6 +180,44 @@ def test_changed_settings_regenerate_instead_of_reusing(cell_inputs, tmp_path):
     assert summary["reused"] == 0 and summary["new"] == 10
 
 
+def test_changed_size_or_architecture_regenerates(cell_inputs, tmp_path):
+    """The same weights at another output size, or under another transformer config, are other images."""
+    small = cell_inputs / "small.parquet"
+    frame = pd.read_parquet(cell_inputs / "prompts.parquet").assign(height=32, width=32)
+    frame.to_parquet(small)
+    _generate(cell_inputs, tmp_path / "c")
+    summary = generate.run(generate.parser().parse_args([
+        "--model-spec", str(cell_inputs / "diffusers.json"), "--prompts", str(small), "--batch-size", "3",
+        "--embeddings", str(cell_inputs / "emb.json"), "--out", str(tmp_path / "c"), "--quiet"]))
+    assert summary["reused"] == 0 and summary["new"] == 10
+    assert {pngio.Image.open(p).size for p in (tmp_path / "c").glob("*.png")} == {(32, 32)}
+
+    spec = json.loads((cell_inputs / "original.json").read_text())
+    arch = json.loads(Path(spec["arch"]).read_text())
+    (tmp_path / "arch2.json").write_text(json.dumps({**arch, "interpolation_scale": 2}))
+    (cell_inputs / "original-is2.json").write_text(json.dumps({**spec, "arch": str(tmp_path / "arch2.json")}))
+    _generate(cell_inputs, tmp_path / "o", spec="original")
+    assert _generate(cell_inputs, tmp_path / "o", spec="original-is2")["reused"] == 0
+
+
+def test_cfg_below_one_guides(cell_inputs, tmp_path):
+    """cfg 1 is the conditional model; 0 is the unconditional one, not a copy of cfg 1 (diffusers skips cfg < 1)."""
+    for cfg in ("0.0", "0.5", "1.0"):
+        _generate(cell_inputs, tmp_path / cfg, "--cfg", cfg)
+    zero, half, one = (_pixels(tmp_path / c) for c in ("0.0", "0.5", "1.0"))
+    assert all(not np.array_equal(zero[k], one[k]) and not np.array_equal(half[k], one[k]) for k in one)
+
+
+def test_resumed_images_keep_the_code_version_that_made_them(cell_inputs, tmp_path, monkeypatch, caplog):
+    _generate(cell_inputs, tmp_path / "c")
+    monkeypatch.setattr(generate, "code_version", lambda: "newer")
+    with caplog.at_level("WARNING", logger="pixart.generate"):
+        summary = _generate(cell_inputs, tmp_path / "c")
+    assert summary["reused"] == 10
+    assert "newer" not in set(pd.read_parquet(summary["manifest"])["code_version"])
+    assert "10 of 10 images" in caplog.text
+
+
 def test_bad_input_is_named(cell_inputs, tmp_path):
     (tmp_path / "empty.txt").write_text("\n\n")
     with pytest.raises(ValueError, match="empty"):
@@ -183,6 +228,12 @@ def test_bad_input_is_named(cell_inputs, tmp_path):
     (tmp_path / "bad.jsonl").write_text('{"prompt": "ok"}\n{"caption": ""}\n')
     with pytest.raises(ValueError, match="bad.jsonl:2: no prompt"):
         read_prompt_file(tmp_path / "bad.jsonl")
+    (tmp_path / "gap.jsonl").write_text('{"prompt": "ok"}\n\n\n[1]\n')
+    with pytest.raises(ValueError, match="gap.jsonl:4: a JSON object"):  # the file's line, blank lines counted
+        read_prompt_file(tmp_path / "gap.jsonl")
+    (tmp_path / "wide.csv").write_text("text,tag\na cat,x,y\n")
+    with pytest.raises(ValueError, match="wide.csv:2: 1 more fields than the header's 2"):
+        read_prompt_file(tmp_path / "wide.csv")
     with pytest.raises(SamplerError, match="unknown sampler 'dpm-solverpp'"):
         parse_sampler("dpm-solverpp:20")
     frame = expand_samples([{"prompt": "x"}], height=50, width=64)
@@ -191,6 +242,16 @@ def test_bad_input_is_named(cell_inputs, tmp_path):
         generate.run(generate.parser().parse_args([
             "--model-spec", str(cell_inputs / "diffusers.json"), "--prompts", str(tmp_path / "odd.parquet"),
             "--embeddings", str(cell_inputs / "emb.json"), "--out", str(tmp_path / "o"), "--quiet"]))
+
+
+def test_prompt_files_keep_every_prompt_whole(tmp_path):
+    """Only newlines end a prompt; quoted CSV fields keep their line breaks; a byte-order mark is not a name."""
+    (tmp_path / "p.txt").write_text("a cat\u2028on a mat\r\nx\x0cy\n", newline="")
+    assert [r["prompt"] for r in read_prompt_file(tmp_path / "p.txt")] == ["a cat\u2028on a mat", "x\x0cy"]
+    (tmp_path / "p.csv").write_bytes('\ufefftext,tag\n"line one\nline two",a\nthird,b\n'.encode())
+    rows = read_prompt_file(tmp_path / "p.csv")
+    assert [r["prompt"] for r in rows] == ["line one\nline two", "third"]
+    assert json.loads(rows[1]["metadata"]) == {"tag": "b"}
 
 
 def test_over_long_prompts_are_counted_and_truncated(tiny, caplog):
