@@ -82,9 +82,11 @@ def load_extractor(settings: dict):
 
 
 def fidelity_kind(settings: dict, manifest: pd.DataFrame, cell: Path):
-    """FID / KID / FD of the cell's images against a reference set; CI by bootstrap over generated images."""
+    """FID / KID / FD of the cell's images against a reference set (the protocol's, checked by name);
+    CI by bootstrap over generated images."""
+    from evals.benchmarks.loaders import check_reference_names
     from evals.metrics import fid as fidelity
-    from evals.metrics.features import extract_features
+    from evals.metrics.features import extract_features, list_images
 
     extractor = load_extractor(settings)
     preprocess = settings.get("preprocess", "coco256")
@@ -92,14 +94,19 @@ def fidelity_kind(settings: dict, manifest: pd.DataFrame, cell: Path):
     reference = settings.get("reference")
     if not reference:
         raise ValueError("a fidelity scorer needs `reference:` (a folder or zip of reference images)")
+    listed = [json.loads(m).get("file_name") for m in manifest.get("metadata", pd.Series([], dtype=str))]
+    check_reference_names(settings.get("_protocol", ""), reference, list_images(reference).names, listed)
     ref = fidelity.reference_stats(reference, extractor, preprocess=preprocess, keep_features=distance == "kid",
                                    cache_dir=settings.get("refstats_dir", fidelity.REFSTATS_DIR))
     files = [cell / f for f in manifest["file"]]
     extracted = extract_features(files, extractor, transform=fidelity.preprocessing_transform(preprocess),
                                  on_error="skip", desc=f"{distance} features")
-    bad = {str(path): err for path, err in extracted.bad_files}
-    errors = [f"{f.name}: {bad[str(f)]}" if str(f) in bad else None for f in files]
+    # list_images resolves paths; the cell is usually relative (results/samples/…), so match on resolved paths
+    bad = {str(Path(path).resolve()): err for path, err in extracted.bad_files}
+    errors = [f"{f.name}: {bad[str(f.resolve())]}" if str(f.resolve()) in bad else None for f in files]
     feats = extracted.features
+    if len(feats) + sum(e is not None for e in errors) != len(files):
+        raise RuntimeError(f"{cell}: {len(files)} images, {len(feats)} features and {len(bad)} failures do not add up")
     seed, n_resamples = int(settings.get("seed", 0)), int(settings.get("n_resamples", 200))
     if distance == "kid":
         value = fidelity.kid_from_features(feats, ref["features"], seed=seed)
@@ -254,6 +261,7 @@ def run(args) -> dict:
     if kind not in KINDS:
         raise SystemExit(f"scorer {args.scorer!r}: unknown kind {kind!r}; known: {sorted(KINDS)}")
     settings["_output"] = str(args.scores_out)  # kinds keep side files (judgement caches) beside it
+    settings["_protocol"] = args.protocol  # fidelity checks its reference against the protocol's
     manifest = pd.read_parquet(Path(args.cell) / "manifest.parquet")
     check_images_per_prompt(manifest, Path(args.cell))
     scores, errors, meta = KINDS[kind](settings, manifest, Path(args.cell))

@@ -222,6 +222,7 @@ def test_custom_prompt_file_and_cli_summary(tmp_path, capsys):
 
 
 def _captions_json(tmp_path: Path, images: int = 60) -> Path:
+    tmp_path.mkdir(exist_ok=True)
     data = {"images": [{"id": i, "file_name": f"COCO_val2014_{i:012d}.jpg"} for i in range(images)],
             "annotations": [{"id": 1000 * i + j, "image_id": i, "caption": f"image {i} caption {j} "}
                             for i in range(images) for j in range(5)]}
@@ -241,10 +242,19 @@ def test_coco30k_builder_is_deterministic_with_one_caption_per_image(tmp_path):
     assert len({r["text"].split()[-1] for r in first}) > 1   # not always the first caption
     with pytest.raises(ValueError, match="only 60 captioned images"):
         loaders.build_coco30k(captions, seed=0, n=61)
-    cli(["build-coco30k", "--captions", str(captions), "--seed", "3", "--n", "25", "--out", str(tmp_path / "list.csv")])
+    # the protocol's list: 30K distinct images; a shorter list or a repeated image is another protocol
+    cli(["build-coco30k", "--captions", str(captions), "--seed", "3", "--n", "25", "--out", str(tmp_path / "short.csv")])
+    with pytest.raises(DataIntegrityError, match="short.csv .*25 prompts, the subset has 30,000"):
+        loaders.load_prompts("coco30k", "user_list", source=tmp_path / "short.csv")
+    big = _captions_json(tmp_path / "big", images=30_000)
+    cli(["build-coco30k", "--captions", str(big), "--seed", "3", "--out", str(tmp_path / "list.csv")])
     frame = loaders.load_prompts("coco30k", "user_list", source=tmp_path / "list.csv")
-    assert list(frame["prompt"]) == [r["text"].strip() for r in first]
+    assert list(frame["prompt"]) == [r["text"].strip() for r in loaders.build_coco30k(big, seed=3)]
     assert frame.attrs["protocol"]["sources"] == {"list.csv": sha256_file(tmp_path / "list.csv")}
+    lines = (tmp_path / "list.csv").read_text().splitlines()
+    (tmp_path / "twice.csv").write_text("\n".join(lines[:-1] + [lines[1]]) + "\n")
+    with pytest.raises(DataIntegrityError, match="1 file_name values repeat"):
+        loaders.load_prompts("coco30k", "user_list", source=tmp_path / "twice.csv")
 
 
 def test_shipped_coco30k_list():
@@ -372,3 +382,18 @@ def test_sam_prompt_set_from_a_frozen_list(tmp_path):
     frame = loaders.load_prompts(protocol, "fid2k", source=tmp_path / "list.csv", images=folder)
     assert len(frame) == 4 and frame["prompt"].str.startswith("a photo number").all()
     assert json.loads(frame["metadata"][0])["file_name"].startswith("sa_")
+
+
+def test_fid_reference_must_be_the_protocols_set(monkeypatch):
+    """COCO-30K: all 40,504 val2014 images and nothing else; SAM: exactly the listed images; others: unchecked."""
+    val2014 = [f"val2014/COCO_val2014_{i:012d}.jpg" for i in range(40_504)]
+    loaders.check_reference_names("coco30k@1", "coco", val2014, [])
+    with pytest.raises(loaders.UserDataError, match="40,503 distinct COCO_val2014_.*incomplete download"):
+        loaders.check_reference_names("coco30k@1", "coco", val2014[1:], [])
+    with pytest.raises(loaders.UserDataError, match=r"1 other images \(first: \['COCO_train2014_1.jpg'\]\)"):
+        loaders.check_reference_names("coco30k@1", "coco", val2014 + ["COCO_train2014_1.jpg"], [])
+    listed = ["sa_1.jpg", "sa_2.jpg"]
+    loaders.check_reference_names("sam@1/fid2k", "ref", ["sa_2.jpg", "sa_1.jpg"], listed)
+    with pytest.raises(loaders.UserDataError, match=r"1 listed images are absent .*1 images are not in the list .*Fix: copy"):
+        loaders.check_reference_names("sam@1/fid2k", "ref", ["sa_1.jpg", "sa_9.jpg"], listed)
+    loaders.check_reference_names("shapes@1/fid", "ref", ["anything.png"], [])

@@ -71,6 +71,15 @@ def computed(folders, net, tmp_path_factory):
     return dict(extractor=extractor, ref=ref, gen=gen, cache_dir=cache_dir)
 
 
+def test_reference_stats_run_where_the_extractor_was_loaded(folders, net, tmp_path, monkeypatch):
+    """The scorer loads its extractor on its device (a GPU); reference statistics must not move it to the CPU."""
+    extractor = as_extractor(net, name="tiny")
+    moved = []
+    monkeypatch.setattr(type(extractor), "to", lambda self, device: moved.append(device) or self)
+    reference_stats(folders[0], extractor, cache_dir=tmp_path)
+    assert moved == []
+
+
 @pytest.mark.parametrize("mode,preprocess", [("clean", "coco256"), ("clean", "none"),
                                              ("legacy_pytorch", "coco256"), ("legacy_tensorflow", "coco256")])
 def test_fid_equals_clean_fid_compute_fid(folders, net, tmp_path, mode, preprocess):

@@ -69,8 +69,9 @@ def test_table_gathers_one_row_per_number(cell, tmp_path):
     assert {"value", "ci_low", "ci_high", "n", "n_failed", "protocol", "model_fingerprint"} <= set(frame)
 
 
-def test_fidelity_kind_clip_fid_and_kid(cell, tmp_path):
-    """FID/KID with the tiny CLIP image tower (CLIP-FID) against a reference folder; CI contains the value."""
+def test_fidelity_kind_clip_fid_and_kid(cell, tmp_path, monkeypatch):
+    """FID/KID with the tiny CLIP image tower (CLIP-FID) against a reference folder; CI contains the value;
+    a corrupt image is counted when the cell is given relative, as the workflow gives it."""
     rng = np.random.default_rng(1)
     reference = tmp_path / "ref"
     reference.mkdir()
@@ -85,6 +86,7 @@ def test_fidelity_kind_clip_fid_and_kid(cell, tmp_path):
                      "file": f"s{i:03d}.png", "prompt": "x", "model": "m"})
     (bigger / "s039.png").write_bytes(b"not a png")  # a corrupt image, named and counted
     pd.DataFrame(rows).to_parquet(bigger / "manifest.parquet")
+    monkeypatch.chdir(tmp_path)
     clip = json.loads((cell / "clip.json").read_text())
     for distance in ("fid", "kid"):
         settings = tmp_path / f"{distance}.json"
@@ -94,7 +96,7 @@ def test_fidelity_kind_clip_fid_and_kid(cell, tmp_path):
                                         "preprocess": "none", "n_resamples": 50,
                                         "refstats_dir": str(tmp_path / "refstats")}))
         result = score.run(score.parser().parse_args([
-            "--scorer", distance, "--settings", str(settings), "--cell", str(bigger), "--protocol", "x@1",
+            "--scorer", distance, "--settings", str(settings), "--cell", "cell40", "--protocol", "x@1",
             "--scores-out", str(tmp_path / f"{distance}.parquet"), "--metric-out", str(tmp_path / f"{distance}.json")]))
         assert result["n"] == 39 and result["n_failed"] == 1 and "s039.png" in result["failed_examples"][0]
         assert result["ci_low"] <= result["value"] <= result["ci_high"] and result["higher_is_better"] is False

@@ -200,6 +200,7 @@ def test_worked_examples():
     ("**Consistency:** 0\n**Realism**: 1\n**Aesthetic Quality:** 2", (0, 1, 2)),
     ("Sure.\nconsistency: 1\nrealism: 1\naesthetic quality: 1", (1, 1, 1)),
     ("1\n0\n2", (1, 0, 2)),
+    ("Consistency: 2 would need more detail\nConsistency: 1\nRealism: 1\nAesthetic Quality: 1", (1, 1, 1)),
     ("Consistency: 2\nRealism: 1", None),
     ("Consistency: 3\nRealism: 1\nAesthetic Quality: 0", None),
     ("no scores here", None),
@@ -207,6 +208,20 @@ def test_worked_examples():
 def test_parser(reply, expected):
     judgement = wise.parse_judgement(reply)
     assert (judgement and (judgement.consistency, judgement.realism, judgement.aesthetic)) == expected
+
+
+def test_undecodable_image_is_a_counted_failure(tmp_path):
+    class NeverCalled:
+        model = "judge"
+
+        def judge(self, *args):
+            raise AssertionError("an undecodable image must not reach the judge")
+
+    (tmp_path / "s0.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg")
+    item = wise.JudgeItem("s0", "wise1", "cultural", "a koi pond", "koi are orange", tmp_path / "s0.jpg")
+    rows = wise.judge_images([item], NeverCalled(), wise.JudgementCache(tmp_path / "cache.jsonl"))
+    assert rows["wiscore"].isna().all() and "s0" in set(rows["sample_id"])
+    assert "image undecodable" in rows["error"].iloc[0]
 
 
 def test_rubric_has_the_protocol_structure():

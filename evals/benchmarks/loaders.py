@@ -16,6 +16,7 @@ import random
 import re
 import shutil
 import zipfile
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +77,7 @@ def _read_source(protocol: Protocol, subset: str, entry: dict, source: Path | No
     fmt = entry["format"]
     if fmt == "prompt_file":
         rows = read_prompt_file(path, entry.get("column", "text"))
+        _check_list_shape(protocol, subset, entry, path, rows)
     elif fmt == "compbench_lines":
         rows = _compbench_rows(protocol, subset, entry, path)
     elif fmt == "geneval_jsonl":
@@ -86,6 +88,22 @@ def _read_source(protocol: Protocol, subset: str, entry: dict, source: Path | No
         rows = [{"prompt": r["caption"], "metadata": json.dumps({"file_name": r["file_name"]})}
                 for r in load_sam_subset(path, images, entry.get("n"))]
     return files, rows
+
+
+def _check_list_shape(protocol: Protocol, subset: str, entry: dict, path: Path, rows: list[dict]):
+    """A user's list is the protocol's only with its size and its distinct images (e.g. 30K images, one caption each)."""
+    where = f"{path} ({protocol.tag} subset {subset!r}: {entry.get('description', '').strip()})"
+    if "n" in entry and len(rows) != entry["n"]:
+        raise DataIntegrityError(f"{where}: {len(rows):,} prompts, the subset has {entry['n']:,}")
+    column = entry.get("distinct")
+    if column:
+        values = [json.loads(r.get("metadata", "{}")).get(column) for r in rows]
+        if None in values:
+            raise DataIntegrityError(f"{where}: row {values.index(None) + 1} has no {column!r} column")
+        repeated = sorted(v for v, count in Counter(values).items() if count > 1)
+        if repeated:
+            raise DataIntegrityError(f"{where}: {len(repeated)} {column} values repeat (first: {repeated[:3]}); "
+                                     f"each must appear once")
 
 
 # ---------------------------------------------------------------- T2I-CompBench
@@ -427,6 +445,35 @@ def load_sam_subset(list_file: Path, folder: Path | None = None, n: int | None =
             if _sam_caption(image) != r["caption"]:
                 raise DataIntegrityError(f"{image.with_suffix('.txt')}: caption differs from {list_file}")
     return rows
+
+
+def check_reference_names(protocol_tag: str, reference: str, names: list[str], listed: list[str]):
+    """A fidelity reference must hold the protocol's reference set and nothing else: all 40,504 COCO val2014
+    images for coco30k, exactly the prompt set's listed images for sam (`listed`: their file names). Other
+    protocols (shapes, custom prompt files) define no reference set. Checks names; contents by their sha256 are
+    checked when the SAM prompt set is built with --images."""
+    name = protocol_tag.split("@")[0]
+    if name not in ("coco30k", "sam"):
+        return
+    found = [Path(n).name for n in names]
+    if name == "coco30k":
+        ref = load_protocol("coco30k").spec["reference"]
+        matching = {n for n in found if fnmatch.fnmatch(n, ref["pattern"])}
+        problems = ([f"{len(matching):,} distinct {ref['pattern']} images, the protocol's reference is all "
+                     f"{ref['images']:,} (incomplete download?)"] if len(matching) != ref["images"] else [])
+        others = [n for n in found if n not in matching]
+        if others:
+            problems.append(f"{len(others):,} other images (first: {others[:3]}) that are not the reference set")
+        how = f"pass the {ref['download']} zip or its extracted val2014/ folder"
+    else:
+        expected = set(listed)
+        missing, extra = sorted(expected - set(found)), sorted(set(found) - expected)
+        problems = ([f"{len(missing):,} listed images are absent (first: {missing[:3]})"] if missing else []) + \
+                   ([f"{len(extra):,} images are not in the list (first: {extra[:3]})"] if extra else [])
+        problems += ["an image name appears twice"] if len(found) != len(set(found)) else []
+        how = "copy exactly the list's images into a folder of their own (see workflows/config/paper-ablation.yaml)"
+    if problems:
+        raise UserDataError(f"FID reference {reference} for {protocol_tag}: " + "; ".join(problems) + f". Fix: {how}")
 
 
 def sam_reference_images(list_file: Path, folder: Path) -> ImageSet:

@@ -32,6 +32,7 @@ _SOURCE = {
         "user": {"type": "string"},
         "column": {"type": "string"},
         "n": {"type": "integer", "minimum": 1},
+        "distinct": {"type": "string", "description": "a metadata column whose values must not repeat"},
         "groups": {"type": "object", "additionalProperties": {"type": "string"}},
     },
     "oneOf": [{"required": ["file", "sha256"]}, {"required": ["user_files"]}, {"required": ["user"]}],

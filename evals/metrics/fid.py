@@ -124,13 +124,14 @@ def kid_from_features(gen_feats: np.ndarray, ref_feats: np.ndarray, *, num_subse
 # ----------------------------------------------------------------------------------------- reference statistics
 
 def reference_stats(source, extractor: FeatureExtractor, *, mode: str | None = None, preprocess: str = "coco256",
-                    cache_dir: str | Path = REFSTATS_DIR, batch_size: int = 64, device="cpu", num_workers: int = 0,
+                    cache_dir: str | Path = REFSTATS_DIR, batch_size: int = 64, device=None, num_workers: int = 0,
                     keep_features: bool = False, on_error: str = "raise") -> dict:
     """Mean/covariance of `extractor` features over a folder, zip or list of images, cached as
     `{cache_dir}/{key}.npz`; key = hash(sorted names with byte sizes, extractor name and fingerprint, mode,
     preprocessing). A cache hit never touches the extractor. `keep_features` also stores the features (for KID).
 
     `mode` is the clean-fid resize mode; it wraps a bare module, and must match a loaded extractor's own mode.
+    `device` None keeps the extractor where it was loaded (the scorer's GPU), else moves it there.
     Returns dict(mu, sigma, n, extractor, fingerprint, mode, preprocessing, key, source, bad_files[, features]).
     """
     extractor = as_extractor(extractor, mode=mode or "clean")
@@ -146,7 +147,9 @@ def reference_stats(source, extractor: FeatureExtractor, *, mode: str | None = N
         if not keep_features or "features" in cached:
             return cached
 
-    extracted = extract_features(images, extractor.to(device), transform=transform, batch_size=batch_size,
+    if device is not None:
+        extractor.to(device)
+    extracted = extract_features(images, extractor, transform=transform, batch_size=batch_size,
                                  num_workers=num_workers, on_error=on_error, desc="reference statistics")
     mu, sigma = gaussian_stats(extracted.features)
     stats = dict(mu=mu, sigma=sigma, n=len(extracted.features), extractor=extractor.name,

@@ -114,10 +114,11 @@ def overall_score(category_means: dict[str, float], weights: dict[str, float] = 
 
 
 def parse_judgement(reply: str) -> Judgement | None:
-    """Labelled scores (optionally **bold**), else exactly three lines holding only a digit 0–2 (C, R, A)."""
+    """Labelled scores (optionally **bold**; a label given twice counts its last score), else exactly three lines
+    holding only a digit 0–2 (C, R, A)."""
     found = {}
     for label, digit in _LABELLED.findall(reply):
-        found.setdefault(label.lower(), int(digit))
+        found[label.lower()] = int(digit)  # the last label wins, as WISE_legacy/gpt_eval.py's extract_scores
     scores = [found.get(c.lower()) for c in CRITERIA]
     if None in scores:
         scores = [int(line.strip()) for line in reply.splitlines() if line.strip() in ("0", "1", "2")]
@@ -278,7 +279,11 @@ def judge_images(items: list[JudgeItem], client: JudgeClient, cache: JudgementCa
         record = cache.get(key)
         if record is None:
             try:
-                judgement, reply = client.judge(item.prompt, item.explanation, as_png(image))
+                png = as_png(image)
+            except (OSError, ValueError) as err:  # a damaged JPEG/WebP: counted, not a crash of the whole run
+                return {**row, "error": f"image undecodable: {err}"}
+            try:
+                judgement, reply = client.judge(item.prompt, item.explanation, png)
             except JudgementFailed as err:
                 log.warning("%s: not judged: %s", item.sample_id, err)
                 return {**row, "error": str(err)}
