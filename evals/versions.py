@@ -8,9 +8,11 @@ Imported by the DAG when it is built: no heavy imports here.
 SCORER_VERSIONS = {
     "clip_score": 1,
     # 2: CLIP-FID's extractor preprocesses as clean-fid's clip_vit_b_32 (session 12)
-    "fidelity": 2,
+    # 3: a corrupt image is counted in n_failed when the cell path is relative; the reference is checked (session 13)
+    "fidelity": 3,
     # 2: headline CI over prompts within each category; undefined when a category has no scores (session 12)
-    "wise": 2,
+    # 3: a label the judge repeats counts its last score, as upstream (session 13)
+    "wise": 3,
     "geneval": 2,
     # 2: the frozen parses' fingerprint is recorded and compared by the gate (session 12)
     "compbench_blip_vqa": 2,
