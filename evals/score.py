@@ -198,10 +198,13 @@ def geneval_score_kind(settings: dict, manifest: pd.DataFrame, cell: Path):
     """GenEval: 1/0 per image; headline Overall = mean of the six task scores, with a CI and per-task rows."""
     from evals.metrics.geneval_backends import geneval_kind
 
+    from evals.metrics.geneval import TAGS
+
     scores, errors, meta = geneval_kind(settings, manifest, cell)
     tags = [json.loads(m).get("tag") for m in manifest["metadata"]]
-    aggregate, breakdown = category_aggregate(np.asarray(scores, float), tags, manifest["prompt_id"], None,
-                                              *_resampling(settings))
+    # Overall is the mean of all six tasks: a cell without some (a `limit:` subset) has no Overall
+    aggregate, breakdown = category_aggregate(np.asarray(scores, float), tags, manifest["prompt_id"],
+                                              {tag: 1 / len(TAGS) for tag in TAGS}, *_resampling(settings))
     return scores, errors, {**meta, "breakdown": breakdown, "aggregate": aggregate}
 
 

@@ -13,7 +13,8 @@ SCORER_VERSIONS = {
     # 2: headline CI over prompts within each category; undefined when a category has no scores (session 12)
     # 3: a label the judge repeats counts its last score, as upstream (session 13)
     "wise": 3,
-    "geneval": 2,
+    # 3: Overall is undefined unless all six tasks were scored (session 13)
+    "geneval": 3,
     # 2: the frozen parses' fingerprint is recorded and compared by the gate (session 12)
     "compbench_blip_vqa": 2,
     "compbench_spatial_2d": 2,

@@ -42,10 +42,16 @@ def build(table_path: str | Path | None, out: str | Path, samples: str | Path | 
     frame = pd.read_parquet(table_path) if table_path else pd.DataFrame()
     result = {"tables": [], "figures": [], "skipped": {}, "excluded": []}
 
+    # the rule's outputs exist even when no table or figure can be built
+    for folder in ("tables", "figures"):
+        (out / folder).mkdir(parents=True, exist_ok=True)
+
     def attempt(name, fn, key):
         try:
             paths = fn()
-        except NoData as err:
+        except MixedProtocolVersions:
+            raise  # 'refuse' mode stops the report
+        except (NoData, ValueError) as err:  # ValueError: results the table cannot place (named in the message)
             result["skipped"][name] = str(err)
             log(f"report: skipped {name}: {err}")
             return

@@ -62,11 +62,13 @@ def _line_label(row) -> str:
 
 # ------------------------------------------------------------------------------------------------ Fig. 20a
 def fid_vs_clip(frame: pd.DataFrame, out_dir: str | Path) -> list[Path]:
-    """FID (y) against CLIP score (x) over cfg: per protocol × (FID metric, CLIP metric) pair one figure."""
+    """FID (y) against CLIP score (x) over cfg: per benchmark × (FID metric, CLIP metric) pair one figure. A line
+    never joins benchmarks: two prompt sets of one protocol (all 200 captions at cfg 4.5, a 100-caption cfg
+    sweep) give FIDs of different bias, which are not points of one curve."""
     frame = prepare(frame)
     written, reasons = [], []
     keys = ["model", "sampler", "steps", "cfg"]
-    for protocol, rows in frame.groupby("protocol", sort=True):
+    for (protocol, bench), rows in frame.groupby(["protocol", "bench"], sort=True):
         fid = rows[[is_fid(r) for _, r in rows.iterrows()]]
         clip = rows[[is_clip(r) for _, r in rows.iterrows()]]
         if fid.empty or clip.empty:
@@ -76,7 +78,8 @@ def fid_vs_clip(frame: pd.DataFrame, out_dir: str | Path) -> list[Path]:
                 both = f.merge(c, on=keys, suffixes=("_fid", "_clip"))
                 lines = both.groupby(["model", "sampler", "steps"])
                 if not any(g["cfg"].nunique() >= 2 for _, g in lines):
-                    reasons.append(f"{protocol}: {fid_metric} × {clip_metric} has one cfg per line (no sweep)")
+                    reasons.append(f"{protocol} ({bench}): {fid_metric} × {clip_metric} has one cfg per line "
+                                   f"(no sweep)")
                     continue
                 fig, ax = plt.subplots(figsize=(6.4, 4.8))
                 for (model, sampler, steps), g in lines:
@@ -90,10 +93,11 @@ def fid_vs_clip(frame: pd.DataFrame, out_dir: str | Path) -> list[Path]:
                                     fontsize=8)
                 ax.set_xlabel(f"CLIP score ({clip_metric})")
                 ax.set_ylabel(f"FID ({fid_metric})")
-                ax.set_title(f"FID vs CLIP score over cfg — {protocol}", fontsize=10)
+                ax.set_title(f"FID vs CLIP score over cfg — {protocol}, {bench} (n={int(g['n_fid'].max())})",
+                             fontsize=10)
                 ax.legend(fontsize=8)
                 ax.grid(alpha=0.3)
-                stem = f"fid_vs_clip__{_safe(protocol)}__{_safe(fid_metric)}__{_safe(clip_metric)}"
+                stem = f"fid_vs_clip__{_safe(protocol)}__{_safe(bench)}__{_safe(fid_metric)}__{_safe(clip_metric)}"
                 written += save(fig, out_dir, stem)
     if not written:
         raise NoData("FID-vs-CLIP: " + ("; ".join(reasons) if reasons else

@@ -86,6 +86,8 @@ def prepare(frame: pd.DataFrame) -> pd.DataFrame:
     for col in ("ci_low", "ci_high", "n", "n_failed", "scorer", "kind", "np_num", "higher_is_better"):
         if col not in out:
             out[col] = None
+    if "bench" not in out:  # a table without benchmark names: one benchmark per protocol
+        out["bench"] = out["_name"]
     return out
 
 
@@ -161,12 +163,24 @@ def is_clip(row) -> bool:
     return "clip" in str(row["metric"]).lower() and "fid" not in str(row["metric"]).lower()
 
 
-def fid_size(n) -> str:
-    """'FID-30K' for the full protocol (or an unknown count), 'FID-10K' / 'FID (n=300)' for fewer images."""
+def _count_label(n) -> str:
+    """'' for COCO-30K's full 30,000 images (or an unknown count), else '10K' or 'n=300'."""
     n = _num(n)
     if n is None or int(n) == 30000:
-        return "FID-30K"
-    return f"FID-{int(n) // 1000}K" if int(n) % 1000 == 0 else f"FID (n={int(n)})"
+        return ""
+    return f"{int(n) // 1000}K" if int(n) % 1000 == 0 else f"n={int(n)}"
+
+
+def fid_size(n) -> str:
+    """'FID-30K' for the full protocol (or an unknown count), 'FID-10K' / 'FID (n=300)' for fewer images."""
+    label = _count_label(n)
+    return "FID-30K" if not label else f"FID-{label}" if label.endswith("K") else f"FID ({label})"
+
+
+def clip_size(n) -> str:
+    """'CLIP score' over the full protocol, 'CLIP score (10K)' over fewer images."""
+    label = _count_label(n)
+    return f"CLIP score ({label})" if label else "CLIP score"
 
 
 def table2(frame: pd.DataFrame, paper: dict | None = None, mixed_versions: str = "separate",
@@ -191,10 +205,11 @@ def table2(frame: pd.DataFrame, paper: dict | None = None, mixed_versions: str =
                Column("paper_fid", "FID-30K (paper)", "paper", digits=2)]
     # a run limited to fewer captions (e.g. the cfg sweep's FID-10K) is labelled by its size, never as FID-30K
     fid = fid.assign(_size=[fid_size(r["n"]) for _, r in fid.iterrows()])
-    clip = clip.assign(_size="CLIP score")
+    # CLIP scores of different prompt counts (coco30k beside a cfg sweep's coco10k) get a column each
+    clip = clip.assign(_size=[clip_size(r["n"]) for _, r in clip.iterrows()])
     measured = []
     for (tag, metric, size), _ in pd.concat([fid, clip]).groupby(["_tag", "metric", "_size"], sort=True):
-        part = "clip" if size == "CLIP score" else "fid"
+        part = "clip" if size.startswith("CLIP score") else "fid"
         measured.append(Column(f"{part}|{tag}|{metric}|{size}", f"{size} measured ({metric}, {tag})", "measured",
                                4 if part == "clip" else 2, tag))
     table = Table("table2", spec["title"], "Method", [], columns + measured)
@@ -549,6 +564,10 @@ def series_table(series: str, status: list[dict], gates: dict, settings: dict) -
     status: rows of the series_check table (series, step, model, path, status, reason); gates: candidate
     model → reports.regress JSON (with `verdict`); settings: the series settings (baseline, alpha, …)."""
     baseline = settings.get("baseline")
+    # a gate file left from an earlier run (another baseline, a checkpoint no longer listed) is not this series'
+    current = {row["model"] for row in status if row["status"] == "ok"}
+    gates = {model: g for model, g in gates.items()
+             if model in current and model != baseline and g.get("baseline_model", baseline) == baseline}
     comparisons = [c for g in gates.values() for c in g.get("comparisons", [])]
     metric_keys = sorted({(c["bench"], c["metric"], c["sampler"], c["steps"], c["cfg"]) for c in comparisons},
                          key=str)
@@ -584,7 +603,7 @@ def series_table(series: str, status: list[dict], gates: dict, settings: dict) -
         table.cells[(label, "gate")] = Cell(text=f"{verdict}{detail}")
         for c in gate.get("comparisons", []):
             key = (c["bench"], c["metric"], c["sampler"], c["steps"], c["cfg"])
-            word = {"regression": "REGRESSED", "improved": "improved"}.get(c["status"], "ok")
+            word = "REGRESSED" if c["status"] == "regression" else c["status"]  # warnings too, as the gate says
             table.cells[(label, f"m|{key}")] = Cell(
                 text=f"{_short(c['candidate_value'])} (diff {c['diff']:+.4g} [{_short(c['ci_low'])}, "
                      f"{_short(c['ci_high'])}], {word})")

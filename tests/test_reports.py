@@ -186,7 +186,8 @@ def test_empty_and_missing_data_messages(results, tmp_path):
     messages = []
     out = build.build(empty, tmp_path / "rep", log=messages.append)
     assert out["tables"] == [] and out["figures"] == []
-    assert not (tmp_path / "rep" / "tables").exists()
+    # the report rule's two folders exist (Snakemake's outputs), and are empty
+    assert [list((tmp_path / "rep" / f).iterdir()) for f in ("tables", "figures")] == [[], []]
     assert any("no rows" in m for m in messages)
     assert "no rows" in (tmp_path / "rep" / "README.md").read_text()
 
@@ -273,7 +274,7 @@ def test_cli_builds_everything(results, tmp_path, capsys):
         for ext in ("md", "tex", "csv"):
             assert (out / "tables" / f"{key}.{ext}").stat().st_size > 0
     names = {p.name for p in (out / "figures").iterdir()}
-    for stem in ("fid_vs_clip__coco30k_1__fid30k__clip_b32", "compbench_over_cfg__t2i_compbench_1",
+    for stem in ("fid_vs_clip__coco30k_1__coco30k__fid30k__clip_b32", "compbench_over_cfg__t2i_compbench_1",
                  "step__run__coco30k_1__fid30k", "grid__pix__demo__dpm-solver-20"):
         assert {f"{stem}.png", f"{stem}.svg"} <= names
     assert any(n.startswith("worst__clip_b32__") for n in names)
@@ -295,6 +296,11 @@ def test_table2_labels_a_smaller_fid_by_its_size(results):
     ten = full[full["model"] == "pix"].assign(n=10000, model="pix10k")
     labels = [c.label for c in tables.table2(pd.concat([full, ten]), PAPER).columns if c.kind == "measured"]
     assert "FID-30K measured (fid30k, coco30k@1)" in labels and "FID-10K measured (fid30k, coco30k@1)" in labels
+    # the same configuration over 30K and 10K captions (a cfg sweep beside the headline run): a column each
+    same = full[(full["model"] == "pix") & (full["protocol"] == "coco30k@1")]
+    assert set(same["kind"]) >= {"clip_score"}, "the fixture has a CLIP score to split"
+    labels = [c.label for c in tables.table2(pd.concat([full, same.assign(n=10000)]), PAPER).columns]
+    assert {"CLIP score measured (clip_b32, coco30k@1)", "CLIP score (10K) measured (clip_b32, coco30k@1)"} <= set(labels)
 
 
 def test_table3_both_np_num_settings_get_their_own_columns(results, tmp_path):
@@ -420,9 +426,15 @@ def test_series_table_names_excluded_checkpoints_and_verdicts(tmp_path, results)
     md = tabular.to_markdown(tables.series_table("run", status, gates, settings))
     lines = {line.split(" |")[0][2:]: line for line in md.splitlines() if line.startswith("| ")}
     assert "| baseline |" in lines["run@1000"] and "| 0.3 |" in lines["run@1000"]
-    assert "| pass |" in lines["run@2000"] and "0.31 (diff +0.01" in lines["run@2000"]
+    assert "| pass |" in lines["run@2000"] and "0.31 (diff +0.01 [0, 0.02], no significant change)" in lines["run@2000"]
     assert "REGRESSED: clip" in lines["run@3000"] and "REGRESSED)" in lines["run@3000"]
     assert "not evaluated: unreadable" in lines["step_2500.pth"]
+    # a gate left from an earlier run against another baseline (here: the baseline itself as a candidate, its
+    # values those of an old baseline) is not read, neither into its row nor into the baseline's values
+    stale = {**gates["run@2000"], "candidate_model": "run@1000", "baseline_model": "run@500",
+             "comparisons": [{**gates["run@2000"]["comparisons"][0], "baseline_value": 0.1}]}
+    md = tabular.to_markdown(tables.series_table("run", status, {**gates, "run@1000": stale}, settings))
+    assert md == tabular.to_markdown(tables.series_table("run", status, gates, settings))
     assert "Not evaluated: ck/step_2500.pth: unreadable — UnpicklingError: bad magic" in md
     table = tmp_path / "table.parquet"
     results.to_parquet(table)
@@ -452,3 +464,26 @@ def test_cli_ablation_and_train_stats(tmp_path, capsys):
     assert "610,856,096" in md and "absent.json not found" in md
     with pytest.raises(SystemExit, match="KEY=VALUE"):
         build.main(argv + ["--ablation", "adaln"])
+
+
+def test_a_table_that_cannot_place_its_results_does_not_stop_the_report(results, tmp_path):
+    """Two benchmarks of one protocol (WISE's all and rewrite subsets) in one cell: that table says why it was
+    skipped, every other table is still written."""
+    wise = results[results["protocol"].str.startswith("wise@")]
+    assert not wise.empty
+    both = pd.concat([results, wise.assign(bench="wise_rewrite")], ignore_index=True)
+    table = tmp_path / "t.parquet"
+    both.to_parquet(table)
+    messages = []
+    out = build.build(table, tmp_path / "rep", log=messages.append)
+    assert "results for one cell" in out["skipped"]["wise"]
+    assert any(p.name == "table2.md" for p in out["tables"])
+
+
+def test_fid_vs_clip_never_joins_two_benchmarks_of_one_protocol(results, tmp_path):
+    """A 100-caption cfg sweep and the 200-caption headline cell share a protocol but not an FID bias."""
+    coco = results[results["protocol"] == "coco30k@1"]
+    sweep = coco[coco["cfg"] == 2.0].assign(bench="coco_sweep", n=100)
+    headline = coco[coco["cfg"] == 4.5]
+    with pytest.raises(NoData, match="one cfg per line"):
+        figures.fid_vs_clip(pd.concat([sweep, headline]), tmp_path)

@@ -200,3 +200,17 @@ def test_one_prompt_gets_a_value_without_a_ci():
     frame = pd.DataFrame({"sample_id": ["a", "b"], "prompt_id": ["p", "p"], "score": [0.2, 0.4], "error": [None, None]})
     result = score.aggregate(frame)
     assert result["value"] == pytest.approx(0.3) and result["ci_low"] is None and "one prompt" in result["note"]
+
+
+def test_geneval_overall_needs_all_six_tasks(monkeypatch, tmp_path):
+    """A `limit:` subset scoring two of GenEval's six tasks has task rows but no Overall."""
+    from evals.metrics import geneval_backends
+
+    manifest = pd.DataFrame({"sample_id": [f"s{i}" for i in range(8)], "prompt_id": [f"p{i // 2}" for i in range(8)],
+                             "metadata": [json.dumps({"tag": "colors" if i < 4 else "counting"}) for i in range(8)]})
+    monkeypatch.setattr(geneval_backends, "geneval_kind",
+                        lambda settings, manifest, cell: (np.array([1.0, 0, 1, 1, 0, 0, 1, 0]), [None] * 8, {}))
+    _, _, meta = score.geneval_score_kind({}, manifest, tmp_path)
+    assert meta["aggregate"]["value"] is None and "no scores for" in meta["aggregate"]["note"]
+    assert meta["breakdown"]["colors"]["value"] == pytest.approx(0.75)
+    assert meta["breakdown"]["counting"]["value"] == pytest.approx(0.25)

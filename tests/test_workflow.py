@@ -27,7 +27,8 @@ def _micro_config(tmp_path, **changes):
         "tiny_clip": {"out": "results/weights/tiny/clip", "seed": 0},
         "scorers": {"clip_tiny": {"kind": "clip_score", "weights": "results/weights/tiny/clip/tiny-clip-32.bin",
                                   "model_name": "tiny-clip-32", "config_dir": "results/weights/tiny/clip"}},
-        "text_encoders": {"t5": {"source": "results/weights/tiny/pipeline"}},
+        # an apostrophe in the negative prompt must reach pixart.embeddings as one argument
+        "text_encoders": {"t5": {"source": "results/weights/tiny/pipeline", "negative_prompt": "don't blur"}},
         "models": {"tiny": {"checkpoint": "results/weights/tiny/original.pth",
                             "arch": "results/weights/tiny/transformer_config.json",
                             "vae": "results/weights/tiny/pipeline", "text_encoder": "t5", "uncond": "original"}},

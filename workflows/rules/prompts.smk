@@ -8,6 +8,7 @@ rule prompts:
         f"{R}/prompts/{{bench}}.parquet",
     params:
         command=lambda w: prompt_command(w.bench),
+        protocol=lambda w: protocol_of(w.bench),  # a version bump rebuilds the prompt set and all that follows
     log:
         f"{R}/logs/prompts/{{bench}}.log",
     shell:
@@ -23,6 +24,7 @@ rule embeddings:
     params:
         e=lambda w: with_defaults("text_encoders", w.encoder),
         clean=lambda w: str(with_defaults("text_encoders", w.encoder)["clean_caption"]).lower(),
+        negative=lambda w: with_defaults("text_encoders", w.encoder)["negative_prompt"],
         store=f"{R}/embeds/store",
         device=config["generation"]["device"],
     resources:
@@ -33,6 +35,6 @@ rule embeddings:
         "{PY} -m pixart.embeddings --prompts {input.prompts} --text-encoder {params.e[source]}"
         " --subfolder {params.e[subfolder]} --tokenizer-subfolder {params.e[tokenizer_subfolder]}"
         " --clean-caption {params.clean} --max-length {params.e[max_length]}"
-        " --negative-prompt '{params.e[negative_prompt]}' --encoder-dtype {params.e[dtype]}"
+        " --negative-prompt {params.negative:q} --encoder-dtype {params.e[dtype]}"
         " --store-dtype {params.e[store_dtype]} --device {params.device}"
         " --store {params.store} --out {output} > {log} 2>&1"

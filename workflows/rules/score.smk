@@ -122,6 +122,7 @@ rule history:
 rule report:
     input:
         table=rules.table.output[0],
+        paper=f"{workflow.basedir}/reports/paper_values.yaml",  # an edited paper value rebuilds the report
         manifests=all_manifests(),
         series=series_report_inputs(),
         train_stats=train_stats_inputs(),
@@ -139,5 +140,5 @@ rule report:
     log:
         f"{R}/logs/report.log",
     shell:
-        "{PY} -m reports.build --table {input.table} --out {params.out} --samples {R}/samples"
-        " --scores {R}/scores {params.series} {params.ablation} {params.checks} > {log} 2>&1"
+        "{PY} -m reports.build --table {input.table} --paper-values {input.paper} --out {params.out}"
+        " --samples {R}/samples --scores {R}/scores {params.series} {params.ablation} {params.checks} > {log} 2>&1"
