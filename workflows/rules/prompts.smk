@@ -35,6 +35,6 @@ rule embeddings:
         "{PY} -m pixart.embeddings --prompts {input.prompts} --text-encoder {params.e[source]}"
         " --subfolder {params.e[subfolder]} --tokenizer-subfolder {params.e[tokenizer_subfolder]}"
         " --clean-caption {params.clean} --max-length {params.e[max_length]}"
-        " --negative-prompt {params.negative:q} --encoder-dtype {params.e[dtype]}"
+        " --negative-prompt={params.negative:q} --encoder-dtype {params.e[dtype]}"
         " --store-dtype {params.e[store_dtype]} --device {params.device}"
         " --store {params.store} --out {output} > {log} 2>&1"
