@@ -47,6 +47,7 @@ def small_demo_config(tmp_path: Path) -> Path:
     del config["benchmarks"]["shape"], config["benchmarks"]["texture"]
     for bench in config["benchmarks"].values():
         bench["limit"] = 40 if bench["subset"].startswith("fid") else 6
+    config["benchmarks"]["geneval"]["limit"] = None  # GenEval's Overall needs prompts of all six tasks
     config["benchmarks"]["fid_cfg"]["cfg"] = config["checks"]["clip_rises_with_cfg"]["cfg"] = [1.0, 3.0]
     config["sweep"]["samplers"] = ["dpm-solver:5"]
     config["scorers"]["clip_fid_shapes"]["n_resamples"] = 100
