@@ -106,7 +106,7 @@ def test_preset_plans_the_expected_jobs(name, tmp_path):
 DEMO_GPU_JOBS = {"checks_settings": 1, "model_spec": 7, "prompts": 8, "scorer_settings": 6, "series_settings": 1,
                  "shapes_reference": 1, "shapes_train_data": 1, "tiny_weights": 1, "train_recipe": 5,
                  "embeddings": 8, "shapes_clip": 1, "shapes_vae": 1, "refstats": 1, "train_features": 1, "train": 5,
-                 "generate_cell": 24, "score": 34, "series_check": 1, "gate": 3, "history": 1, "series_summary": 1,
+                 "generate_cell": 25, "score": 36, "series_check": 1, "gate": 3, "history": 1, "series_summary": 1,
                  "table": 1, "report": 1, "all": 1}
 
 

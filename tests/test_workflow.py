@@ -74,7 +74,7 @@ def test_unknown_sampler_is_named(tmp_path):
 
 
 def test_slurm_profile_plans_the_demo_dags(tmp_path):
-    for name, expected in (("demo.yaml", {"train": 5, "shapes_vae": 1, "generate_cell": 24, "gate": 3}),
+    for name, expected in (("demo.yaml", {"train": 5, "shapes_vae": 1, "generate_cell": 25, "gate": 3}),
                            ("demo-random.yaml", {"generate_shard": 40, "manifest": 20, "tiny_compbench": 1})):
         result = _run(["-n", "--profile", str(ROOT / "workflows/profiles/slurm"),
                        "--configfile", str(ROOT / "workflows/config" / name)], tmp_path)
