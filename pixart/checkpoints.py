@@ -118,9 +118,9 @@ def read_safetensors(path: Path) -> dict:
 
 
 def _unreadable(path: Path, err: Exception) -> "CheckpointError":
-    return CheckpointError(f"{path}: cannot be read ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}); "
-                           f"the file is truncated or damaged: download it again (compare its size and sha256 "
-                           f"with the source's)")
+    reason = str(err).splitlines()[0] if str(err) else ""
+    return CheckpointError(f"{path}: cannot be read ({type(err).__name__}: {reason}); the file is truncated or "
+                           f"damaged: download it again (compare its size and sha256 with the source's)")
 
 
 def _check_pos_embed(path: Path, buffers: dict, config: dict):

@@ -394,6 +394,7 @@ def test_fid_reference_must_be_the_protocols_set(monkeypatch):
         loaders.check_reference_names("coco30k@1", "coco", val2014 + ["COCO_train2014_1.jpg"], [])
     listed = ["sa_1.jpg", "sa_2.jpg"]
     loaders.check_reference_names("sam@1/fid2k", "ref", ["sa_2.jpg", "sa_1.jpg"], listed)
-    with pytest.raises(loaders.UserDataError, match=r"1 listed images are absent .*1 images are not in the list .*Fix: copy"):
+    with pytest.raises(loaders.UserDataError, match=r"1 listed images are absent .*1 images are not in the list "
+                                                    r".*Fix: copy"):
         loaders.check_reference_names("sam@1/fid2k", "ref", ["sa_1.jpg", "sa_9.jpg"], listed)
     loaders.check_reference_names("shapes@1/fid", "ref", ["anything.png"], [])

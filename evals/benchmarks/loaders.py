@@ -91,7 +91,7 @@ def _read_source(protocol: Protocol, subset: str, entry: dict, source: Path | No
 
 
 def _check_list_shape(protocol: Protocol, subset: str, entry: dict, path: Path, rows: list[dict]):
-    """A user's list is the protocol's only with its size and its distinct images (e.g. 30K images, one caption each)."""
+    """A user's list is the protocol's only with its size and distinct images (30K images, one caption each)."""
     where = f"{path} ({protocol.tag} subset {subset!r}: {entry.get('description', '').strip()})"
     if "n" in entry and len(rows) != entry["n"]:
         raise DataIntegrityError(f"{where}: {len(rows):,} prompts, the subset has {entry['n']:,}")
