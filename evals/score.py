@@ -20,8 +20,7 @@ import pandas as pd
 
 from evals.stats import bootstrap_ci
 
-PROVENANCE = ("model", "model_fingerprint", "sampler", "steps", "cfg", "uncond", "dtype", "cell_key",
-              "code_version")
+PROVENANCE = ("model", "model_fingerprint", "sampler", "steps", "cfg", "uncond", "dtype", "cell_key")
 
 
 def open_images(cell: Path, files):
@@ -94,16 +93,18 @@ def fidelity_kind(settings: dict, manifest: pd.DataFrame, cell: Path):
     reference = settings.get("reference")
     if not reference:
         raise ValueError("a fidelity scorer needs `reference:` (a folder or zip of reference images)")
+    reference_images = list_images(reference)  # listed once: checked here, then read by reference_stats
     listed = [json.loads(m).get("file_name") for m in manifest.get("metadata", pd.Series([], dtype=str))]
-    check_reference_names(settings.get("_protocol", ""), reference, list_images(reference).names, listed)
-    ref = fidelity.reference_stats(reference, extractor, preprocess=preprocess, keep_features=distance == "kid",
+    check_reference_names(settings.get("_protocol", ""), reference, reference_images.names, listed)
+    ref = fidelity.reference_stats(reference_images, extractor, preprocess=preprocess,
+                                   keep_features=distance == "kid",
                                    cache_dir=settings.get("refstats_dir", fidelity.REFSTATS_DIR))
-    files = [cell / f for f in manifest["file"]]
+    # resolved, as list_images names a list's files: the cell is usually relative (results/samples/…)
+    files = [(cell / f).resolve() for f in manifest["file"]]
     extracted = extract_features(files, extractor, transform=fidelity.preprocessing_transform(preprocess),
                                  on_error="skip", desc=f"{distance} features")
-    # list_images resolves paths; the cell is usually relative (results/samples/…), so match on resolved paths
-    bad = {str(Path(path).resolve()): err for path, err in extracted.bad_files}
-    errors = [f"{f.name}: {bad[str(f.resolve())]}" if str(f.resolve()) in bad else None for f in files]
+    bad = dict(extracted.bad_files)
+    errors = [f"{f.name}: {bad[str(f)]}" if str(f) in bad else None for f in files]
     feats = extracted.features
     if len(feats) + sum(e is not None for e in errors) != len(files):
         raise RuntimeError(f"{cell}: {len(files)} images, {len(feats)} features and {len(bad)} failures do not add up")
@@ -146,13 +147,14 @@ def category_aggregate(scores: np.ndarray, categories: list[str], prompt_ids, we
     missing = [c for c in expected if c not in scored]
     what = f"the {'weighted ' if weights else ''}mean of category means"
     aggregate = {"value": None, "ci_low": None, "ci_high": None, "level": 0.95, "n": int(valid.sum())}
-    prompts_per = {c: len(set(prompts[valid & (cats == c)])) for c in expected}
+    scored_in = {c: valid & (cats == c) for c in expected}
+    prompts_per = {c: len(set(prompts[scored_in[c]])) for c in expected}
     single = [c for c in expected if prompts_per[c] == 1]
     if missing:
         aggregate["note"] = f"no scores for {missing}: {what} is undefined"
     elif single:
         w = {c: (weights[c] if weights else 1.0) for c in expected}
-        means = {c: float(scores[valid & (cats == c)].mean()) for c in expected}
+        means = {c: float(scores[scored_in[c]].mean()) for c in expected}
         aggregate.update(value=sum(w[c] * means[c] for c in expected) / sum(w.values()),
                          note=f"{what}; no CI: {single} scored on one prompt only")
     else:
@@ -163,10 +165,9 @@ def category_aggregate(scores: np.ndarray, categories: list[str], prompt_ids, we
                                    f"sqrt(n/(n-1))), {n_resamples} resamples, seed {seed}")
     breakdown = {}
     for name in expected:
-        here = valid & (cats == name)
-        group = scores[here]
-        cci = (bootstrap_ci(group, groups=prompts[here], n_resamples=n_resamples, seed=seed)
-               if prompts_per.get(name, 0) >= 2 else None)
+        group = scores[scored_in[name]]
+        cci = (bootstrap_ci(group, groups=prompts[scored_in[name]], n_resamples=n_resamples, seed=seed)
+               if prompts_per[name] >= 2 else None)
         breakdown[name] = {"value": float(group.mean()) if len(group) else None, "n": int(len(group)),
                            "ci_low": cci.low if cci else None, "ci_high": cci.high if cci else None,
                            "n_failed": int(((cats == name) & ~valid).sum())}

@@ -57,13 +57,14 @@ def bootstrap_ci(scores, groups=None, *, statistic: Callable = np.mean, n_resamp
     """
     scores = _as_scores(scores, "scores")
     _check_level(level, n_resamples)
-    units = len(scores) if groups is None else len(np.unique(np.asarray(groups)))
+    ids = _group_index(groups, len(scores))
+    units = len(scores) if ids is None else int(ids.max()) + 1
     if units < 2:
         raise ValueError(f"a bootstrap CI needs at least 2 {'items' if groups is None else 'groups (prompts)'}, got "
                          f"{units}: with one, every resample repeats it and the interval would claim certainty.")
     rng = np.random.default_rng(seed)
     value = float(statistic(scores, axis=-1))
-    boot = _resampled_statistic(scores, _group_index(groups, len(scores)), statistic, n_resamples, rng)
+    boot = _resampled_statistic(scores, ids, statistic, n_resamples, rng)
     low, high = _percentiles(boot, level)
     return CI(value, low, high, len(scores), level, n_resamples, seed)
 

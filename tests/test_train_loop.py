@@ -72,9 +72,12 @@ def test_loader_workers_give_the_same_batches_across_epochs(features):
     from itertools import islice
 
     from pixart.train.batches import epoch_batches
+    from pixart.train.data import LatentDataset
 
     def stream(workers, start=0):
-        return list(islice(epoch_batches(_recipe(features, num_workers=workers), start_step=start), 6))
+        recipe = _recipe(features, num_workers=workers)
+        dataset = LatentDataset(recipe["features"], seed=recipe["seed"])
+        return list(islice(epoch_batches(dataset, recipe, start_step=start), 6))
 
     alone, pooled = stream(0), stream(2)
     assert [b["item_id"] for b in alone] == [b["item_id"] for b in pooled]

@@ -215,7 +215,10 @@ class ImageSource:
 
 
 def list_images(source) -> ImageSource:
-    """Resolve a folder (recursive), a `.zip` of images, or a sequence of image paths."""
+    """Resolve a folder (recursive), a `.zip` of images, or a sequence of image paths; an ImageSource is
+    returned as it is (listed once, used by several steps)."""
+    if isinstance(source, ImageSource):
+        return source
     if isinstance(source, (str, Path)):
         source = Path(source)
         if source.is_file() and source.suffix.lower() == ".zip":
@@ -300,7 +303,7 @@ def extract_features(source, extractor: FeatureExtractor, *, transform: Callable
     whole pass and then raised together (`on_error="raise"`) or returned in `bad_files` (`"skip"`)."""
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}.")
-    images = source if isinstance(source, ImageSource) else list_images(source)
+    images = list_images(source)
     loader = torch.utils.data.DataLoader(_ImageDataset(images, transform, extractor.resize), batch_size=batch_size,
                                          num_workers=num_workers, collate_fn=_collate)
     feats, bad = [], []

@@ -126,7 +126,7 @@ def kid_from_features(gen_feats: np.ndarray, ref_feats: np.ndarray, *, num_subse
 def reference_stats(source, extractor: FeatureExtractor, *, mode: str | None = None, preprocess: str = "coco256",
                     cache_dir: str | Path = REFSTATS_DIR, batch_size: int = 64, device=None, num_workers: int = 0,
                     keep_features: bool = False, on_error: str = "raise") -> dict:
-    """Mean/covariance of `extractor` features over a folder, zip or list of images, cached as
+    """Mean/covariance of `extractor` features over a folder, zip, list of images or ImageSource, cached as
     `{cache_dir}/{key}.npz`; key = hash(sorted names with byte sizes, extractor name and fingerprint, mode,
     preprocessing). A cache hit never touches the extractor. `keep_features` also stores the features (for KID).
 

@@ -8,16 +8,14 @@ from collections.abc import Iterator
 from torch.utils.data import DataLoader
 
 from pixart.train.buckets import AspectRatioBatchSampler
-from pixart.train.data import DatasetError, LatentDataset, check_matches_recipe
+from pixart.train.data import DatasetError, LatentDataset
 
 
-def epoch_batches(recipe: dict, *, rank: int = 0, world_size: int = 1, start_step: int = 0,
-                  num_classes: int | None = None) -> Iterator[dict]:
+def epoch_batches(dataset: LatentDataset, recipe: dict, *, rank: int = 0, world_size: int = 1,
+                  start_step: int = 0) -> Iterator[dict]:
     """Endless collated batches (keys of LatentDataset items, stacked) from global step `start_step` on.
     Multi-scale training drops each bucket's short last batch, as the original's AspectRatioBatchSampler
-    (drop_last=True) does; `num_classes`: the class-conditional stage's label count, checked up front."""
-    dataset = LatentDataset(recipe["features"], seed=recipe["seed"])
-    check_matches_recipe(dataset, recipe, num_classes)
+    (drop_last=True) does."""
     sampler = AspectRatioBatchSampler(dataset.bucket_keys, recipe["batch_size"], seed=recipe["seed"],
                                       drop_last=bool(dataset.settings["multiscale"]), rank=rank,
                                       world_size=world_size)

@@ -15,7 +15,7 @@ from pixart.train import recipe as recipes
 from pixart.train.diffusion import GaussianDiffusion
 from pixart.train.ema import Ema
 from pixart.train.batches import epoch_batches
-from pixart.train.data import features_fingerprint
+from pixart.train.data import LatentDataset, check_matches_recipe, features_fingerprint
 from pixart.train.model_init import build_model
 from pixart.train.saving import ResumeError, discard_run, list_checkpoints, resume, save_checkpoint, start_identity
 
@@ -75,6 +75,9 @@ def train(recipe: dict, out: str | Path, *, resume_from: str | None = "auto", st
     rank, world = accelerator.process_index, accelerator.num_processes
     torch.manual_seed(recipe["seed"])
     model, null = build_model(recipe)
+    # before resuming or discarding a stale run: features that do not fit the recipe stop it with nothing touched
+    dataset = LatentDataset(recipe["features"], seed=recipe["seed"])
+    check_matches_recipe(dataset, recipe, model.config.num_embeds_ada_norm if recipe["stage"] == "class" else None)
     if recipe["gradient_checkpointing"]:
         model.enable_gradient_checkpointing()
     model.train()
@@ -107,8 +110,7 @@ def train(recipe: dict, out: str | Path, *, resume_from: str | None = "auto", st
     device = accelerator.device
     null = null.to(device) if null is not None else None
     diffusion = GaussianDiffusion()
-    batches = epoch_batches(recipe, rank=rank, world_size=world, start_step=start,
-                            num_classes=model.config.num_embeds_ada_norm if recipe["stage"] == "class" else None)
+    batches = epoch_batches(dataset, recipe, rank=rank, world_size=world, start_step=start)
     log_path = out / "log.jsonl"
     last_saved = str(list_checkpoints(out)[-1][1]) if list_checkpoints(out) else None
     end = recipe["steps"] if stop_after is None else min(recipe["steps"], start + stop_after)
