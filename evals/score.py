@@ -4,9 +4,9 @@ python -m evals.score --scorer NAME --settings JSON --cell DIR --protocol BENCH@
     --scores-out results/scores/…/NAME.parquet --metric-out results/metrics/…/NAME.json
 
 Per-image rows: sample_id, prompt_id, image_index, score (NaN when the image failed), error. The aggregate
-is the mean over scored images with a seeded bootstrap 95% CI over prompts, n, n_failed, the protocol, the
-scorer's name and weights fingerprint, compute seconds, and the cell's provenance (model fingerprint,
-sampler, steps, cfg, …). A failed image is named and counted, never dropped silently.
+is the mean over scored images with a seeded bootstrap 95% CI over prompts, n, n_failed, the protocol (and
+prompt_limit when the prompt set was cut), the scorer's name and weights fingerprint, compute seconds, and the
+cell's provenance (model fingerprint, sampler, steps, cfg, …). A failed image is named and counted, never dropped silently.
 """
 import argparse
 import json
@@ -284,6 +284,8 @@ def run(args) -> dict:
               **({"code_version": ", ".join(sorted(manifest["code_version"].astype(str).unique()))}
                  if "code_version" in manifest else {}),
               "bench": args.bench or args.protocol.split("@")[0], "cell": str(args.cell),
+              # a run over the first N prompts only is labelled so in the report's tables
+              "prompt_limit": args.prompt_limit, "n_prompts": int(manifest["prompt_id"].nunique()),
               "seeds": seed_summary(manifest), "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     failed = [e for e in errors if e]
     if failed:
@@ -321,6 +323,8 @@ def parser():
     p.add_argument("--cell", type=Path, required=True, help="generated cell folder (with manifest.parquet)")
     p.add_argument("--protocol", required=True, help="BENCH@VERSION recorded with every number")
     p.add_argument("--bench", help="the config's name of the prompt set (default: the protocol's name)")
+    p.add_argument("--prompt-limit", type=int, help="the prompt set was cut to its first N prompts (the "
+                   "benchmark's `limit:`); recorded so tables never present the run as the full protocol")
     p.add_argument("--scores-out", type=Path, required=True)
     p.add_argument("--metric-out", type=Path, required=True)
     p.add_argument("--history-dir", type=Path, help="also append this result to the run history (one file per job)")

@@ -7,9 +7,10 @@ python -m reports.build --table results/table.parquet --out results/report \
     [--ablation adaln=MODEL … --train-stats MODEL=results/train/RECIPE/stats.json …] [--checks checks.json]
 
 Writes {out}/tables/{table2,table3,wise,geneval}.{md,tex,csv}, the ablation table when rows are mapped
-(--ablation), the checks table (--checks: reports/checks.py), one series__{name} table per --series folder (status, gate verdicts; built from the
-series_check table and the gate JSONs, so it exists even when nothing could be scored), and
-{out}/figures/*.{png,svg} (worst-k also .csv); an index {out}/README.md listing what was written, every
+(--ablation), the checks table (--checks: reports/checks.py), one series__{name} table per --series folder
+(status, gate verdicts; built from the series_check table and the gate JSONs, so it exists even when nothing
+could be scored), and {out}/figures/*.{png,svg} (worst-k also .csv; sample grids and worst-k draw only the
+cells the results table holds, not every cell on disk); an index {out}/README.md listing what was written, every
 checkpoint a series left out and, for every artefact not written, why. Prints one message per skipped
 artefact and a one-line summary. Exit status 0 unless an input is missing or unreadable, or mixed protocol
 versions are refused.
@@ -85,7 +86,8 @@ def build(table_path: str | Path | None, out: str | Path, samples: str | Path | 
             log(f"report: check {name}: {reports_checks.verdict(r['holds'])} — {r['measured']}")
     figs = out / "figures"
     if samples:
-        attempt("sample_grid", lambda: figures.sample_grid(samples, figs, grid_prompts), "figures")
+        attempt("sample_grid", lambda: figures.sample_grid(samples, figs, grid_prompts, None if empty else frame),
+                "figures")
     else:
         result["skipped"]["sample_grid"] = "no --samples folder given"
     if scores and samples and worst_k > 0:

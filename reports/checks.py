@@ -16,7 +16,8 @@ The first two compare numbers at one sampling setting: `sampler`, `steps` and (c
 spec pick it; a metric scored at several settings the spec does not tell apart is not evaluated, and the row
 lists the settings. A check that cannot be evaluated (a cell not scored, a run not logged, an ambiguous
 setting) is a row that says what is missing, never a pass. Writes {out}/tables/checks.{md,tex,csv} and
-{out}/checks.json; prints one line per check and a summary. Exit status 0 (a failed claim is a finding to report, not a crash), 2 on unreadable inputs.
+{out}/checks.json; prints one line per check and a summary. Exit status 0 (a failed claim is a finding to
+report, not a crash), 2 on unreadable inputs.
 """
 from __future__ import annotations
 

@@ -215,8 +215,12 @@ def metric_vs_step(frame: pd.DataFrame, out_dir: str | Path, series: str | None 
 
 
 # ------------------------------------------------------------------------------------------------ cells
-def find_cells(root: str | Path, filename: str = "manifest.parquet") -> pd.DataFrame:
-    """Cell folders `{root}/{model}/{bench}/{sampler}-{steps}/cfg{cfg}/` holding `filename` (a glob)."""
+def find_cells(root: str | Path, filename: str = "manifest.parquet", within: pd.DataFrame | None = None,
+               by_metric: bool = False) -> pd.DataFrame:
+    """Cell folders `{root}/{model}/{bench}/{sampler}-{steps}/cfg{cfg}/` holding `filename` (a glob).
+
+    within: a results table; when it has rows, only the cells (and, by_metric, the metric files named by the
+    file stem) it holds are kept, so cells left on disk by an earlier config never reach the report."""
     root = Path(root)
     rows = []
     for path in sorted(root.glob(f"*/*/*/cfg*/{filename}")):
@@ -230,7 +234,14 @@ def find_cells(root: str | Path, filename: str = "manifest.parquet") -> pd.DataF
             continue
         rows.append({"model": model, "bench": bench, "sampler": m["sampler"], "steps": int(m["steps"]),
                      "cfg": cfg, "run": run, "dir": path.parent, "path": path})
-    return pd.DataFrame(rows, columns=["model", "bench", "sampler", "steps", "cfg", "run", "dir", "path"])
+    cells = pd.DataFrame(rows, columns=["model", "bench", "sampler", "steps", "cfg", "run", "dir", "path"])
+    if within is None or len(within) == 0 or cells.empty:
+        return cells
+    keys = ["model", "bench", "sampler", "steps"] + (["metric"] if by_metric else [])
+    listed = within[keys + ["cfg"]].astype({"steps": int, "cfg": float})
+    listed = listed.assign(cfg=listed["cfg"].round(6)).drop_duplicates()
+    probe = cells.assign(metric=[p.stem for p in cells["path"]], cfg=cells["cfg"].round(6))
+    return cells[probe.merge(listed, on=keys + ["cfg"], how="left", indicator=True)["_merge"].eq("both").to_numpy()]
 
 
 def _read_image(path: Path):
@@ -245,12 +256,15 @@ def _wrap(text: str, width: int = 28, lines: int = 3) -> str:
     return "\n".join(parts[:lines]) + ("…" if len(parts) > lines else "")
 
 
-def sample_grid(samples_dir: str | Path, out_dir: str | Path, max_prompts: int = 6) -> list[Path]:
+def sample_grid(samples_dir: str | Path, out_dir: str | Path, max_prompts: int = 6,
+                frame: pd.DataFrame | None = None) -> list[Path]:
     """One grid per (model, bench, sampler-steps): rows = the first prompts (first image of each), columns =
-    cfg values. Prompts are matched across cfg by prompt_id; a missing image leaves its square empty."""
-    cells = find_cells(samples_dir)
+    cfg values. Prompts are matched across cfg by prompt_id; a missing image leaves its square empty.
+    frame: the results table; when given with rows, only its cells are drawn."""
+    cells = find_cells(samples_dir, within=frame)
     if cells.empty:
-        raise NoData(f"sample grid: no generated cells (manifest.parquet) under {samples_dir}")
+        scope = "" if frame is None or len(frame) == 0 else " that the results table lists"
+        raise NoData(f"sample grid: no generated cells (manifest.parquet){scope} under {samples_dir}")
     written = []
     for (model, bench, run), group in cells.groupby(["model", "bench", "run"], sort=True):
         group = group.sort_values("cfg")
@@ -306,11 +320,13 @@ def worst_k(scores_dir: str | Path, samples_dir: str | Path, out_dir: str | Path
             frame: pd.DataFrame | None = None) -> list[Path]:
     """Per cell and per-image metric: the k worst images with their scores (lowest when higher is better,
     as recorded in the results table; highest otherwise), as a figure and a CSV. Set-level metrics (FID)
-    have no per-image scores and are skipped."""
-    cells = find_cells(scores_dir, "*.parquet")
+    have no per-image scores and are skipped. Only the (cell, metric) pairs the table holds are drawn when it
+    has rows."""
+    cells = find_cells(scores_dir, "*.parquet", within=frame, by_metric=True)
     cells = cells[[not p.name.startswith(".") for p in cells["path"]]] if len(cells) else cells
     if cells.empty:
-        raise NoData(f"worst-k: no per-image score parquets under {scores_dir}")
+        scope = "" if frame is None or len(frame) == 0 else " that the results table lists"
+        raise NoData(f"worst-k: no per-image score parquets{scope} under {scores_dir}")
     written, skipped = [], []
     for _, cell in cells.sort_values(["model", "bench", "run", "cfg"]).iterrows():
         metric = cell["path"].stem

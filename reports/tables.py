@@ -2,8 +2,8 @@
 tables, the ablation (params, peak training memory, FID); and the checkpoint-series table.
 
 Each builder takes the run's tidy results (`results/table.parquet`, one row per number; see evals/table.py)
-and the published numbers (`reports/paper_values.yaml`) and returns a `Table` (reports/tabular.py renders it as Markdown, LaTeX and
-CSV). The ablation also takes each model's training stats and the series table the series'
+and the published numbers (`reports/paper_values.yaml`) and returns a `Table` (reports/tabular.py renders it
+as Markdown, LaTeX and CSV). The ablation also takes each model's training stats and the series table the series'
 status rows and gate reports, as dicts: the builders read no files (reports/build.py does). Columns are
 "paper" (published, with their source in the notes) or "measured" (value with its 95% CI, and a footnote per
 cell naming the cell's protocol@version, metric, scorer, n and failures).
@@ -88,7 +88,17 @@ def prepare(frame: pd.DataFrame) -> pd.DataFrame:
             out[col] = None
     if "bench" not in out:  # a table without benchmark names: one benchmark per protocol
         out["bench"] = out["_name"]
+    out["_scope"] = [prompt_scope(r) for _, r in out.iterrows()]
     return out
+
+
+def prompt_scope(row) -> str:
+    """', first N prompts' for a run cut to part of its prompt set (a benchmark's `limit:`), else ''. A limit
+    larger than the set (fewer prompts scored than the limit) cut nothing."""
+    limit, scored = _num(row.get("prompt_limit")), _num(row.get("n_prompts"))
+    if limit is None or (scored is not None and scored < limit):
+        return ""
+    return f", first {int(limit)} prompts"
 
 
 def _num(x) -> float | None:
@@ -279,10 +289,10 @@ def np_num_columns(group: pd.DataFrame, what: str) -> list[tuple[int | None, pd.
 
 
 def add_compbench_columns(table: Table, rows: pd.DataFrame, row_label: dict, what: str) -> None:
-    """One measured column per (protocol version, model, sampler, steps, cfg) and BLIP-VQA np_num."""
-    keys = ["_tag", "model", "sampler", "steps", "cfg"]
-    for (tag, *_), group in rows.sort_values(keys).groupby(keys, sort=False):
-        label = f"measured: {config_label(group.iloc[0])} ({tag}"
+    """One measured column per (protocol version, model, sampler, steps, cfg, prompt limit) and BLIP-VQA np_num."""
+    keys = ["_tag", "model", "sampler", "steps", "cfg", "_scope"]
+    for (tag, *_, scope), group in rows.sort_values(keys).groupby(keys, sort=False):
+        label = f"measured: {config_label(group.iloc[0])} ({tag}{scope}"
         for np_num, part in np_num_columns(group, f"{what} {label})"):
             column_label = label + (f", np_num={np_num})" if np_num is not None else ")")
             key = f"measured|{tag}|{column_label}"
@@ -378,7 +388,7 @@ def wise_rows(frame: pd.DataFrame, bench: str = "wise") -> pd.DataFrame:
 def category_table(key: str, spec: dict, rows: pd.DataFrame, paper_digits: int, measured_digits: int,
                    what: str) -> Table:
     """Categories (spec order, then any others) as rows; one paper column per published row; one measured
-    column per (protocol version, metric, model, sampler, steps, cfg)."""
+    column per (protocol version, metric, model, sampler, steps, cfg, prompt limit)."""
     labels = spec.get("category_labels", {})
     cats = list(spec["categories"]) + sorted(set(rows["category"]) - set(spec["categories"]))
     row_label = {c: labels.get(c, c) for c in cats}
@@ -387,9 +397,9 @@ def category_table(key: str, spec: dict, rows: pd.DataFrame, paper_digits: int, 
     for p in spec["rows"]:
         for cat, value in p["values"].items():
             table.cells[(row_label[cat], f"paper|{p['key']}")] = Cell(value=float(value))
-    keys = ["_tag", "_base", "model", "sampler", "steps", "cfg"]
-    for (tag, base, *_), group in rows.sort_values(keys).groupby(keys, sort=False):
-        label = f"measured: {config_label(group.iloc[0])} ({base}, {tag})"
+    keys = ["_tag", "_base", "model", "sampler", "steps", "cfg", "_scope"]
+    for (tag, base, *_, scope), group in rows.sort_values(keys).groupby(keys, sort=False):
+        label = f"measured: {config_label(group.iloc[0])} ({base}, {tag}{scope})"
         column = f"measured|{tag}|{label}"
         table.columns.append(Column(column, label, "measured", measured_digits, tag))
         for cat, cat_rows in group.groupby("category"):

@@ -151,6 +151,28 @@ def test_wise_table(results):
     assert "failed=0" in md
 
 
+def test_a_limited_run_gets_its_own_labelled_column_beside_the_full_one(results):
+    """A benchmark cut to its first N prompts (`limit:`) beside the full run of the same configuration: a
+    column each (one column would hold two numbers per cell), the limited one saying so in its label."""
+    full = results.assign(n_prompts=300)
+    cut = full[full["protocol"].isin(["t2i_compbench@1/color", "wise@1"]) & (full["cfg"] == 4.5)]
+    cut = cut.assign(value=cut["value"] - 0.1, prompt_limit=50, n_prompts=50, bench=cut["bench"] + "_smoke")
+    both = pd.concat([full, cut], ignore_index=True)
+    t3 = tables.table3(both, PAPER)
+    labels = [c.label for c in t3.columns if c.kind == "measured" and "cfg4.5" in c.label]
+    assert labels == ["measured: pix dpm-solver-20 cfg4.5 (t2i_compbench@1, np_num=8)",
+                      "measured: pix dpm-solver-20 cfg4.5 (t2i_compbench@1, first 50 prompts, np_num=8)"]
+    assert t3.cell("Color", f"measured|t2i_compbench@1|{labels[1]}").value == pytest.approx(0.4223)
+    assert t3.cell("2D Spatial", f"measured|t2i_compbench@1|{labels[1]}") is None   # only colour was cut
+    wise = tables.table_wise(both, PAPER)
+    assert [c.label for c in wise.columns if c.kind == "measured"] == [
+        "measured: pix dpm-solver-20 cfg4.5 (wise_judge, wise@1)",
+        "measured: pix dpm-solver-20 cfg4.5 (wise_judge, wise@1, first 50 prompts)"]
+    # a limit above the set's size cut nothing: no label
+    loose = full.assign(prompt_limit=1000)
+    assert not any("first" in c.label for c in tables.table3(loose, PAPER).columns)
+
+
 def test_mixed_protocol_versions_separate_or_refuse(results):
     extra = pd.DataFrame([row("t2i_compbench@2/color", "compbench_blip_vqa", 0.4321, 0.42, 0.44, cfg=2.0,
                               kind="compbench_blip_vqa", bench="t2i_color", np_num=8)])
@@ -260,9 +282,31 @@ def test_sample_grid_and_worst_k(tmp_path):
         figures.sample_grid(tmp_path / "nothing", tmp_path / "fig")
 
 
+def test_grids_and_worst_k_draw_only_the_cells_and_metrics_of_the_results_table(tmp_path):
+    """Cells and metric files an earlier config left on disk (cfg 1 here, and a dropped metric) stay out of the
+    report when the results table (the DAG's current cells) does not list them."""
+    samples, scores = tmp_path / "samples", tmp_path / "scores"
+    make_cells(samples, scores)
+    frame = pd.DataFrame([row("demo@x", "clip_b32", 0.1, 0, 0.2, model="pix", cfg=4.5, bench="demo")])
+    grid = figures.sample_grid(samples, tmp_path / "fig", max_prompts=2, frame=frame)
+    svg = next(p for p in grid if p.suffix == ".svg").read_text()
+    assert "cfg 4.5" in svg and "cfg 1" not in svg
+    stale = pd.read_parquet(scores / "pix/demo/dpm-solver-20/cfg4.5/clip_b32.parquet")
+    stale.to_parquet(scores / "pix/demo/dpm-solver-20/cfg4.5/dropped_metric.parquet")
+    paths = figures.worst_k(scores, samples, tmp_path / "fig", k=2, frame=frame)
+    csvs = [p.name for p in paths if p.suffix == ".csv"]
+    assert csvs == ["worst__clip_b32__pix__demo__dpm-solver-20__cfg4.5.csv"]
+    other = frame.assign(model="another")
+    with pytest.raises(NoData, match="that the results table lists"):
+        figures.sample_grid(samples, tmp_path / "fig", frame=other)
+    with pytest.raises(NoData, match="that the results table lists"):
+        figures.worst_k(scores, samples, tmp_path / "fig", frame=other)
+
+
 def test_cli_builds_everything(results, tmp_path, capsys):
     table = tmp_path / "table.parquet"
-    results.to_parquet(table)
+    demo = [row("demo@1", "clip_b32", 0.1, 0, 0.2, cfg=c, bench="demo") for c in (1.0, 4.5)]  # make_cells' cells
+    pd.concat([results, pd.DataFrame(demo)]).to_parquet(table)
     samples, scores = tmp_path / "samples", tmp_path / "scores"
     make_cells(samples, scores)
     out = tmp_path / "report"

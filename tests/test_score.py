@@ -40,6 +40,7 @@ def _score(cell, tmp_path, name="clip_tiny"):
 
 def test_scores_and_aggregate_with_ci(cell, tmp_path):
     result = _score(cell, tmp_path)
+    assert result["prompt_limit"] is None and result["n_prompts"] == 4
     per_image = pd.read_parquet(tmp_path / "clip_tiny.parquet")
     assert len(per_image) == 12 and per_image["score"].notna().all()
     assert result["value"] == pytest.approx(per_image["score"].mean())
@@ -47,6 +48,14 @@ def test_scores_and_aggregate_with_ci(cell, tmp_path):
     assert result["n"] == 12 and result["n_failed"] == 0
     assert result["protocol"] == "demo@custom-1" and result["model_fingerprint"] == "abc"
     assert json.loads((tmp_path / "clip_tiny.json").read_text())["weights_fingerprint"] == result["weights_fingerprint"]
+
+
+def test_a_prompt_limit_is_recorded_with_the_number(cell, tmp_path):
+    result = score.run(score.parser().parse_args([
+        "--scorer", "clip_tiny", "--settings", str(cell / "clip.json"), "--cell", str(cell), "--protocol",
+        "demo@custom-1", "--prompt-limit", "6", "--scores-out", str(tmp_path / "s.parquet"),
+        "--metric-out", str(tmp_path / "m.json")]))
+    assert json.loads((tmp_path / "m.json").read_text())["prompt_limit"] == 6 and result["n_prompts"] == 4
 
 
 def test_corrupt_image_is_named_and_counted(cell, tmp_path):

@@ -159,6 +159,12 @@ def protocol_of(bench):
     return f"{bench}@custom-{digest[:12]}"
 
 
+def prompt_limit_arg(bench):
+    """The score job's `--prompt-limit N` when the benchmark keeps only its first N prompts, else ''."""
+    limit = with_defaults("benchmarks", bench)["limit"]
+    return "" if limit is None else f" --prompt-limit {limit}"
+
+
 def prompt_inputs(bench):
     b = config["benchmarks"][bench]
     return [data_path(b["prompts"])] if "prompts" in b else ([b["source"]] if b.get("source") else [])

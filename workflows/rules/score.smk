@@ -87,13 +87,14 @@ rule score:
     params:
         cell=lambda w: cell_dir(w.model, w.bench, w.sampler, w.cfg),
         protocol=lambda w: protocol_of(w.bench),
+        limit=lambda w: prompt_limit_arg(w.bench),
     resources:
         gpu=1,
     log:
         f"{R}/logs/score/{{model}}/{{bench}}/{{sampler}}/cfg{{cfg}}/{{metric}}.log",
     shell:
         "{PY} -m evals.score --scorer {wildcards.metric} --settings {input.settings} --cell {params.cell}"
-        " --protocol {params.protocol} --bench {wildcards.bench} --scores-out {output.scores}"
+        " --protocol {params.protocol} --bench {wildcards.bench}{params.limit} --scores-out {output.scores}"
         " --metric-out {output.metric} --history-dir {R}/history > {log} 2>&1"
 
 
