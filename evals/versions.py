@@ -22,3 +22,16 @@ SCORER_VERSIONS = {
     "compbench_numeracy": 2,
     "compbench_complex": 2,
 }
+
+# Backends whose answers are code of this suite (not downloaded weights): a scorer naming one carries its version
+# in its settings, so a change to the backend rescores exactly the cells it scored.
+BACKEND_VERSIONS = {
+    # 2: slivers 1-2 px wide no longer crash the cross template
+    # 3: only objects the world can draw get a shape (a square box within rounding, a side the world's sizes
+    #    allow); a colour needs half the object's pixels; GenEval colours match detections by IoU (session 14)
+    "shapes_oracle": 3,
+}
+
+# How the shapes world renders its scenes: a bump re-renders the training images and the FID reference (and so
+# retrains what is trained on them). 2: textures anchored at the box centre (session 14).
+SHAPES_RENDER_VERSION = 2

@@ -81,6 +81,11 @@ def test_small_demo_runs_every_stage_to_the_report_and_reruns_nothing(tmp_path):
                           ("geneval", "shapes_geneval")):
         assert ("pixart-shapes", bench, 4.5, metric) in cells
     assert table["value"].notna().all() and (table["ci_low"] <= table["ci_high"]).all()
+    # a change to the oracle (code of this suite, versioned in evals/versions.py) rescores the cells it scored
+    from evals.versions import BACKEND_VERSIONS
+    for scorer in ("shapes_binding", "shapes_spatial", "shapes_complex", "shapes_geneval"):
+        settings = json.loads((res / f"scorers/{scorer}.json").read_text())
+        assert settings["backend_versions"] == {"shapes_oracle": BACKEND_VERSIONS["shapes_oracle"]}, scorer
     # the oracle's answers are exact: every binding score is a product of 0/1 answers, averaged over images
     assert table.loc[table["metric"] == "shapes_binding", "value"].between(0, 1).all()
 

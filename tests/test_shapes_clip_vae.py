@@ -178,6 +178,10 @@ def test_clip_data_errors_name_the_file_and_the_layout(tmp_path):
     (tmp_path / "captions.jsonl").write_text('{"file": "00000.png", "caption": "a red circle"}\n')
     with pytest.raises(CaptionsError, match=r"00000\.png not found"):
         read_captions(tmp_path)
+    from evals.shapes.train_clip import main
+    with pytest.raises(SystemExit):  # refused before anything is written (it crashed after writing the weights)
+        main(["--data", str(tmp_path), "--out", str(tmp_path / "clip"), "--steps", "0"])
+    assert not (tmp_path / "clip").exists()
 
 
 # --- VAE --------------------------------------------------------------------------------------------------

@@ -83,8 +83,12 @@ def test_oracle_backend_contract():
     assert [(d.label, d.score) for d in detections] == [("circle", 1.0), ("cross", 1.0)]
     assert detections[0].box_xyxy == tuple(float(v) for v in world.pixel_box(scene.objects[0], 64))
     assert ORACLE.classify(image, detections, "circle") == ["red", "blue"]
-    elsewhere = ge.MaskedDetection("circle", 1.0, (0.0, 0.0, 3.0, 3.0))  # no parsed object has this box
-    assert ORACLE.classify(image, [elsewhere], "circle") == [oracle.NO_PALETTE_COLOUR]
+    # another detector's box, a pixel off the parsed one, still gets that object's colour (it was "black")
+    x0, y0, x1, y1 = detections[1].box_xyxy
+    assert ORACLE.classify(image, [ge.MaskedDetection("cross", 0.9, (x0 + 1, y0, x1 + 1, y1))], "cross") == ["blue"]
+    elsewhere = ge.MaskedDetection("circle", 1.0, (0.0, 0.0, 3.0, 3.0))  # overlaps no parsed object
+    with pytest.raises(ValueError, match="overlaps no object"):
+        ORACLE.classify(image, [elsewhere], "circle")
     assert ORACLE.fingerprint == oracle.ShapesOracle.fingerprint
 
 

@@ -1,6 +1,7 @@
 """The shapes-world oracle (evals.shapes.oracle): exact recovery of rendered scenes, the detector and VQA
 contracts, the real T2I-CompBench rules scored through it (1 on an image of its own caption, low on shuffled
 pairs), and the scorer kinds selecting it from settings."""
+import itertools
 import json
 from pathlib import Path
 
@@ -45,6 +46,20 @@ def test_parser_recovers_every_object_of_rendered_scenes(size, prompt_scenes):
             assert match.shape_iou > 0.99
 
 
+def test_every_object_the_world_draws_parses_back_at_every_size_the_cli_accepts():
+    """Each shape x size x texture alone, at every image side from MIN_SIZE_PX to 129: textures were anchored at
+    the box corner, and a small textured cross came out plain at 19-27, 48-56 and 81 px."""
+    wrong = []
+    for size in range(world.MIN_SIZE_PX, 130):
+        for shape, name, texture in itertools.product(world.SHAPES, world.SIZES, world.TEXTURES):
+            side = world.SIZES[name]
+            obj = world.SceneObject(shape, "red", name, texture, (0.3, 0.3, 0.3 + side, 0.3 + side))
+            got = _attributes(oracle.parse_scene(world.render(world.Scene("single", (obj,)), size)))
+            if got != [(shape, "red", name, texture)]:
+                wrong.append((size, shape, name, texture, got))
+    assert not wrong, wrong[:5]
+
+
 def test_parser_tolerates_pixel_noise():
     rng = np.random.default_rng(0)
     for scene in world.scenes(1, "test", 40):
@@ -64,6 +79,43 @@ def test_parser_takes_slivers_one_or_two_pixels_wide(width):
     assert {o.box for o in parsed} == {(20, 10, 20 + width, 40), (5, 50, 45, 50 + width)}
     for shape in world.SHAPES:
         assert world.shape_mask(shape, width, 30).shape == (30, width)
+
+
+def test_what_the_world_never_draws_is_no_world_object():
+    """A bar, an ellipse, a speck, a frame-filling smear: no shape (the world draws square boxes of its three
+    sizes); a grey square with a few red pixels: no colour. Before, each was a confident world object."""
+    def canvas():
+        return np.full((64, 64, 3), world.BACKGROUND, np.uint8)
+
+    bar, speck = canvas(), canvas()
+    bar[20:30, 10:60] = world.COLOURS["red"]
+    speck[30:38, 30:34] = world.COLOURS["green"]
+    ellipse = Image.fromarray(canvas())
+    from PIL import ImageDraw
+    ImageDraw.Draw(ellipse).ellipse((5, 25, 60, 36), fill=world.COLOURS["blue"])
+    noise = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    grey = canvas()
+    grey[10:40, 10:40] = (128, 128, 128)
+    grey[20, 20:23] = world.COLOURS["red"]
+    for name, image in (("bar", bar), ("speck", speck), ("ellipse", ellipse), ("noise", noise),
+                        ("flat grey", np.full((64, 64, 3), 128, np.uint8))):
+        parsed = oracle.parse_scene(image)
+        assert parsed and all(o.shape is None for o in parsed), name
+        assert ORACLE.detect(Image.fromarray(np.asarray(image)), list(world.SHAPES)) == [], name
+    [obj] = oracle.parse_scene(grey)
+    assert obj.shape == "square" and obj.colour is None
+    assert ORACLE.question_probabilities([Image.fromarray(grey)], [["a red square?"]])[0] == [0.0]
+
+
+def test_input_that_is_not_an_rgb_image_is_refused_with_the_fix():
+    with pytest.raises(ValueError, match="uint8"):
+        oracle.parse_scene(np.zeros((64, 64, 3), np.float32))
+    with pytest.raises(ValueError, match="convert"):
+        oracle.parse_scene(np.zeros((64, 64), np.uint8))
+    with pytest.raises(ValueError, match="at least 8 px"):
+        oracle.parse_scene(np.zeros((0, 0, 3), np.uint8))
+    rgba = np.dstack([np.asarray(world.render(world.scenes(0, "test", 1)[0], 64)), np.full((64, 64), 255, np.uint8)])
+    assert oracle.parse_scene(rgba) == oracle.parse_scene(rgba[..., :3])
 
 
 @pytest.mark.parametrize("size", [32, 64, 128])

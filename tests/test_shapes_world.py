@@ -214,6 +214,24 @@ def test_write_dataset_is_deterministic_and_documents_every_image(tmp_path):
     assert set(json.loads(first.read_text().splitlines()[0])) == {"file", "caption", "label", "scene"}
     with pytest.raises(ValueError, match="split must be 'train' or 'test'"):
         world.write_dataset(tmp_path / "c", 1, "val", 0)
+    # rewritten with fewer scenes: the images beyond them go (the VAE trainer globs *.png)
+    world.write_dataset(tmp_path / "a", 5, "train", 5, 32)
+    assert sorted(p.name for p in (tmp_path / "a").glob("*.png")) == [f"{i:05d}.png" for i in range(5)]
+
+
+def test_bad_scene_records_are_named_with_file_and_line(tmp_path):
+    good = world.scenes(0, "train", 1)[0].to_json()
+    bad_box = {**good, "objects": [{**good["objects"][0], "bbox": [0.9, 0.9, 0.1]}]}
+    with pytest.raises(ValueError, match="bbox"):
+        world.Scene.from_json(bad_box)
+    with pytest.raises(ValueError, match="needs relation"):
+        world.Scene.from_json({**good, "category": "spatial", "relation": None, "objects": good["objects"] * 2})
+    folder = tmp_path / "data"
+    world.write_dataset(folder, 2, "train", 0, 32)
+    lines = (folder / "captions.jsonl").read_text().splitlines()
+    (folder / "captions.jsonl").write_text(lines[0] + "\n{not json\n")
+    with pytest.raises(ValueError, match=r"captions.jsonl:2: .*python -m evals.shapes"):
+        world.read_captions(folder)
 
 
 def test_cli_writes_each_kind_and_prints_one_summary_line(tmp_path, capsys):

@@ -67,6 +67,16 @@ def test_benchmark_needs_a_protocol_or_a_prompt_file(tmp_path):
     assert result.returncode != 0 and "is not valid under any of the given schemas" in result.stdout + result.stderr
 
 
+def test_a_shapes_world_seed_the_shapes_protocol_was_not_drawn_from_is_refused(tmp_path):
+    config = yaml.safe_load((ROOT / "workflows/config/demo.yaml").read_text())
+    config["shapes"]["seed"] = 1
+    path = tmp_path / "seed1.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = _run(["-n", "--configfile", str(path)], tmp_path)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0 and "shapes.seed: 1" in out and "Use shapes.seed 0" in out
+
+
 def test_unknown_sampler_is_named(tmp_path):
     config = _micro_config(tmp_path, sweep={"samplers": ["dpm_solver:20"], "cfg": [4.5]})
     result = _run(["-n", "--configfile", str(config), "--cores", "1"], tmp_path)
@@ -98,6 +108,9 @@ def test_micro_dag_runs_end_to_end_and_reruns_nothing(tmp_path):
     assert table.at["micro", "ci_low"] <= table.at["micro", "value"] <= table.at["micro", "ci_high"]
     assert table.at["micro", "protocol"].startswith("micro@custom-")
     assert table.at["spatial", "protocol"] == "t2i_compbench@1/spatial" and table.at["spatial", "n"] == 10
+    # the benchmark's `limit: 1` reaches the number, so tables never present it as the full protocol
+    assert table.at["spatial", "prompt_limit"] == 1 and table.at["spatial", "n_prompts"] == 1
+    assert pd.isna(table.at["micro", "prompt_limit"]) and table.at["micro", "n_prompts"] == 3
     seeds = pd.read_parquet(tmp_path / "results/samples/tiny/spatial/dpm-solver-5/cfg4.5/manifest.parquet")["seed"]
     assert sorted(seeds) == list(range(42, 52))  # T2I-CompBench: image k of every prompt has seed 42 + k
     assert (tmp_path / "results/report/tables/table3.csv").exists()  # the spatial subset fills Table 3

@@ -28,8 +28,8 @@ def main(argv=None) -> None:
     parser.add_argument("--size", type=int, default=world.DEFAULT_SIZE_PX, help="image side in pixels")
     args = parser.parse_args(argv)
     n = args.n if args.n is not None else {"prompts": 50, "geneval": 24}.get(args.what, 1000)
-    if n < 1 or args.n_fid < 1 or args.size < 16:
-        parser.error("--n and --n-fid must be >= 1 and --size >= 16")
+    if n < 1 or args.n_fid < 1 or args.size < world.MIN_SIZE_PX:
+        parser.error(f"--n and --n-fid must be >= 1 and --size >= {world.MIN_SIZE_PX}")
     try:
         if args.what == "prompts":
             files = world.write_prompt_sets(args.out, args.seed, n, args.n_fid)

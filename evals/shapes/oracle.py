@@ -9,8 +9,13 @@
    is foreground, so a textured object stays one component. Components under MIN_AREA_FRACTION of the
    image are noise and dropped.
 3. Per object: shape = the world shape whose mask drawn in the component's box (`world.shape_mask`, the
-   renderer's own masks) has the highest IoU with the silhouette (None under MIN_SHAPE_IOU); colour = the
-   majority palette colour among its pixels within COLOUR_TOLERANCE of a palette colour (blends excluded);
+   renderer's own masks) has the highest IoU with the silhouette; None under MIN_SHAPE_IOU, and None for
+   anything the world never draws: a box that is not square within MAX_ASPECT_GAP (every world shape fills
+   a square box), or a side outside SIDE_RANGE of the image side (half the smallest to 1.3 x the largest
+   size), so a streak, a speck or a frame-filling smear is no object of the world. Colour = the majority
+   palette colour among its pixels within COLOUR_TOLERANCE of a palette colour (blends excluded), if it
+   covers at least MIN_COLOUR_SHARE of the silhouette's pixels that are not ink (else None: a grey object
+   with a few red pixels is not red);
    texture = plain when under PLAIN_INK_MAX of its pixels are ink, striped when some row at least half the
    box wide is at least STRIPE_ROW_MIN ink, else dotted; size = box side / image side against the midpoints
    of world.SIZES.
@@ -27,7 +32,10 @@ an answer):
 - GenEval (`ShapesGenevalOracle`, same name and fingerprint; `evals.metrics.geneval`'s Detector and
   ColorClassifier) for the world's GenEval prompts (`evals.shapes.geneval`): every parsed object with a world
   shape is a detection of that class, score 1.0, its box (no mask); its colour is the parsed palette colour
-  (NO_PALETTE_COLOUR when it has none).
+  of the object whose box overlaps the detection's most (NO_PALETTE_COLOUR when it has none; a detection
+  that overlaps no parsed object is refused, since it cannot have come from this parser).
+
+Input: a PIL image (any mode; converted to RGB) or an H x W x 3 (or 4) uint8 array, at least 8 px a side.
 """
 from __future__ import annotations
 
@@ -44,14 +52,19 @@ from scipy import ndimage
 from evals.metrics import compbench as cb
 from evals.metrics import geneval as ge
 from evals.shapes import world
+from evals.versions import BACKEND_VERSIONS
 
-ORACLE_VERSION = 2  # 2: slivers 1-2 px wide no longer crash the cross template
+ORACLE_VERSION = BACKEND_VERSIONS["shapes_oracle"]  # its history is there
 REFERENCE_NAMES = ("background", "ink", *world.COLOURS)
 BACKGROUND_INDEX, INK_INDEX, FIRST_PALETTE_INDEX = 0, 1, 2
 REFERENCE_RGB = np.array([world.BACKGROUND, world.INK, *world.COLOURS.values()], np.float32)
 COLOUR_TOLERANCE = 60.0  # RGB distance; palette colours are >= 70 apart, edge blends are farther
 MIN_AREA_FRACTION = 0.004
 MIN_SHAPE_IOU = 0.5
+MAX_ASPECT_GAP = (2, 0.15)  # |width - height| <= max(2 px, 15 % of the longer side): square within rounding
+SIDE_RANGE = (0.5 * min(world.SIZES.values()), 1.3 * max(world.SIZES.values()))  # x image side
+MIN_COLOUR_SHARE = 0.5
+MIN_IMAGE_SIDE = 8
 PLAIN_INK_MAX = 0.04
 STRIPE_ROW_MIN = 0.75
 MISS_PROBABILITY = 0.0
@@ -65,8 +78,8 @@ VOCABULARY = {**{s: ("shape", s) for s in world.SHAPES}, **{c: ("colour", c) for
 
 @dataclass(frozen=True)
 class ParsedObject:
-    shape: str | None  # None: no world shape fits (IoU < MIN_SHAPE_IOU)
-    colour: str | None  # None: no pixel close to a palette colour
+    shape: str | None  # None: no world shape fits (IoU < MIN_SHAPE_IOU), or a box the world never draws
+    colour: str | None  # None: no palette colour covers MIN_COLOUR_SHARE of the object
     size: str
     texture: str
     box: tuple[int, int, int, int]  # x0, y0, x1, y1 pixels, x1/y1 exclusive
@@ -79,8 +92,16 @@ class ParsedObject:
 
 def _as_rgb_array(image: Image.Image | np.ndarray) -> np.ndarray:
     if isinstance(image, Image.Image):
-        image = image.convert("RGB")
-    return np.asarray(image, np.uint8)
+        image = np.asarray(image.convert("RGB"))
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in (3, 4):
+        raise ValueError(f"the shapes oracle reads RGB images: a PIL image or an H x W x 3 (or 4) uint8 array; got "
+                         f"{image.dtype} of shape {image.shape} (convert float images with "
+                         f"(x * 255).round().astype(np.uint8), greyscale with PIL's .convert('RGB'))")
+    if min(image.shape[:2]) < MIN_IMAGE_SIDE:
+        raise ValueError(f"the shapes oracle needs images of at least {MIN_IMAGE_SIDE} px a side; got "
+                         f"{image.shape[1]} x {image.shape[0]}")
+    return image[..., :3]
 
 
 def nearest_reference(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -93,6 +114,14 @@ def nearest_reference(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     nearest = distances.argmin(axis=1)
     distance = distances[np.arange(len(colours)), nearest]
     return nearest[inverse].reshape(rgb.shape[:2]), distance[inverse].reshape(rgb.shape[:2])
+
+
+def drawable_box(width: int, height: int, image_side: int) -> bool:
+    """Could the world have drawn an object in a box of this size? Square within rounding, side in SIDE_RANGE."""
+    pixels, share = MAX_ASPECT_GAP
+    side = max(width, height)
+    return (abs(width - height) <= max(pixels, share * side)
+            and SIDE_RANGE[0] * image_side <= side <= SIDE_RANGE[1] * image_side)
 
 
 def classify_shape(silhouette: np.ndarray) -> tuple[str | None, float]:
@@ -135,13 +164,17 @@ def parse_scene(image: Image.Image | np.ndarray) -> list[ParsedObject]:
         area = int(silhouette.sum())
         if area < min_area:
             continue
-        shape, iou = classify_shape(silhouette)
-        kinds = nearest[window][silhouette & confident[window]]
-        palette_votes = np.bincount(kinds[kinds >= FIRST_PALETTE_INDEX], minlength=len(REFERENCE_NAMES))
-        colour = REFERENCE_NAMES[int(palette_votes.argmax())] if palette_votes.any() else None
-        ink = silhouette & confident[window] & (nearest[window] == INK_INDEX)
         rows, cols = window
         box = (cols.start, rows.start, cols.stop, rows.stop)
+        shape, iou = classify_shape(silhouette)
+        if not drawable_box(box[2] - box[0], box[3] - box[1], image_side):
+            shape = None
+        kinds = nearest[window][silhouette & confident[window]]
+        palette_votes = np.bincount(kinds[kinds >= FIRST_PALETTE_INDEX], minlength=len(REFERENCE_NAMES))
+        ink = silhouette & confident[window] & (nearest[window] == INK_INDEX)
+        colour_pixels = area - int(ink.sum())
+        colour = (REFERENCE_NAMES[int(palette_votes.argmax())]
+                  if palette_votes.any() and palette_votes.max() >= MIN_COLOUR_SHARE * colour_pixels else None)
         size = classify_size(max(box[2] - box[0], box[3] - box[1]), image_side)
         objects.append(ParsedObject(shape, colour, size, classify_texture(silhouette, ink), box, area, iou))
     return sorted(objects, key=lambda o: (-(o.box[2] - o.box[0]) * (o.box[3] - o.box[1]), o.box[1], o.box[0]))
@@ -169,6 +202,7 @@ def _fingerprint() -> str:
     spec = {"version": ORACLE_VERSION, "shapes": world.SHAPES, "colours": world.COLOURS,
             "background": world.BACKGROUND, "ink": world.INK, "sizes": world.SIZES,
             "tolerance": COLOUR_TOLERANCE, "min_area": MIN_AREA_FRACTION, "min_iou": MIN_SHAPE_IOU,
+            "aspect": MAX_ASPECT_GAP, "sides": SIDE_RANGE, "colour_share": MIN_COLOUR_SHARE,
             "plain_ink_max": PLAIN_INK_MAX, "stripe_row_min": STRIPE_ROW_MIN, "miss": MISS_PROBABILITY}
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
@@ -212,6 +246,23 @@ class ShapesGenevalOracle:
                 for o in parse_scene(image) if o.shape is not None]
 
     def classify(self, image: Image.Image, objects: Sequence[cb.Detection], classname: str) -> list[str]:
-        """The parsed colour of each detection (matched by its box)."""
-        colours = {tuple(float(v) for v in o.box): o.colour for o in parse_scene(image)}
-        return [colours.get(tuple(d.box_xyxy)) or NO_PALETTE_COLOUR for d in objects]
+        """The parsed colour of each detection: that of the parsed object whose box overlaps it most."""
+        parsed = parse_scene(image)
+        colours = []
+        for d in objects:
+            overlaps = [(_box_iou(d.box_xyxy, o.box), o) for o in parsed]
+            best_iou, best = max(overlaps, key=lambda pair: pair[0], default=(0.0, None))
+            if best is None or best_iou <= 0:
+                raise ValueError(f"shapes_oracle colour classifier: detection {d.label} at {d.box_xyxy} overlaps no "
+                                 f"object of the image; pair this classifier with detector: shapes_oracle")
+            colours.append(best.colour or NO_PALETTE_COLOUR)
+        return colours
+
+
+def _box_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    width = min(a[2], b[2]) - max(a[0], b[0])
+    height = min(a[3], b[3]) - max(a[1], b[1])
+    if width <= 0 or height <= 0:
+        return 0.0
+    inter = width * height
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)

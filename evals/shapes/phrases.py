@@ -3,8 +3,8 @@
 For every object phrase of a prompt ("a small red striped circle": a run of world words ending in a shape), the
 exact scene parser says whether the image holds an object of each named attribute on its own (the colour, the
 shape, …) and one object with all of them (what the binding rule asks). Beside each rate: the same images
-scored against the prompts rotated by one (image i against prompt i+1), i.e. what an image that ignores its
-prompt gets. A model that draws the asked colours but not the asked shapes, or both but on different objects,
+scored against the prompts rotated by one (each image against the next distinct prompt of the cell), i.e. what
+an image that ignores its prompt gets. A model that draws the asked colours but not the asked shapes, or both but on different objects,
 shows it here while its binding score reads 0.
 
     python -m evals.shapes.phrases CELL [CELL ...]   (a sample cell: manifest.parquet and its images)
@@ -76,7 +76,9 @@ def read_cell(cell: Path) -> tuple[list[str], list[list[oracle.ParsedObject]]]:
 def cell_report(cell: Path) -> dict:
     """Rates for the cell's own prompts and for the prompts rotated by one (the baseline)."""
     prompts, parses = read_cell(cell)
-    rotated = prompts[1:] + prompts[:1]
+    distinct = list(dict.fromkeys(prompts))  # rotate over prompts, not images: a prompt's images are adjacent
+    following = dict(zip(distinct, distinct[1:] + distinct[:1]))
+    rotated = [following[p] for p in prompts]
     return {"cell": str(cell), "images": len(prompts), "objects": sum(map(len, parses)),
             "named_objects": sum(o.shape is not None for objects in parses for o in objects),
             "asked": presence_rates(parses, prompts), "baseline": presence_rates(parses, rotated)}

@@ -229,6 +229,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     args = parser.parse_args(argv)
+    if args.steps < 1 or args.batch_size < 1:
+        parser.error("--steps and --batch-size must be >= 1")
     s = train_clip(args.data, args.out, args.steps, args.batch_size, args.lr, args.seed, args.threads)
     print(f"shapes CLIP: {s['steps']} steps, loss {s['first_loss']:.3f} → {s['final_loss']:.3f}, "
           f"{s['train_seconds']:.0f} s; held-out ({s['n_held_out']}) image→text top-1 among "

@@ -20,7 +20,9 @@ colours; the oracle still tolerates blended edges (the detector frame is a bilin
 Splits (like T2I-CompBench's "unseen" lists): a scene's composition key (its noun phrases, ordered by the
 relation, so "X on the right of Y" = "Y on the left of X") is hashed with the seed; TEST_PERCENT % of the
 keys are test-only, the rest train-only. Single objects are not compositional and occur in both splits.
-Hence no test prompt of a compositional category is ever a train caption.
+Hence no test prompt of a compositional category is ever a train caption; the same pair of noun phrases may
+still occur in train under another template or relation (a composition key includes it), so the held-out
+prompts test new compositions of seen bindings rather than unseen bindings.
 
 Class label (class-conditional pretraining, stage 1): shape x colour of the largest object (by size class,
 the first of equals), `SHAPES.index(shape) * len(COLOURS) + colour index`, NUM_CLASSES = 24.
@@ -56,7 +58,8 @@ COMPLEX_RELATIONS = ("on the left of", "on the right of", "next to")
 CATEGORIES = ("single", "color", "shape", "texture", "spatial", "complex", "multi")
 PROMPT_CATEGORIES = ("color", "shape", "texture", "spatial", "complex")  # the T2I-CompBench-style prompt sets
 MIXTURE = {"single": 0.2, "color": 0.14, "shape": 0.14, "texture": 0.14, "spatial": 0.14, "complex": 0.12,
-           "multi": 0.12}  # category weights of the train and test scene streams
+           "multi": 0.12}  # category weights of the draws; the test stream redraws compositional scenes until
+                           # they land in the test split, so about half of it is single objects
 NUM_CLASSES = len(SHAPES) * len(COLOURS)  # class-conditional label: shape x colour of the largest object
 
 BORDER = 0.03  # free margin at the image edge
@@ -68,6 +71,7 @@ TEST_PERCENT = 20  # share of compositions held out for the test split
 PLACEMENT_TRIES = 200
 EXHAUSTED_AFTER = 5000  # draws without a new test caption: the category has no more
 DEFAULT_SIZE_PX = 64
+MIN_SIZE_PX = 20  # below 19 px a small cross (4 px) cannot be told from a circle (tests/test_shapes_oracle.py)
 PARSE_SUFFIX = f".v{cb.PARSE_VERSION}.jsonl"
 NEW_OBJECTS = cb.PARSE_DIR.parent / "t2i_compbench" / "new_objects.txt"
 
@@ -144,10 +148,20 @@ class Scene:
             for value, known in ((o.shape, SHAPES), (o.colour, COLOURS), (o.size, SIZES), (o.texture, TEXTURES)):
                 if value not in known:
                     raise ValueError(f"scene object {o}: {value!r} is not one of {list(known)}")
+            box = o.bbox
+            if (len(box) != 4 or not all(isinstance(v, (int, float)) for v in box)
+                    or not (0 <= box[0] < box[2] <= 1 and 0 <= box[1] < box[3] <= 1)):
+                raise ValueError(f"scene object {o.phrase()}: bbox {list(box)} is not [x0, y0, x1, y1] with "
+                                 f"0 <= x0 < x1 <= 1 and 0 <= y0 < y1 <= 1 (image units)")
         if self.category not in CATEGORIES:
             raise ValueError(f"scene category {self.category!r} is not one of {CATEGORIES}")
+        if not self.objects:
+            raise ValueError("a scene needs at least one object")
         if self.relation is not None and (self.relation not in RELATIONS or len(self.objects) != 2):
             raise ValueError(f"relation {self.relation!r} needs two objects and one of {RELATIONS}")
+        if (self.relation is None) == (self.category in ("spatial", "complex")):
+            raise ValueError(f"scene category {self.category!r} {'needs' if self.relation is None else 'has no'} "
+                             f"relation (spatial and complex scenes have one, the others none); got {self.relation!r}")
 
 
 def caption_tokens(scene: Scene) -> tuple[list[cb.Token], list[str]]:
@@ -386,10 +400,11 @@ def shape_mask(shape: str, width: int, height: int) -> np.ndarray:
 
 def texture_mask(texture: str, width: int, height: int, unit: int) -> np.ndarray:
     """Ink pixels of a texture in a box: horizontal stripes, or a grid of unit squares, period 3 units,
-    phase fixed to the box's top-left corner."""
+    with a band through the box's centre row (and column), which lies inside every shape: anchored at a
+    corner, the bands could miss both arms of a small cross and draw it plain."""
     def bands(n: int) -> np.ndarray:
-        phase = np.arange(n) % (3 * unit)
-        return (phase >= unit) & (phase < 2 * unit)
+        phase = (np.arange(n) - n // 2 + unit // 2) % (3 * unit)
+        return phase < unit
 
     rows, cols = bands(height), bands(width)
     if texture == "plain":
@@ -455,6 +470,9 @@ def write_dataset(out: Path, n: int, split: str, seed: int, size: int = DEFAULT_
     _check_split(split)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("[0-9][0-9][0-9][0-9][0-9].png"):  # an earlier, larger n: readers glob *.png
+        if int(stale.stem) >= n:
+            stale.unlink()
     lines = []
     for i, scene in enumerate(scenes(seed, split, n)):
         name = f"{i:05d}.png"
@@ -492,5 +510,14 @@ def read_captions(folder: Path) -> list[dict]:
     path = Path(folder) / "captions.jsonl"
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist; write the folder with `python -m evals.shapes train|reference`")
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return [{**r, "scene": Scene.from_json(r["scene"])} for r in rows]
+    rows = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+            rows.append({**row, "scene": Scene.from_json(row["scene"])})
+        except (ValueError, KeyError, TypeError) as err:
+            raise ValueError(f"{path}:{number}: {err!r}; rewrite the folder with `python -m evals.shapes "
+                             f"train|reference`") from None
+    return rows

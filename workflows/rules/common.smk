@@ -14,7 +14,7 @@ sys.path.insert(0, workflow.basedir)
 from pixart.samplers import parse_sampler  # light: no torch import
 from pixart.train.recipe import TRAINER_VERSION, resolve as resolve_recipe  # light: no torch import
 from reports.series import Checkpoint, discover  # light: torch is imported only to read a series' checkpoints
-from evals.versions import SCORER_VERSIONS  # light: a dict
+from evals.versions import BACKEND_VERSIONS, SCORER_VERSIONS, SHAPES_RENDER_VERSION  # light: constants
 R = config["results"]
 # Settings files (model specs, scorer/series/check settings, recipes) are written by a shell printf, not a
 # `run:` block: Snakemake runs each `run:` job in a fresh Snakemake process, seconds apiece.
@@ -141,6 +141,9 @@ def scorer_settings(metric):
     the scorer names another cache; a judge endpoint named by base_url_env comes from the environment."""
     settings = {"refstats_dir": f"{R}/refstats", **with_defaults("scorers", metric)}
     settings["scorer_version"] = SCORER_VERSIONS.get(settings.get("kind"))  # a bump rescores this kind's cells
+    backends = {settings[k] for k in ("vqa", "detector", "color_classifier") if settings.get(k) in BACKEND_VERSIONS}
+    if backends:  # and a backend's bump the cells it scored
+        settings["backend_versions"] = {name: BACKEND_VERSIONS[name] for name in sorted(backends)}
     if os.environ.get(settings.get("base_url_env") or ""):
         settings["base_url"] = os.environ[settings["base_url_env"]]
     return settings
@@ -471,6 +474,13 @@ def check_references():
             resolve_recipe(train_recipe_file(name), where=f"train.recipes.{name}")
         except ValueError as err:
             problems.append(str(err))
+    # the shipped shapes protocol's prompts and FID captions come from world seed 0 (evals/benchmarks/shapes.yaml)
+    shapes_benches = sorted(b for b, e in config["benchmarks"].items() if e.get("protocol") == "shapes")
+    if shapes_benches and config.get("shapes", {}).get("seed", 0) != 0:
+        problems.append(f"shapes.seed: {config['shapes']['seed']}, but benchmarks {shapes_benches} use the shapes "
+                        f"protocol, whose prompts were drawn from the seed-0 world: with another seed its held-out "
+                        f"prompts become training captions and the FID reference renders other captions. Use "
+                        f"shapes.seed 0 (vary the training recipes' seeds instead)")
     problems += [f"scorers.{name}: a wise judge needs base_url (or base_url_env set in the environment)"
                  for name, s in config["scorers"].items()
                  if s["kind"] == "wise" and not scorer_settings(name).get("base_url")]

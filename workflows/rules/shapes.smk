@@ -7,6 +7,7 @@ rule shapes_train_data:
         captions=f"{config['shapes']['out']}/train/captions.jsonl",
     params:
         s=config["shapes"],
+        render=SHAPES_RENDER_VERSION,  # a change to the renderer re-renders
         out=f"{config['shapes']['out']}/train",
     log:
         f"{R}/logs/shapes/train_data.log",
@@ -20,6 +21,7 @@ rule shapes_reference:
         directory(f"{config['shapes']['out']}/reference"),
     params:
         s=config["shapes"],
+        render=SHAPES_RENDER_VERSION,
     log:
         f"{R}/logs/shapes/reference.log",
     shell:
