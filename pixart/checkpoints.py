@@ -1,9 +1,10 @@
 """Load a PixArt-α transformer (plus VAE and text encoder) from any supported source, with a fingerprint.
 
 Sources (reference/pixart.md §2, §5):
-- a HF hub id or a local diffusers pipeline folder (`transformer/` subfolder) or transformer folder;
+- a HF hub id or a local diffusers pipeline folder (`transformer/` subfolder; `transformer_ema/` for
+  `weights: state_dict_ema`, as in a training step folder) or transformer folder;
 - an original PixArt `.pth` (`state_dict`, or `state_dict_ema` when asked) for 256, 512 or 1024-MS;
-- a `.safetensors` file in either key layout.
+- a `.safetensors` file in either key layout (one set of weights, like a bare state dict: `weights: state_dict`).
 Each of these may also hold the adaLN ablation variant (pixart/train/variants.py): a folder whose config says
 `modulation: adaln`, or a state dict with per-block `adaLN_modulation` keys, loads into that class.
 Original checkpoints keep their `y_embedder.y_embedding` buffer aside for the `original` null convention.
@@ -30,6 +31,12 @@ RESOLUTIONS = {  # image size -> (sample_size, interpolation_scale, micro-condit
     1024: (128, 2, True),
 }
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# `weights:` → the diffusers subfolder that holds that set (pixart/train/saving.py writes both in a step folder)
+WEIGHT_SUBFOLDERS = {"state_dict": "transformer", "state_dict_ema": "transformer_ema"}
+# PixArt-α captions are 120 T5 tokens, so the released null caption has 120 rows (PixArt-Σ: 300); reference §1, §6
+ALPHA_CAPTION_TOKENS = 120
+# Legacy diffusers class name of PixArt transformer folders (the released hub repos): diffusers remaps it on load
+LEGACY_TRANSFORMER_CLASS = "Transformer2DModel"
 
 
 class CheckpointError(ValueError):
@@ -42,6 +49,17 @@ class LoadedTransformer:
     fingerprint: str
     null_embedding: torch.Tensor | None = None  # original y_embedding buffer [120, caption_channels]
     source: dict = field(default_factory=dict)
+
+    def fingerprint_for(self, uncond: str) -> str:
+        """The model's identity for a generation cell: `fingerprint` (the weights), plus the null caption when
+        `uncond: original` feeds it to the unconditional branch. Two checkpoints that differ only in
+        `y_embedder.y_embedding` then get different cell keys. `fingerprint` itself stays the weights alone, so
+        that a .pth and the diffusers folder of the same weights (which discards the null caption) keep one
+        identity, and `uncond: diffusers` cells, which never read the null caption, are not invalidated by it."""
+        if uncond != "original" or self.null_embedding is None:
+            return self.fingerprint
+        null = fingerprint_state({"y_embedder.y_embedding": self.null_embedding})
+        return hashlib.sha256(f"{self.fingerprint}|null:{null}".encode()).hexdigest()[:16]
 
 
 def is_hub_id(source: str) -> bool:
@@ -95,16 +113,32 @@ def read_pth(path: Path, weights: str = "state_dict") -> dict:
         ) from None
     except (OSError, RuntimeError, EOFError) as err:  # a download cut short, a disk error
         raise _unreadable(path, err) from None
+    return select_weights(path, blob, weights)
+
+
+def select_weights(path: Path, blob, weights: str) -> dict:
+    """The `weights` entry of a loaded `.pth` (also used by reports.series on its memory-mapped reads)."""
     if not isinstance(blob, dict):
         raise CheckpointError(f"{path}: not a state dict (got {type(blob).__name__})")
     if all(isinstance(v, torch.Tensor) for v in blob.values()):
-        return blob  # a bare state dict
+        # a bare state dict: one set of weights, which is EMA or not only by what its writer chose; returning it
+        # for `state_dict_ema` would record EMA in the provenance of weights that may be the live ones
+        check_one_set_of_weights(path, weights, "a bare state dict")
+        return blob
     if weights not in blob:
         raise CheckpointError(
             f"{path}: no '{weights}' entry; top-level keys are {sorted(blob)}. "
             f"Set `weights:` to one of the state-dict entries (state_dict or state_dict_ema)."
         )
     return blob[weights]
+
+
+def check_one_set_of_weights(path: Path, weights: str, kind: str) -> None:
+    if weights != "state_dict":
+        raise CheckpointError(
+            f"{path}: the file holds one set of weights ({kind}, no '{weights}' entry); use `weights: state_dict`, "
+            f"or for `weights: {weights}` point `checkpoint:` at a .pth with that entry or at a training step folder"
+        )
 
 
 def read_safetensors(path: Path) -> dict:
@@ -134,6 +168,52 @@ def _check_pos_embed(path: Path, buffers: dict, config: dict):
             f"{path}: pos_embed has {pos.shape[1]} tokens (a {side}px model) but the config says "
             f"sample_size {config['sample_size']} ({tokens} tokens); set `resolution: {side}`"
         )
+
+
+def _check_pos_embed_values(path: Path, buffers: dict, config: dict, model) -> None:
+    """The stored pos_embed must be the one the built model computes (and uses: diffusers drops the stored one).
+
+    Same token count is not enough: the interpolation scale changes every value (PixArt-Σ-256 uses 0.5 where
+    α-256 uses 1), and such a checkpoint would run with positions it was never trained on. MS configs are skipped
+    as in _check_pos_embed (they recompute per (h, w)), as are models without a sin-cos pos_embed buffer."""
+    pos = buffers.get("pos_embed")
+    computed = getattr(getattr(model, "pos_embed", None), "pos_embed", None)
+    if pos is None or computed is None or config.get("use_additional_conditions") or pos.shape != computed.shape:
+        return
+    stored = pos.detach().float().cpu()
+    # a half-precision file rounds |values| <= 1 by up to eps/2; fp32 files are compared at 1e-4
+    atol = max(1e-4, torch.finfo(pos.dtype).eps if pos.is_floating_point() else 0.0)
+    if torch.allclose(stored, computed.float().cpu(), atol=atol, rtol=0):
+        return
+    from diffusers.models.embeddings import get_2d_sincos_pos_embed
+
+    grid = int(round(stored.shape[1] ** 0.5))  # a non-MS pos_embed is a square grid
+    scale = model.pos_embed.interpolation_scale
+    # name the checkpoint's scale when it is a usual one (diffusers' PatchEmbed: base_size = the grid side)
+    matches = [s for s in (0.25, 0.5, 1, 2, 4)
+               if torch.allclose(stored, get_2d_sincos_pos_embed(stored.shape[2], grid, base_size=grid,
+                                                                 interpolation_scale=s).float()[None], atol=atol)]
+    theirs = f"interpolation_scale {matches[0]}" if matches else "another interpolation scale"
+    difference = float((stored - computed.float().cpu()).abs().max())
+    raise CheckpointError(
+        f"{path}: interpolation-scale mismatch: the checkpoint's pos_embed was made with {theirs}, the config "
+        f"builds interpolation_scale {scale} (max |difference| {difference:.3g}), so the model would run with "
+        f"positions it was not trained on (PixArt-Σ-256 uses 0.5 where α-256 uses 1). Fix `arch:`: give a config "
+        f"whose `interpolation_scale` is {matches[0] if matches else 'the checkpoint’s'}, or use a checkpoint "
+        f"made for this config"
+    )
+
+
+def _check_null_rows(path: Path, null: torch.Tensor | None, arch) -> None:
+    """The null caption's row count is the caption length. Only the built-in `xl-2` arch says which model it
+    is (PixArt-α: 120 T5 tokens); a config dict or config.json carries no caption length, so it is not checked."""
+    if null is None or arch != "xl-2" or null.shape[0] == ALPHA_CAPTION_TOKENS:
+        return
+    raise CheckpointError(
+        f"{path}: y_embedder.y_embedding (the null caption) has {null.shape[0]} rows, but `arch: xl-2` is PixArt-α, "
+        f"whose captions are {ALPHA_CAPTION_TOKENS} T5 tokens (a PixArt-Σ checkpoint has 300); use a PixArt-α "
+        f"checkpoint, or give `arch:` the config.json of the model this checkpoint belongs to"
+    )
 
 
 def build_from_state(state: dict, config: dict, origin: str):
@@ -172,7 +252,11 @@ def load_transformer(checkpoint: str, *, resolution: int | None = None, arch: st
             )
         from pixart.train.variants import has_block_modulation, original_to_diffusers_any
 
-        state = read_safetensors(path) if path.suffix == ".safetensors" else read_pth(path, weights)
+        if path.suffix == ".safetensors":
+            check_one_set_of_weights(path, weights, "a safetensors file")  # no entries: it cannot hold an EMA set
+            state = read_safetensors(path)
+        else:
+            state = read_pth(path, weights)
         config = transformer_config(arch, resolution)
         if has_block_modulation(state):  # the adaLN variant: a state dict carries no config to say so
             config["modulation"] = "adaln"
@@ -182,12 +266,29 @@ def load_transformer(checkpoint: str, *, resolution: int | None = None, arch: st
         except KeyMappingError as err:
             raise CheckpointError(f"{checkpoint}: not a PixArt state dict ({err})") from None
         _check_pos_embed(path, buffers, config)
-        model = build_from_state(mapped, config, str(checkpoint))
-        source.update(layout="original" if original else "diffusers", resolution=resolution)
         null = buffers.get("y_embedder.y_embedding")
+        _check_null_rows(path, null, arch)
+        model = build_from_state(mapped, config, str(checkpoint))
+        _check_pos_embed_values(path, buffers, config, model)
+        source.update(layout="original" if original else "diffusers", resolution=resolution)
         return LoadedTransformer(model, fingerprint_state(model.state_dict()), null, source)
-    subfolder = subfolder or "transformer"
-    model = _from_pretrained(_folder_transformer_class(checkpoint, subfolder), checkpoint, subfolder, "transformer")
+    if subfolder is None:
+        if weights not in WEIGHT_SUBFOLDERS:
+            raise CheckpointError(f"{checkpoint}: `weights: {weights}` is not one of {sorted(WEIGHT_SUBFOLDERS)}; "
+                                  f"a diffusers folder holds `state_dict` in transformer/ and `state_dict_ema` in "
+                                  f"transformer_ema/ (training step folders)")
+        subfolder = WEIGHT_SUBFOLDERS[weights]
+        # the EMA set is only ever in transformer_ema/: falling back to the folder root (or to transformer/)
+        # would load the live weights under an EMA provenance
+        if weights == "state_dict_ema" and path.is_dir() and not (path / subfolder).is_dir():
+            raise CheckpointError(
+                f"{checkpoint}: `weights: state_dict_ema` loads the EMA weights from the subfolder {subfolder}/, "
+                f"which this folder does not have; use `weights: state_dict` (the weights in transformer/ or the "
+                f"folder itself), or point `checkpoint:` at a training step folder (step_N/ holds {subfolder}/) "
+                f"or at a .pth with a 'state_dict_ema' entry"
+            )
+    model = _from_pretrained(_folder_transformer_class(checkpoint, subfolder), checkpoint, subfolder, "transformer",
+                             fix="point `checkpoint:` at a PixArt transformer or pipeline folder")
     source.update(layout="diffusers-folder")
     return LoadedTransformer(model.eval(), fingerprint_state(model.state_dict()), None, source)
 
@@ -202,8 +303,28 @@ def _folder_transformer_class(source: str, subfolder: str) -> type:
     return variant_class(json.loads(config_file.read_text()) if config_file.is_file() else {})
 
 
-def _from_pretrained(class_name: str | type, source: str, subfolder: str | None, what: str):
-    """diffusers/transformers `from_pretrained` for a folder, a pipeline folder or a hub id, with a clear miss."""
+def _root_holds(cls: type, path: Path) -> bool:
+    """Whether a folder's own config.json is a `cls` (so the folder itself can stand in for a missing subfolder).
+
+    Without this, a transformer-only folder given as a VAE source loads its config.json as an AutoencoderKL with
+    every weight left on the meta device, which fails only at the first `.to()` ("Cannot copy out of meta tensor")."""
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        return False
+    config = json.loads(config_file.read_text())
+    if "_class_name" in config:  # a diffusers component
+        name = config["_class_name"]
+        from diffusers import PixArtTransformer2DModel
+
+        return name in {c.__name__ for c in cls.__mro__} or (
+            name == LEGACY_TRANSFORMER_CLASS and issubclass(cls, PixArtTransformer2DModel))
+    config_class = getattr(cls, "config_class", None)  # a transformers model: the same model_type (t5 for T5)
+    return config_class is not None and config.get("model_type") == getattr(config_class, "model_type", None)
+
+
+def _from_pretrained(class_name: str | type, source: str, subfolder: str | None, what: str, fix: str = ""):
+    """diffusers/transformers `from_pretrained` for a folder, a pipeline folder or a hub id, with a clear miss.
+    `fix`: what to set when a local folder has neither the subfolder nor a `what` at its root."""
     import diffusers
     import transformers
 
@@ -212,6 +333,10 @@ def _from_pretrained(class_name: str | type, source: str, subfolder: str | None,
     path = Path(source)
     if path.is_dir():
         sub = subfolder if subfolder and (path / subfolder).is_dir() else None
+        if subfolder and sub is None and not _root_holds(cls, path):
+            fix = fix or f"point the config at a {what} folder"
+            raise CheckpointError(f"{source} has no {subfolder}/ subfolder; {fix} (its own config.json is not a "
+                                  f"config of {cls.__name__}, so the folder cannot stand in for it)")
         return cls.from_pretrained(str(path), subfolder=sub) if sub else cls.from_pretrained(str(path))
     if path.exists() or not HUB_ID.match(str(source)):
         raise CheckpointError(f"{what} source {source!r}: no such folder, and not a hub id (org/name)")
@@ -227,14 +352,33 @@ def _from_pretrained(class_name: str | type, source: str, subfolder: str | None,
 
 
 def load_vae(source: str, subfolder: str | None = "vae"):
-    return _from_pretrained("AutoencoderKL", source, subfolder, "VAE").eval()
+    return _from_pretrained("AutoencoderKL", source, subfolder, "VAE", fix="set vae: to a VAE folder").eval()
+
+
+def local_snapshot(source: str) -> Path | None:
+    """A local folder for `source`: the folder itself, or a hub id's snapshot in the HF cache (None when not
+    cached). Loading from the snapshot folder avoids transformers' hub lookups of files a pipeline repo never had
+    (AutoTokenizer asks for tokenizer/config.json), which fail offline even when every file is cached."""
+    path = Path(source)
+    if path.exists():
+        return path
+    if not HUB_ID.match(str(source)):
+        return None
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(str(source), local_files_only=True))
+    except Exception:  # not (fully) cached: the caller loads by id and names the download on a miss
+        return None
 
 
 def load_text_encoder(source: str, subfolder: str | None = "text_encoder",
                       tokenizer_subfolder: str | None = "tokenizer"):
     from transformers import AutoTokenizer
 
-    encoder = _from_pretrained("T5EncoderModel", source, subfolder, "text encoder").eval()
+    source = str(local_snapshot(source) or source)
+    encoder = _from_pretrained("T5EncoderModel", source, subfolder, "text encoder",
+                               fix="point the text encoder at a T5 folder or a pipeline with text_encoder/").eval()
     path = Path(source)
     tok_sub = tokenizer_subfolder if path.is_dir() and tokenizer_subfolder and (path / tokenizer_subfolder).is_dir() \
         else (None if path.is_dir() else tokenizer_subfolder)
@@ -251,14 +395,9 @@ def files_fingerprint(folder: str) -> str:
 
     Hashing 19 GB of T5-XXL on every run is too slow; names + sizes + the first/middle/last MiB of each
     weight file identify a checkpoint in practice. Hub ids are resolved to their cached snapshot."""
-    path = Path(folder)
-    if not path.exists():
-        from huggingface_hub import snapshot_download
-
-        try:
-            path = Path(snapshot_download(folder, local_files_only=True))
-        except Exception:  # not cached: identify by id alone, recorded as such
-            return hashlib.sha256(f"hub:{folder}".encode()).hexdigest()[:16]
+    path = local_snapshot(folder)
+    if path is None:  # not cached: identify by id alone, recorded as such
+        return hashlib.sha256(f"hub:{folder}".encode()).hexdigest()[:16]
     digest = hashlib.sha256()
     for file in sorted(p for p in path.rglob("*") if p.is_file()):
         size = file.stat().st_size

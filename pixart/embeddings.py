@@ -87,12 +87,21 @@ def settings_key(encoder_id: str, prompts: list[str], settings: dict) -> str:
     return digest.hexdigest()[:20]
 
 
-def encoder_identity(text_encoder: str, subfolder: str | None = "text_encoder") -> str:
-    """files_fingerprint of the T5 weights: the pipeline's subfolder when there is one, else the source itself."""
-    from pixart.checkpoints import files_fingerprint
+def encoder_identity(text_encoder: str, subfolder: str | None = "text_encoder",
+                     tokenizer_subfolder: str | None = "tokenizer") -> str:
+    """Identity of what turns a prompt into states: files_fingerprint of the T5 weights and of the tokenizer (it
+    decides the token ids), the pipeline's subfolders when there are, else the source itself. A hub id is
+    resolved to its cached snapshot first, so two repos with the same T5 share embeddings and a change elsewhere
+    in the repo (the transformer, a README) does not recompute them."""
+    from pixart.checkpoints import files_fingerprint, local_snapshot
 
-    folder = Path(text_encoder) / subfolder if subfolder else None
-    return files_fingerprint(str(folder) if folder is not None and folder.is_dir() else text_encoder)
+    root = local_snapshot(text_encoder)
+    if root is None:
+        return files_fingerprint(text_encoder)  # an uncached hub id: by id
+    parts = [root / sub for sub in (subfolder, tokenizer_subfolder) if sub and (root / sub).is_dir()]
+    if not parts:
+        return files_fingerprint(str(root))
+    return hashlib.sha256("|".join(files_fingerprint(str(p)) for p in parts).encode()).hexdigest()[:16]
 
 
 def _encoding_pipeline(tokenizer, encoder):
@@ -188,7 +197,7 @@ def main(argv=None):
     settings = {"max_length": args.max_length, "clean_caption": args.clean_caption == "true",
                 "negative_prompt": args.negative_prompt, "encoder_dtype": args.encoder_dtype,
                 "store_dtype": args.store_dtype}
-    encoder_id = encoder_identity(args.text_encoder, args.subfolder)
+    encoder_id = encoder_identity(args.text_encoder, args.subfolder, args.tokenizer_subfolder)
     key = settings_key(encoder_id, prompts, settings)
     store_file = args.store / f"{key}.safetensors"
     reused = store_file.exists()

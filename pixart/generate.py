@@ -111,8 +111,9 @@ def run(args) -> dict:
     batches = plan_batches(samples, sizes, args.batch_size)
     mine = shard_of(batches, args.shard, args.num_shards)
 
+    # under uncond: original the null caption is part of the model, so it is part of its fingerprint (and cell key)
     provenance = {
-        "model": spec.get("name", spec["checkpoint"]), "model_fingerprint": loaded.fingerprint,
+        "model": spec.get("name", spec["checkpoint"]), "model_fingerprint": loaded.fingerprint_for(engine.null),
         "vae_fingerprint": fingerprint_state(vae.state_dict()), "sampler": sampler.name, "steps": sampler.steps,
         "scheduler_config": json.dumps(sampler.scheduler_config(), sort_keys=True), "cfg": float(args.cfg),
         "uncond": engine.null, "dtype": dtype_name, "batch_size": args.batch_size,

@@ -30,6 +30,6 @@ def read_meta(path: Path) -> dict | None:
         with Image.open(path) as img:
             meta = img.info.get(META_KEY)  # tEXt before IDAT: read at open, no decode
             img.verify()  # CRCs of every chunk: a truncated or corrupted file fails here
-    except (OSError, SyntaxError, ValueError):
+        return json.loads(meta) if meta else None
+    except (OSError, SyntaxError, ValueError):  # ValueError also covers metadata that is not JSON: not ours
         return None
-    return json.loads(meta) if meta else None

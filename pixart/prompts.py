@@ -22,7 +22,11 @@ class PromptFileError(ValueError):
     pass
 
 
-def read_prompt_file(path: Path, column: str = "text") -> list[dict]:
+DEFAULT_COLUMN = "text"
+PROMPT_SUFFIXES = (".txt", "", ".csv", ".tsv", ".jsonl")
+
+
+def read_prompt_file(path: Path, column: str = DEFAULT_COLUMN) -> list[dict]:
     """Rows with at least `prompt`; extra csv/jsonl fields are kept as metadata."""
     path = Path(path)
     try:
@@ -35,7 +39,12 @@ def read_prompt_file(path: Path, column: str = "text") -> list[dict]:
     # lines end at "\n" only: str.splitlines also splits at \x0b, \x1c-\x1e, \x85, \u2028 …, which would cut a
     # prompt in two and shift every later prompt id and seed
     lines = [line.removesuffix("\r") for line in text.split("\n")]
-    if path.suffix == ".jsonl":
+    suffix = path.suffix.lower()
+    if suffix not in PROMPT_SUFFIXES:
+        raise PromptFileError(f"{path}: unknown prompt file type {path.suffix!r}; use one of "
+                              f"{', '.join(s or '(none)' for s in PROMPT_SUFFIXES)} (.txt: one prompt per line; "
+                              f".jsonl: one JSON object per line)")
+    if suffix == ".jsonl":
         rows = []
         for i, line in enumerate(lines, 1):
             if line.strip():
@@ -47,9 +56,9 @@ def read_prompt_file(path: Path, column: str = "text") -> list[dict]:
                     raise PromptFileError(f"{path}:{i}: a JSON object with a prompt field is expected, "
                                           f"not {type(record).__name__}")
                 rows.append(_take_prompt(record, path, i, column))
-    elif path.suffix in (".csv", ".tsv"):
+    elif suffix in (".csv", ".tsv"):
         # a StringIO with newline="" keeps quoted multi-line fields whole, as the csv module requires
-        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if path.suffix == ".tsv" else ",")
+        reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if suffix == ".tsv" else ",")
         rows = []
         for row in reader:
             if None in row:
@@ -64,9 +73,12 @@ def read_prompt_file(path: Path, column: str = "text") -> list[dict]:
 
 
 def _take_prompt(row: dict, path: Path, line: int, column: str) -> dict:
-    key = next((k for k in (column, "prompt", "text", "caption") if k in row), None)
-    if key is None or not str(row[key]).strip():
-        raise PromptFileError(f"{path}:{line}: no prompt (expected a '{column}', 'prompt', 'text' or 'caption' field)")
+    # the default column falls back to the usual names; a column the user named must be there
+    names = (column, "prompt", "text", "caption") if column == DEFAULT_COLUMN else (column,)
+    key = next((k for k in names if k in row), None)
+    if key is None or row[key] is None or not str(row[key]).strip():  # None: JSON null or a short CSV row
+        raise PromptFileError(f"{path}:{line}: no prompt (expected a non-empty "
+                              f"{' / '.join(repr(n) for n in names)} field)")
     meta = {k: v for k, v in row.items() if k != key}
     return {"prompt": str(row[key]).strip(), "metadata": json.dumps(meta, sort_keys=True, default=str)}
 
@@ -94,7 +106,8 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--column", default="text")
+    parser.add_argument("--column", default=DEFAULT_COLUMN, help="the prompt field of a .csv/.tsv/.jsonl file "
+                        "(the default also accepts prompt, caption)")
     parser.add_argument("--images-per-prompt", type=int, default=1)
     parser.add_argument("--seed-rule", choices=SEED_RULES, default="per_sample")
     parser.add_argument("--seed-base", type=int, default=0)

@@ -75,16 +75,25 @@ def candidate_paths(spec) -> list[Path]:
 
 
 def checkpoint_keys(path: Path, weights: str = "state_dict") -> list[str]:
-    """The tensor names of a checkpoint, reading as little as possible."""
-    from pixart.checkpoints import CheckpointError
+    """The tensor names of a checkpoint, reading as little as possible. `weights` picks what
+    pixart.checkpoints.load_transformer will load (a folder's transformer_ema/ for state_dict_ema; a file with one
+    set of weights only for state_dict), so a checkpoint that cannot be loaded that way is named here."""
+    from pixart.checkpoints import WEIGHT_SUBFOLDERS, CheckpointError, check_one_set_of_weights
 
     if path.is_dir():
-        root = path / "transformer" if (path / "transformer").is_dir() else path
+        if weights not in WEIGHT_SUBFOLDERS:
+            raise CheckpointError(f"{path}: `weights: {weights}` is not one of {sorted(WEIGHT_SUBFOLDERS)}")
+        sub = WEIGHT_SUBFOLDERS[weights]
+        if weights == "state_dict_ema" and not (path / sub).is_dir():
+            raise CheckpointError(f"{path}: no {sub}/ subfolder for `weights: state_dict_ema`; "
+                                  f"use `weights: state_dict`")
+        root = path / sub if (path / sub).is_dir() else path
         files = sorted(root.glob("diffusion_pytorch_model*.safetensors")) or sorted(root.glob("*.safetensors"))
         if not files:
-            raise CheckpointError(f"{path}: no transformer weights (transformer/diffusion_pytorch_model*.safetensors)")
+            raise CheckpointError(f"{path}: no transformer weights ({sub}/diffusion_pytorch_model*.safetensors)")
         return [k for f in files for k in _safetensors_keys(f)]
     if path.suffix == ".safetensors":
+        check_one_set_of_weights(path, weights, "a safetensors file")
         return _safetensors_keys(path)
     return list(_pth_state(path, weights))
 
@@ -100,7 +109,7 @@ def _pth_state(path: Path, weights: str) -> dict:
     """The state dict of a `.pth`, memory-mapped (torch zip format), else loaded as pixart.checkpoints does."""
     import torch
 
-    from pixart.checkpoints import read_pth
+    from pixart.checkpoints import read_pth, select_weights
 
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -108,13 +117,8 @@ def _pth_state(path: Path, weights: str) -> dict:
         if "mmap" not in str(err):
             raise
         return read_pth(path, weights)  # legacy (non-zip) serialisation cannot be memory-mapped
-    if not isinstance(blob, dict):
-        raise ValueError(f"{path}: not a state dict (got {type(blob).__name__})")
-    if all(isinstance(v, torch.Tensor) for v in blob.values()):
-        return blob
-    if weights not in blob:
-        raise ValueError(f"{path}: no '{weights}' entry; top-level keys are {sorted(blob)} (series key `weights`)")
-    return blob[weights]
+    # the loader's own rule (a bare state dict only for `weights: state_dict`), so the status table agrees with it
+    return select_weights(path, blob, weights)
 
 
 def probe(path: Path, weights: str = "state_dict") -> tuple[str, str]:

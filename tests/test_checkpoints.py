@@ -183,3 +183,118 @@ def test_adaln_checkpoint_missing_a_block_modulation_is_named(tmp_path):
     torch.save({"state_dict": original}, tmp_path / "partial.pth")
     with pytest.raises(CheckpointError, match=r"missing keys: \['transformer_blocks.1.adaln_modulation.1.bias'\]"):
         load_transformer(str(tmp_path / "partial.pth"), arch=dict(TINY_TRANSFORMER))
+
+
+def _arch(model):
+    return {k: v for k, v in dict(model.config).items() if not k.startswith("_")}
+
+
+def _original(model, null_seed=0, **buffers):
+    return diffusers_to_original(model.state_dict(), {"y_embedder.y_embedding": null_embedding(null_seed, 32),
+                                                      "pos_embed": model.pos_embed.pos_embed.clone(), **buffers})
+
+
+def test_ema_weights_come_from_transformer_ema_or_are_refused(tmp_path):
+    """`weights: state_dict_ema` loads a step folder's transformer_ema/ (as pixart/train/saving.py writes it), and is
+    refused where the source holds one set of weights: it used to load them under an EMA provenance."""
+    from safetensors.torch import save_file
+
+    from pixart.checkpoints import fingerprint_state
+
+    live, ema = build_transformer(seed=1), build_transformer(seed=2)
+    step = tmp_path / "step_0000100"
+    live.save_pretrained(step / "transformer")
+    ema.save_pretrained(step / "transformer_ema")
+    loaded = load_transformer(str(step), weights="state_dict_ema")
+    assert loaded.fingerprint == fingerprint_state(ema.state_dict()) != fingerprint_state(live.state_dict())
+    assert load_transformer(str(step)).fingerprint == fingerprint_state(live.state_dict())
+    with pytest.raises(CheckpointError, match=r"subfolder transformer_ema/, which this folder does not have; use "
+                                              r"`weights: state_dict`"):
+        load_transformer(str(step / "transformer"), weights="state_dict_ema")
+    original = {k: v.contiguous() for k, v in _original(live).items()}
+    torch.save(original, tmp_path / "bare.pth")
+    save_file(original, str(tmp_path / "w.safetensors"))
+    for name in ("bare.pth", "w.safetensors"):
+        with pytest.raises(CheckpointError, match=rf"{name}: the file holds one set of weights .*use `weights: "
+                                                  rf"state_dict`"):
+            load_transformer(str(tmp_path / name), arch=_arch(live), weights="state_dict_ema")
+        assert load_transformer(str(tmp_path / name), arch=_arch(live)).fingerprint == \
+            fingerprint_state(live.state_dict())
+
+
+def test_series_reads_checkpoints_with_the_loaders_weights_rule(tmp_path):
+    from safetensors.torch import save_file
+
+    from reports.series import probe
+
+    model = build_transformer(seed=1)
+    torch.save(_original(model), tmp_path / "step_1.pth")
+    save_file({k: v.contiguous() for k, v in _original(model).items()}, str(tmp_path / "step_2.safetensors"))
+    model.save_pretrained(tmp_path / "step_3" / "transformer")
+    for name in ("step_1.pth", "step_2.safetensors", "step_3"):
+        assert probe(tmp_path / name) == ("ok", ""), name
+        status, reason = probe(tmp_path / name, "state_dict_ema")
+        assert status == "unreadable" and "use `weights: state_dict`" in reason, (name, reason)
+    build_transformer(seed=2).save_pretrained(tmp_path / "step_3" / "transformer_ema")
+    assert probe(tmp_path / "step_3", "state_dict_ema") == ("ok", "")
+
+
+def test_null_caption_is_part_of_the_model_under_original_uncond(tmp_path):
+    """Two original checkpoints that differ only in y_embedder.y_embedding run differently with `uncond: original`,
+    so their cell fingerprints differ; the weights fingerprint (shared with the folder form, which discards the null
+    caption) and the `uncond: diffusers` one, which never reads it, do not."""
+    model = build_transformer(seed=0)
+    for name, seed in (("a.pth", 0), ("b.pth", 7)):
+        torch.save({"state_dict": _original(model, null_seed=seed)}, tmp_path / name)
+    a, b = (load_transformer(str(tmp_path / name), arch=_arch(model)) for name in ("a.pth", "b.pth"))
+    assert not torch.equal(a.null_embedding, b.null_embedding)
+    assert a.fingerprint_for("original") != b.fingerprint_for("original")
+    assert a.fingerprint == b.fingerprint == a.fingerprint_for("diffusers") == b.fingerprint_for("diffusers")
+    model.save_pretrained(tmp_path / "folder")
+    folder = load_transformer(str(tmp_path / "folder"))
+    assert folder.fingerprint == a.fingerprint and folder.fingerprint_for("original") == folder.fingerprint
+
+
+def test_pos_embed_of_another_interpolation_scale_is_refused(tmp_path):
+    """Same token count, other values: a PixArt-Σ-256-style pos_embed (scale 0.5) under α's config (scale 1)."""
+    alpha, sigma = build_transformer(seed=0), build_transformer(seed=0, interpolation_scale=0.5)
+    torch.save({"state_dict": _original(sigma)}, tmp_path / "sigma_like.pth")
+    with pytest.raises(CheckpointError, match=r"sigma_like.pth: interpolation-scale mismatch: the checkpoint's "
+                                              r"pos_embed was made with interpolation_scale 0.5, the config builds "
+                                              r"interpolation_scale 1 .*Fix `arch:`.*`interpolation_scale` is 0.5"):
+        load_transformer(str(tmp_path / "sigma_like.pth"), arch=_arch(alpha))
+    assert load_transformer(str(tmp_path / "sigma_like.pth"), arch=_arch(sigma)).transformer.pos_embed \
+        .interpolation_scale == 0.5
+    # a half-precision copy of the right pos_embed still loads (its rounding is within the tolerance)
+    half = {k: v.half() if k == "pos_embed" else v for k, v in _original(alpha).items()}
+    torch.save({"state_dict": half}, tmp_path / "half_pos.pth")
+    load_transformer(str(tmp_path / "half_pos.pth"), arch=_arch(alpha))
+
+
+def test_null_caption_length_is_checked_against_alpha(tmp_path):
+    """`arch: xl-2` is PixArt-α (120-token captions): a 300-row null caption (PixArt-Σ) is refused before the
+    model is built. A tiny state dict is enough: the check runs first."""
+    model = build_transformer(seed=0)
+    state = _original(model, pos_embed=torch.zeros(1, 256, 32),  # 256 tokens: what xl-2 at 256 px expects
+                      **{"y_embedder.y_embedding": torch.randn(300, 32)})
+    torch.save({"state_dict": state}, tmp_path / "sigma_null.pth")
+    with pytest.raises(CheckpointError, match=r"sigma_null.pth: y_embedder.y_embedding \(the null caption\) has 300 "
+                                              r"rows, but `arch: xl-2` is PixArt-α, whose captions are 120"):
+        load_transformer(str(tmp_path / "sigma_null.pth"), resolution=256)
+
+
+def test_transformer_only_folder_is_not_loaded_as_a_vae(tmp_path):
+    """A folder without vae/ falls back to its own config.json only when that is a VAE's; a transformer's config used
+    to come back as an AutoencoderKL with meta weights that failed much later ("Cannot copy out of meta tensor")."""
+    from pixart.checkpoints import load_vae
+    from pixart.modelspec import load_model
+    from pixart.tiny import build_vae
+
+    folder = tmp_path / "transformer_only"
+    build_transformer(seed=0).save_pretrained(folder)
+    with pytest.raises(CheckpointError, match=r"transformer_only has no vae/ subfolder; set vae: to a VAE folder"):
+        load_model({"checkpoint": str(folder)})
+    build_vae(0).save_pretrained(tmp_path / "vae_only")  # a VAE folder itself still stands in for vae/
+    vae = load_vae(str(tmp_path / "vae_only"))
+    assert {p.device.type for p in vae.parameters()} == {"cpu"}
+    assert load_transformer(str(folder)).transformer.config.sample_size == 16  # the transformer itself loads

@@ -1,6 +1,7 @@
 """FID / KID / FD-DINOv2: parity with clean-fid and torchmetrics on tiny random-weight extractors, the
 reference-statistics cache, COCO preprocessing, weight loading and bad input."""
 import dataclasses
+import os
 import zipfile
 
 import numpy as np
@@ -139,6 +140,28 @@ def test_reference_stats_cache_is_reused_without_the_extractor(folders, computed
     other_keys = {_stats_key(images, extractor, "none"), _stats_key(list_images(sorted(ref_dir.glob("*"))[1:]),
                   extractor, "coco256"), _stats_key(images, dataclasses.replace(extractor, fingerprint="x"), "coco256")}
     assert first["key"] not in other_keys and len(other_keys) == 3
+
+
+def test_a_rerendered_reference_or_a_damaged_cache_is_computed_again(folders, net, tmp_path):
+    """The key was names and byte sizes: a reference re-rendered to the same names and sizes reused the old
+    statistics. A cache file another job left damaged was fatal for every later job."""
+    import shutil
+
+    ref = tmp_path / "ref"
+    shutil.copytree(folders[0], ref)
+    extractor = as_extractor(net, name="tiny")
+    first = reference_stats(ref, extractor, cache_dir=tmp_path / "cache")
+    target = sorted(ref.glob("*.png"))[0]
+    stat = target.stat()
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # rewritten: same name and size
+    assert reference_stats(ref, extractor, cache_dir=tmp_path / "cache")["key"] != first["key"]
+    cache = tmp_path / "cache" / f"{first['key']}.npz"
+    cache.write_bytes(cache.read_bytes()[:100])  # damaged
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    again = reference_stats(ref, extractor, cache_dir=tmp_path / "cache")
+    assert again["key"] == first["key"] and again["n"] == first["n"]
+    np.testing.assert_allclose(again["mu"], first["mu"])
+    assert not list((tmp_path / "cache").glob("*.tmp*"))
 
 
 def test_zip_of_images_gives_the_folder_statistics(folders, net, tmp_path):

@@ -1,6 +1,8 @@
 """Generation: seeds, parity with stock diffusers, shards, kill-and-resume, cached vs text path, bad input."""
+import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -62,6 +64,15 @@ def _pngs(folder):
 
 def _pixels(folder):
     return {p.name: np.asarray(pngio.Image.open(p)) for p in sorted(Path(folder).glob("*.png"))}
+
+
+def test_a_png_whose_metadata_is_not_ours_reads_as_none(tmp_path):
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text(pngio.META_KEY, "not json")
+    pngio.Image.new("RGB", (4, 4)).save(tmp_path / "x.png", pnginfo=info)
+    assert pngio.read_meta(tmp_path / "x.png") is None  # it raised JSONDecodeError
 
 
 def test_noise_depends_only_on_the_seed():
@@ -195,9 +206,30 @@ def test_changed_size_or_architecture_regenerates(cell_inputs, tmp_path):
     spec = json.loads((cell_inputs / "original.json").read_text())
     arch = json.loads(Path(spec["arch"]).read_text())
     (tmp_path / "arch2.json").write_text(json.dumps({**arch, "interpolation_scale": 2}))
-    (cell_inputs / "original-is2.json").write_text(json.dumps({**spec, "arch": str(tmp_path / "arch2.json")}))
+    # the same weights without the stored pos_embed (which would be refused: it was made with scale 1)
+    blob = torch.load(spec["checkpoint"], weights_only=True)
+    torch.save({"state_dict": {k: v for k, v in blob["state_dict"].items() if k != "pos_embed"}},
+               tmp_path / "no_pos.pth")
+    (cell_inputs / "original-is2.json").write_text(json.dumps({**spec, "arch": str(tmp_path / "arch2.json"),
+                                                               "checkpoint": str(tmp_path / "no_pos.pth")}))
     _generate(cell_inputs, tmp_path / "o", spec="original")
     assert _generate(cell_inputs, tmp_path / "o", spec="original-is2")["reused"] == 0
+
+
+def test_another_null_caption_regenerates_original_uncond_cells(cell_inputs, tmp_path):
+    """`uncond: original` feeds the checkpoint's y_embedder.y_embedding to the unconditional branch, so a checkpoint
+    that differs only there makes other images: its cells must not be reused (they were: same fingerprint)."""
+    from pixart.tiny import null_embedding
+
+    spec = json.loads((cell_inputs / "original.json").read_text())
+    blob = torch.load(spec["checkpoint"], weights_only=True)
+    blob["state_dict"]["y_embedder.y_embedding"] = null_embedding(7, 32)
+    torch.save(blob, tmp_path / "other_null.pth")
+    other = {**spec, "checkpoint": str(tmp_path / "other_null.pth")}  # same name, weights and settings
+    (cell_inputs / "original-null7.json").write_text(json.dumps(other))
+    _generate(cell_inputs, tmp_path / "o", spec="original")
+    summary = _generate(cell_inputs, tmp_path / "o", spec="original-null7")
+    assert summary["reused"] == 0 and summary["new"] == 10
 
 
 def test_cfg_below_one_guides(cell_inputs, tmp_path):
@@ -252,6 +284,27 @@ def test_prompt_files_keep_every_prompt_whole(tmp_path):
     rows = read_prompt_file(tmp_path / "p.csv")
     assert [r["prompt"] for r in rows] == ["line one\nline two", "third"]
     assert json.loads(rows[1]["metadata"]) == {"tag": "b"}
+
+
+def test_missing_prompts_odd_suffixes_and_absent_columns_are_named(tmp_path):
+    """A JSON null or a short CSV row became the prompt "None"; upper-case or .json suffixes were read as one
+    prompt per line; a named column that is absent fell back to another field."""
+    (tmp_path / "null.jsonl").write_text('{"prompt": "a red cube"}\n{"prompt": null}\n')
+    with pytest.raises(ValueError, match="null.jsonl:2: no prompt"):
+        read_prompt_file(tmp_path / "null.jsonl")
+    (tmp_path / "short.csv").write_text("id,prompt\n1,a red cube\n2\n")
+    with pytest.raises(ValueError, match="short.csv:3: no prompt"):
+        read_prompt_file(tmp_path / "short.csv")
+    (tmp_path / "upper.JSONL").write_text('{"prompt": "a red cube", "tag": "x"}\n')
+    assert read_prompt_file(tmp_path / "upper.JSONL")[0]["prompt"] == "a red cube"
+    (tmp_path / "list.json").write_text('["a red cube"]\n')
+    with pytest.raises(ValueError, match="unknown prompt file type '.json'.*jsonl"):
+        read_prompt_file(tmp_path / "list.json")
+    (tmp_path / "cols.csv").write_text("caption_en,prompt\na cat,legacy\n")
+    with pytest.raises(ValueError, match="cols.csv:2: no prompt .*'captionen'"):
+        read_prompt_file(tmp_path / "cols.csv", column="captionen")
+    assert read_prompt_file(tmp_path / "cols.csv", column="caption_en")[0]["prompt"] == "a cat"
+    assert read_prompt_file(tmp_path / "cols.csv")[0]["prompt"] == "legacy"  # the default falls back to prompt
 
 
 def test_over_long_prompts_are_counted_and_truncated(tiny, caplog):
@@ -334,3 +387,43 @@ def test_samplers_do_not_clip_latents(name):
         x = scheduler.step(out, t, x, **kwargs, return_dict=False)[0]
     assert x0.abs().max() > 4
     assert torch.sqrt(((x - x0) ** 2).mean()) < 0.05, name
+
+
+def _fake_hub_snapshot(cache: Path, repo: str, pipeline: Path) -> Path:
+    """The HF cache layout `hf download` leaves (models--org--name/snapshots/<commit>, refs/main)."""
+    base = cache / f"models--{repo.replace('/', '--')}"
+    commit = hashlib.sha1(repo.encode()).hexdigest()
+    shutil.copytree(pipeline, base / "snapshots" / commit)
+    (base / "refs").mkdir(parents=True)
+    (base / "refs" / "main").write_text(commit)
+    return base / "snapshots" / commit
+
+
+def test_text_encoder_identity_covers_the_tokenizer_and_hub_ids_load_offline(tiny, tmp_path, monkeypatch):
+    """The embeddings key left the tokenizer out (a tokenizer that splits text otherwise reused old states) and
+    hashed a hub snapshot whole (two repos with one T5 got two keys); a hub id from an `hf download` cache did
+    not load offline (AutoTokenizer looked up tokenizer/config.json, which pipeline repos never have)."""
+    import huggingface_hub.constants
+    from transformers import AutoTokenizer
+
+    from pixart.checkpoints import load_text_encoder
+    from pixart.embeddings import encoder_identity
+    from pixart.tiny import build_transformer
+
+    changed = tmp_path / "pipe2"
+    shutil.copytree(tiny["pipeline"], changed)
+    tokenizer = AutoTokenizer.from_pretrained(str(changed / "tokenizer"))
+    tokenizer.add_tokens(["red"])
+    tokenizer.save_pretrained(str(changed / "tokenizer"))
+    assert encoder_identity(str(changed)) != encoder_identity(str(tiny["pipeline"]))
+
+    cache = tmp_path / "hub"
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    _fake_hub_snapshot(cache, "org/a", tiny["pipeline"])
+    other = _fake_hub_snapshot(cache, "org/b", tiny["pipeline"])
+    shutil.rmtree(other / "transformer")
+    build_transformer(seed=3).save_pretrained(other / "transformer")
+    (other / "README.md").write_text("another model card")
+    assert encoder_identity("org/a") == encoder_identity("org/b") == encoder_identity(str(tiny["pipeline"]))
+    tokenizer, encoder = load_text_encoder("org/a")
+    assert type(encoder).__name__ == "T5EncoderModel" and tokenizer("a red cube").input_ids

@@ -209,11 +209,20 @@ def test_series_discovery_steps_layouts_and_duplicates(tmp_path, tiny):
     shutil.copy(tiny["original"], tmp_path / "step_100.pth")
     shutil.copy(tiny["original"], tmp_path / "step_300.pth")      # the same step twice
     (tmp_path / "notes.pth").write_text("not a checkpoint")
-    found = discover("s", [str(tmp_path)], "state_dict_ema")
+    found = discover("s", [str(tmp_path)])
     assert [(c.step, c.model, c.status) for c in found] == [
         (100, "s@100", "ok"), (200, "s@200", "ok"), (300, "s@300", "ok"), (300, None, "skipped"),
         (None, None, "skipped")]
     assert "already" in found[3].reason and "no step number" in found[4].reason
+    # EMA: a .pth's state_dict_ema entry, a step folder's transformer_ema/; a safetensors file holds one set of
+    # weights, and a folder without transformer_ema/ has no EMA set: both are named, not loaded as EMA
+    found = discover("s", [str(tmp_path)], "state_dict_ema")
+    assert [(c.step, c.model, c.status) for c in found] == [
+        (100, "s@100", "ok"), (200, None, "unreadable"), (300, None, "unreadable"), (300, "s@300", "ok"),
+        (None, None, "skipped")]
+    assert "transformer_ema/" in found[1].reason and "one set of weights" in found[2].reason
+    shutil.copytree(tmp_path / "step_200" / "transformer", tmp_path / "step_200" / "transformer_ema")
+    assert discover("s", [str(tmp_path / "step_200")], "state_dict_ema")[0].model == "s@200"
     assert [c.model for c in discover("s", str(tmp_path / "step_*.pth"))] == ["s@100", "s@300"]
     bad = discover("s", [str(tmp_path / "step_100.pth")], "weights_that_do_not_exist")
     assert bad[0].status == "unreadable" and "weights_that_do_not_exist" in bad[0].reason

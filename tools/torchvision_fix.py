@@ -72,7 +72,8 @@ def main() -> int:
         hook_pth.write_text(f"import {HOOK_MODULE}\n")
         print(f"torchvision fix: installed {hook_pth.name} in {site}")
     if not plain_import_works():
-        print("torchvision fix: torchvision still fails to import; see docs/install.md", file=sys.stderr)
+        print("torchvision fix: torchvision still fails to import; see this script's docstring and README.md "
+              "(torch and torchvision must be the pinned pair)", file=sys.stderr)
         return 1
     return 0
 

@@ -201,12 +201,15 @@ def _pil_bicubic_resizer(size: int) -> Callable[[np.ndarray], np.ndarray]:
 
 @dataclass
 class ImageSource:
-    """Image files of a folder, a zip archive or an explicit list: names (sorted) and byte sizes."""
+    """Image files of a folder, a zip archive or an explicit list: names (sorted), byte sizes and stamps (a
+    zip member's CRC-32, a file's modification time in ns): what a cache key needs to see a re-rendered file
+    of the same name and size."""
     description: str
     names: list[str]
     sizes: list[int]
     zip_path: Path | None = None
     root: Path | None = None
+    stamps: list[int] = field(default_factory=list)
 
     def path(self, i: int) -> str:
         if self.zip_path is not None:
@@ -225,11 +228,12 @@ def list_images(source) -> ImageSource:
             with zipfile.ZipFile(source) as zf:
                 infos = sorted((i for i in zf.infolist() if _is_image(i.filename)), key=lambda i: i.filename)
             found = ImageSource(str(source), [i.filename for i in infos], [i.file_size for i in infos],
-                                zip_path=source)
+                                zip_path=source, stamps=[i.CRC for i in infos])
         elif source.is_dir():
             files = sorted(p for p in source.rglob("*") if p.is_file() and _is_image(p.name))
+            stats = [p.stat() for p in files]
             found = ImageSource(str(source), [p.relative_to(source).as_posix() for p in files],
-                                [p.stat().st_size for p in files], root=source)
+                                [st.st_size for st in stats], root=source, stamps=[st.st_mtime_ns for st in stats])
         else:
             raise FileNotFoundError(f"{source}: no such folder or .zip of images.")
     else:
@@ -237,7 +241,9 @@ def list_images(source) -> ImageSource:
         missing = [str(p) for p in files if not p.is_file()]
         if missing:
             raise FileNotFoundError(f"{len(missing)} listed image files do not exist, e.g. {missing[:5]}.")
-        found = ImageSource(f"{len(files)} files", [str(p) for p in files], [p.stat().st_size for p in files])
+        stats = [p.stat() for p in files]
+        found = ImageSource(f"{len(files)} files", [str(p) for p in files], [st.st_size for st in stats],
+                            stamps=[st.st_mtime_ns for st in stats])
     if not found.names:
         raise FileNotFoundError(f"{found.description}: no image files ({', '.join(sorted(IMAGE_EXTENSIONS))}).")
     return found

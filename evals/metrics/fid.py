@@ -9,6 +9,7 @@ into site-packages and ignores custom extractors).
 import hashlib
 import json
 import os
+import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -142,10 +143,9 @@ def reference_stats(source, extractor: FeatureExtractor, *, mode: str | None = N
     images = list_images(source)
     key = _stats_key(images, extractor, preprocess)
     path = Path(cache_dir) / f"{key}.npz"
-    if path.is_file():
-        cached = _load_stats(path)
-        if not keep_features or "features" in cached:
-            return cached
+    cached = _load_stats(path) if path.is_file() else None
+    if cached is not None and (not keep_features or "features" in cached):
+        return cached
 
     if device is not None:
         extractor.to(device)
@@ -157,13 +157,18 @@ def reference_stats(source, extractor: FeatureExtractor, *, mode: str | None = N
                  source=images.description, bad_files=[path for path, _ in extracted.bad_files])
     if keep_features:
         stats["features"] = extracted.features
-    _save_stats(path, stats)
+    latest = _load_stats(path) if path.is_file() else None  # a parallel job may have finished the same key
+    if latest is None or "features" not in latest or keep_features:  # never drop features another job kept
+        _save_stats(path, stats)
     return stats
 
 
 def _stats_key(images, extractor: FeatureExtractor, preprocess: str) -> str:
-    identity = dict(files=list(zip(images.names, images.sizes)), extractor=extractor.name,
-                    fingerprint=extractor.fingerprint, mode=extractor.mode, preprocessing=preprocess)
+    """Content address of the statistics: the files (name, size and stamp, so a re-rendered reference with the
+    same names and sizes is a new key) and everything about the extractor and preprocessing."""
+    identity = dict(files=list(zip(images.names, images.sizes, images.stamps or [None] * len(images.names))),
+                    extractor=extractor.name, fingerprint=extractor.fingerprint, mode=extractor.mode,
+                    preprocessing=preprocess)
     return hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:24]
 
 
@@ -174,15 +179,21 @@ def _save_stats(path: Path, stats: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     meta = {k: v for k, v in stats.items() if k not in ARRAY_FIELDS}
     arrays = {k: stats[k] for k in ARRAY_FIELDS if k in stats}
-    tmp = path.with_suffix(".tmp.npz")  # written whole, then renamed: a killed run leaves no half cache
+    # written whole under a name of this process, then renamed: a killed run leaves no half cache, and two jobs
+    # finishing the same key never write into one temporary file
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
     np.savez(tmp, meta=json.dumps(meta), **arrays)
     os.replace(tmp, path)
 
 
-def _load_stats(path: Path) -> dict:
-    with np.load(path) as data:
-        stats = json.loads(str(data["meta"]))
-        stats.update({k: data[k] for k in ARRAY_FIELDS if k in data})
+def _load_stats(path: Path) -> dict | None:
+    """The cached statistics, or None when the file cannot be read (a damaged cache is recomputed, not fatal)."""
+    try:
+        with np.load(path) as data:
+            stats = json.loads(str(data["meta"]))
+            stats.update({k: data[k] for k in ARRAY_FIELDS if k in data})
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+        return None
     return stats
 
 
