@@ -8,22 +8,37 @@ run and every job command `python -m pixart.prefork -m MODULE ARGS…` connects 
 - client (`python -m pixart.prefork -m MODULE ARGS…`): sends its argv, working directory, environment and
   stdin/stdout/stderr file descriptors over a Unix socket (path in $PIXART_PREFORK), forwards SIGINT/SIGTERM/
   SIGHUP to the job and exits with the job's exit status (128 + signal when killed). With no server (the
-  variable unset, the socket gone, another machine of a cluster) it execs `python -m MODULE ARGS…` itself,
-  so the command is the same with and without a server.
-- server (`python -m pixart.prefork serve SOCKET`): imports PRELOAD, then forks one child per request. The
-  child takes the client's descriptors, directory and environment, sets torch's thread count from
-  OMP_NUM_THREADS (OpenMP read the server's at import) and runs the module as `__main__` (runpy). A client
-  that disconnects (killed, even by SIGKILL) gets its job terminated. The server exits when its parent
-  (Snakemake) is gone or on SIGTERM.
+  variable unset, the socket gone, another machine of a cluster) or when the server closes the connection
+  without starting the job, it execs `python -m MODULE ARGS…` itself, so the command is the same with and
+  without a server.
+- server (`python -m pixart.prefork serve SOCKET`): imports PRELOAD, then forks one child per request and
+  runs the module as `__main__` (runpy) in it. A client that disconnects (killed, even by SIGKILL) gets its
+  job terminated; a request that fails (the client gone, fork failing with ENOMEM/EAGAIN) ends only that
+  connection. The server exits when its parent (Snakemake) is gone or on SIGTERM, and its jobs die with it,
+  even when it is SIGKILLed (PR_SET_PDEATHSIG, Linux).
 
-Forking is safe because the server is single-threaded and never runs a torch op (OpenMP's pool is started
-by the first parallel op, in the child). Results are bit-identical to a fresh interpreter
-(tests/test_prefork.py); only import time differs.
+What a forked job gets from its client: argv, descriptors 0–2, working directory, os.environ, and what is
+re-read from them in the child: TMPDIR & co. (tempfile), torch's thread count (OMP_NUM_THREADS), the thread
+count of each OpenBLAS the server loaded (numpy's and scipy's; OPENBLAS_NUM_THREADS, GOTO_NUM_THREADS,
+OMP_NUM_THREADS by OpenBLAS's own rule), fresh seeds for `random`, numpy's and torch's global RNGs (CPU; CUDA
+is not initialised in the server, so its generators start from torch's fixed default as in a fresh
+interpreter). Variables read once at interpreter start or import cannot be re-read: a request whose PYTHON*
+(PYTHONPATH, PYTHONHASHSEED, …) or HF_*/HUGGINGFACE_* (HF_HOME, HF_HUB_CACHE, HF_HUB_OFFLINE, …) variables
+differ from the server's, or whose OpenBLAS thread variables differ when the server found no way to set
+OpenBLAS's threads, is not forked: the client runs it in a fresh interpreter. Under Snakemake they only
+differ if a rule sets them; the thread variables it sets per job are honoured. Anything else a library
+read at import stays the server's.
+
+Forking is safe because the server runs no Python thread and never runs a torch op (OpenMP's pool is
+started by the first parallel op, in the child); the native threads its imports start (OpenBLAS's pools,
+pyarrow's jemalloc background thread) are stopped or made consistent by their libraries' fork handlers.
+Results are bit-identical to a fresh interpreter (tests/test_prefork.py); only import time differs.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import selectors
 import signal
 import socket
@@ -89,11 +104,50 @@ def run_client(argv: list[str]) -> int:
 
 # -- server -------------------------------------------------------------------------------------------------
 
-def _run_job(request: dict, fds: list[int]) -> int:
+# read once at interpreter start or import (sys.path, str hashes, huggingface_hub.constants): a job whose values
+# differ from the server's runs in a fresh interpreter
+_FRESH_IF_CHANGED = ("PYTHON", "HF_", "HUGGINGFACE_")
+_BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")  # OpenBLAS's order
+
+
+def _openblas() -> list | None:
+    """(set_num_threads, get_num_procs) of each OpenBLAS loaded in this process (numpy's and scipy's wheels
+    each bundle one, with prefixed/suffixed names), or None when one of them, or the list, cannot be found."""
+    import ctypes
+
+    try:
+        with open("/proc/self/maps") as maps:  # Linux; elsewhere the jobs whose thread variables differ run fresh
+            paths = {line.split(None, 5)[5].strip() for line in maps if "openblas" in line.rsplit("/", 1)[-1]}
+        found = []
+        for path in sorted(paths):
+            lib = ctypes.CDLL(path)  # already loaded: the same library, not a second copy
+            names = [(f"{prefix}openblas_set_num_threads{suffix}", f"{prefix}openblas_get_num_procs{suffix}")
+                     for prefix in ("", "scipy_") for suffix in ("", "64_")]
+            found.append(next((getattr(lib, s), getattr(lib, p)) for s, p in names if hasattr(lib, s)
+                              and hasattr(lib, p)))
+        return found
+    except (OSError, StopIteration):
+        return None
+
+
+def _atoi(value: str | None) -> int:
+    digits = re.match(r"\s*[+-]?\d+", value or "")  # as OpenBLAS reads them: "2x" is 2, "x" is 0
+    return int(digits.group()) if digits else 0
+
+
+def _forkable(env: dict, server_env: dict, openblas) -> bool:
+    names = {name for name in (*env, *server_env) if name.startswith(_FRESH_IF_CHANGED)}
+    if openblas is None:
+        names.update(_BLAS_THREADS)
+    return all(env.get(name) == server_env.get(name) for name in names)
+
+
+def _run_job(request: dict, fds: list[int], mask, server_env: dict, openblas) -> int:
     """In the forked child: become the job and run it; returns its exit status."""
     for sig in _FORWARDED:
         signal.signal(sig, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # a signal sent meanwhile is delivered now, to the job
     sys.stdout.flush()
     sys.stderr.flush()
     for target, fd in enumerate(fds):
@@ -102,14 +156,24 @@ def _run_job(request: dict, fds: list[int]) -> int:
     os.chdir(request["cwd"])
     os.environ.clear()
     os.environ.update(request["env"])
+    # what the libraries read from the server's environment at import and can be told again
+    import tempfile
+
+    tempfile.tempdir = None  # gettempdir() cached the server's TMPDIR
     if "OMP_NUM_THREADS" in os.environ and "torch" in sys.modules:
         sys.modules["torch"].set_num_threads(max(1, int(os.environ["OMP_NUM_THREADS"])))
+    if any(os.environ.get(name) != server_env.get(name) for name in _BLAS_THREADS):
+        wanted = next((n for n in map(_atoi, map(os.environ.get, _BLAS_THREADS)) if n > 0), 0)
+        for set_num_threads, get_num_procs in openblas:  # OpenBLAS's rule at load: at most one per core
+            set_num_threads(min(wanted, get_num_procs()) if wanted else get_num_procs())
     # a fresh interpreter seeds these from the OS; forked jobs would otherwise all share the server's state
     import random
 
     random.seed()
     if "numpy" in sys.modules:
         sys.modules["numpy"].random.seed()
+    if "torch" in sys.modules:  # the CPU generator only: CUDA's start from a fixed seed in a fresh interpreter too
+        sys.modules["torch"].default_generator.seed()
     module, *args = request["argv"]
     sys.argv = [module, *args]
     if "" not in sys.path:  # `python -m` puts the working directory first
@@ -134,12 +198,27 @@ def _run_job(request: dict, fds: list[int]) -> int:
     return code
 
 
-def _child(request: dict, fds: list[int], inherited: list):
+def _die_with(server: int):
+    """In the forked child: be sent SIGTERM when the server dies, even by SIGKILL (the OOM killer): its client
+    then reports a failure, and the job must not run on beside a rerun of it."""
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            ctypes.CDLL(None, use_errno=True).prctl(1, ctypes.c_ulong(signal.SIGTERM))  # 1: PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != server:  # it died before prctl took effect
+        os._exit(1)
+
+
+def _child(request: dict, fds: list[int], inherited: list, server: int, mask, server_env: dict, openblas):
     code = 1
     try:  # never return into the server's loop, whatever happens
+        _die_with(server)
         for handle in inherited:
             handle.close()
-        code = _run_job(request, fds)
+        code = _run_job(request, fds, mask, server_env, openblas)
     finally:
         import logging
 
@@ -156,11 +235,13 @@ def serve(path: str, preload=PRELOAD):
     """Import `preload`, then fork a child per request on the Unix socket `path` until told to stop."""
     started = time.perf_counter()
     parent = os.getppid()
+    server_env = dict(os.environ)  # what the imports read (some also add variables)
     for name in preload:
         try:
             __import__(name)
         except ImportError:  # optional: a job that needs it imports it itself
             pass
+    openblas = _openblas()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     tmp = f"{path}.tmp{os.getpid()}"
@@ -175,10 +256,14 @@ def serve(path: str, preload=PRELOAD):
         while os.getppid() == parent:
             for key, _ in selector.select(timeout=0.2):
                 if key.fileobj is listener:
-                    _accept(listener, selector, jobs)
+                    _accept(listener, selector, jobs, server_env, openblas)
                 else:  # a client hung up before its job ended: end the job
                     pid = key.data
-                    if pid in jobs and not key.fileobj.recv(1, socket.MSG_PEEK):
+                    try:
+                        alive = key.fileobj.recv(1, socket.MSG_PEEK)
+                    except OSError:  # ECONNRESET: it died with the pid unread
+                        alive = b""
+                    if pid in jobs and not alive:
                         selector.unregister(key.fileobj)
                         os.kill(pid, signal.SIGTERM)
             _reap(selector, jobs)
@@ -189,26 +274,43 @@ def serve(path: str, preload=PRELOAD):
             os.unlink(path)
 
 
-def _accept(listener: socket.socket, selector, jobs: dict):
-    conn, _ = listener.accept()
+def _accept(listener: socket.socket, selector, jobs: dict, server_env: dict, openblas):
+    """Start the job of the next request. Whatever fails ends this connection only, and a client that gets no
+    pid runs its job itself: a bad request, an environment a fork cannot give, a failed fork (ENOMEM, EAGAIN)."""
+    try:
+        conn, _ = listener.accept()
+    except OSError:  # the client is gone already
+        return
+    fds, pid = [], 0
     try:
         header, fds, _, _ = socket.recv_fds(conn, _HEADER.size, 3)
         request = json.loads(_recv_exactly(conn, _HEADER.unpack(header)[0]))
-    except (OSError, ValueError, struct.error):
+        if not _forkable(request["env"], server_env, openblas):
+            raise ValueError("for a fresh interpreter")
+        # signals for the child wait until it has its own handlers: the server's (sys.exit) would unwind it into
+        # the server's loop, whose `finally` ends the other jobs and removes the socket
+        mask, server = signal.pthread_sigmask(signal.SIG_BLOCK, _FORWARDED), os.getpid()
+        try:
+            pid = os.fork()
+            if pid == 0:
+                _child(request, fds, [selector, listener, conn, *jobs.values()], server, mask, server_env, openblas)
+            jobs[pid] = conn  # from now on the job ends with the server
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
+        conn.sendall(_PID.pack(pid))  # BrokenPipeError: the client died before reading it
+        selector.register(conn, selectors.EVENT_READ, data=pid)
+    except (OSError, ValueError, LookupError, TypeError, struct.error):
+        if pid:
+            del jobs[pid]
+            os.kill(pid, signal.SIGTERM)  # reaped by _reap
         conn.close()
-        return
-    pid = os.fork()
-    if pid == 0:
-        _child(request, fds, inherited=[selector, listener, conn, *jobs.values()])
-    for fd in fds:
-        os.close(fd)
-    conn.sendall(_PID.pack(pid))
-    jobs[pid] = conn
-    selector.register(conn, selectors.EVENT_READ, data=pid)
+    finally:
+        for fd in fds:
+            os.close(fd)
 
 
 def _reap(selector, jobs: dict):
-    while jobs:
+    while True:  # every child, also those no longer in `jobs`
         try:
             pid, status = os.waitpid(-1, os.WNOHANG)
         except ChildProcessError:
