@@ -279,12 +279,12 @@ def load_transformer(checkpoint: str, *, resolution: int | None = None, arch: st
                                   f"transformer_ema/ (training step folders)")
         subfolder = WEIGHT_SUBFOLDERS[weights]
         # the EMA set is only ever in transformer_ema/: falling back to the folder root (or to transformer/)
-        # would load the live weights under an EMA provenance
-        if weights == "state_dict_ema" and path.is_dir() and not (path / subfolder).is_dir():
+        # would load the live weights under an EMA provenance; no released hub repo holds one
+        if weights == "state_dict_ema" and not (path.is_dir() and (path / subfolder).is_dir()):
             raise CheckpointError(
-                f"{checkpoint}: `weights: state_dict_ema` loads the EMA weights from the subfolder {subfolder}/, "
-                f"which this folder does not have; use `weights: state_dict` (the weights in transformer/ or the "
-                f"folder itself), or point `checkpoint:` at a training step folder (step_N/ holds {subfolder}/) "
+                f"{checkpoint}: `weights: state_dict_ema` loads the EMA weights from a subfolder {subfolder}/, "
+                f"which it does not have (released hub repos never do); use `weights: state_dict` (transformer/ or "
+                f"the folder itself), or point `checkpoint:` at a training step folder (step_N/ holds {subfolder}/) "
                 f"or at a .pth with a 'state_dict_ema' entry"
             )
     model = _from_pretrained(_folder_transformer_class(checkpoint, subfolder), checkpoint, subfolder, "transformer",
@@ -311,7 +311,10 @@ def _root_holds(cls: type, path: Path) -> bool:
     config_file = path / "config.json"
     if not config_file.is_file():
         return False
-    config = json.loads(config_file.read_text())
+    try:
+        config = json.loads(config_file.read_text())
+    except ValueError as err:
+        raise CheckpointError(f"{config_file}: not valid JSON ({err}); restore the file") from None
     if "_class_name" in config:  # a diffusers component
         name = config["_class_name"]
         from diffusers import PixArtTransformer2DModel
@@ -355,9 +358,10 @@ def load_vae(source: str, subfolder: str | None = "vae"):
     return _from_pretrained("AutoencoderKL", source, subfolder, "VAE", fix="set vae: to a VAE folder").eval()
 
 
-def local_snapshot(source: str) -> Path | None:
-    """A local folder for `source`: the folder itself, or a hub id's snapshot in the HF cache (None when not
-    cached). Loading from the snapshot folder avoids transformers' hub lookups of files a pipeline repo never had
+def local_snapshot(source: str, subfolder: str | None = None) -> Path | None:
+    """A local folder for `source`: the folder itself, or a hub id's snapshot in the HF cache holding `subfolder`
+    (None when not cached, or cached without it: the caller loads by id and names the download on a miss).
+    Loading from the snapshot folder avoids transformers' hub lookups of files a pipeline repo never had
     (AutoTokenizer asks for tokenizer/config.json), which fail offline even when every file is cached."""
     path = Path(source)
     if path.exists():
@@ -367,16 +371,17 @@ def local_snapshot(source: str) -> Path | None:
     from huggingface_hub import snapshot_download
 
     try:
-        return Path(snapshot_download(str(source), local_files_only=True))
-    except Exception:  # not (fully) cached: the caller loads by id and names the download on a miss
+        snapshot = Path(snapshot_download(str(source), local_files_only=True))
+    except Exception:  # not cached
         return None
+    return snapshot if not subfolder or (snapshot / subfolder).is_dir() else None
 
 
 def load_text_encoder(source: str, subfolder: str | None = "text_encoder",
                       tokenizer_subfolder: str | None = "tokenizer"):
     from transformers import AutoTokenizer
 
-    source = str(local_snapshot(source) or source)
+    source = str(local_snapshot(source, subfolder) or source)
     encoder = _from_pretrained("T5EncoderModel", source, subfolder, "text encoder",
                                fix="point the text encoder at a T5 folder or a pipeline with text_encoder/").eval()
     path = Path(source)

@@ -95,12 +95,12 @@ def encoder_identity(text_encoder: str, subfolder: str | None = "text_encoder",
     in the repo (the transformer, a README) does not recompute them."""
     from pixart.checkpoints import files_fingerprint, local_snapshot
 
-    root = local_snapshot(text_encoder)
+    root = local_snapshot(text_encoder, subfolder)
     if root is None:
         return files_fingerprint(text_encoder)  # an uncached hub id: by id
+    if not (subfolder and (root / subfolder).is_dir()):
+        return files_fingerprint(str(root))  # T5 at the folder's root: the whole folder, its tokenizer included
     parts = [root / sub for sub in (subfolder, tokenizer_subfolder) if sub and (root / sub).is_dir()]
-    if not parts:
-        return files_fingerprint(str(root))
     return hashlib.sha256("|".join(files_fingerprint(str(p)) for p in parts).encode()).hexdigest()[:16]
 
 

@@ -107,6 +107,7 @@ def run_client(argv: list[str]) -> int:
 # read once at interpreter start or import (sys.path, str hashes, huggingface_hub.constants): a job whose values
 # differ from the server's runs in a fresh interpreter
 _FRESH_IF_CHANGED = ("PYTHON", "HF_", "HUGGINGFACE_")
+REQUEST_TIMEOUT = 5.0  # seconds for a client to send its request
 _BLAS_THREADS = ("OPENBLAS_NUM_THREADS", "GOTO_NUM_THREADS", "OMP_NUM_THREADS")  # OpenBLAS's order
 
 
@@ -242,6 +243,9 @@ def serve(path: str, preload=PRELOAD):
         except ImportError:  # optional: a job that needs it imports it itself
             pass
     openblas = _openblas()
+    if openblas is None:  # e.g. no /proc (macOS): say why jobs with their own thread counts are not forked
+        print("prefork: cannot set OpenBLAS thread counts in a forked job here; jobs whose OPENBLAS/GOTO/OMP thread "
+              "variables differ from the server's run in a fresh interpreter", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     tmp = f"{path}.tmp{os.getpid()}"
@@ -283,6 +287,7 @@ def _accept(listener: socket.socket, selector, jobs: dict, server_env: dict, ope
         return
     fds, pid = [], 0
     try:
+        conn.settimeout(REQUEST_TIMEOUT)  # a client that connects and stalls must not hold up every other job
         header, fds, _, _ = socket.recv_fds(conn, _HEADER.size, 3)
         request = json.loads(_recv_exactly(conn, _HEADER.unpack(header)[0]))
         if not _forkable(request["env"], server_env, openblas):
@@ -298,6 +303,7 @@ def _accept(listener: socket.socket, selector, jobs: dict, server_env: dict, ope
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         conn.sendall(_PID.pack(pid))  # BrokenPipeError: the client died before reading it
+        conn.settimeout(None)
         selector.register(conn, selectors.EVENT_READ, data=pid)
     except (OSError, ValueError, LookupError, TypeError, struct.error):
         if pid:

@@ -119,7 +119,7 @@ def compbench_over_cfg(frame: pd.DataFrame, out_dir: str | Path, paper: dict | N
     # the same category scored at np_num 8 and 2 (the two published sets) gives two lines
     rows = rows.assign(_np=[f" np_num={int(n)}" if tables._num(n) is not None else "" for n in rows["np_num"]])
     for tag, group in rows.groupby("_tag", sort=True):
-        lines = group.groupby(["model", "sampler", "steps", "_np", "category"])
+        lines = group.groupby(["model", "sampler", "steps", "_np", "_scope", "category"])  # a limited run: own line
         if not any(g["cfg"].nunique() >= 2 for _, g in lines):
             reasons.append(f"{tag}: one cfg value per line ({sorted(set(group['cfg']))}); needs a cfg sweep")
             continue
@@ -129,11 +129,12 @@ def compbench_over_cfg(frame: pd.DataFrame, out_dir: str | Path, paper: dict | N
         fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.8 * nrows), squeeze=False)
         for ax, cat in zip(axes.flat, cats):
             panel = group[group["category"] == cat]
-            for (model, sampler, steps, np_label), g in panel.groupby(["model", "sampler", "steps", "_np"]):
+            for (model, sampler, steps, np_label, scope), g in panel.groupby(
+                    ["model", "sampler", "steps", "_np", "_scope"]):
                 g = g.sort_values("cfg")
                 y = g["value"].to_numpy(float)
                 ax.errorbar(g["cfg"].to_numpy(float), y, yerr=_err(y, g["ci_low"], g["ci_high"]), marker="o",
-                            capsize=3, label=f"{model} {sampler}-{int(steps)}{np_label}")
+                            capsize=3, label=f"{model} {sampler}-{int(steps)}{np_label}{scope}")
             ax.set_title(labels.get(cat, cat), fontsize=9)
             ax.set_xlabel("cfg", fontsize=8)
             ax.grid(alpha=0.3)
@@ -238,6 +239,9 @@ def find_cells(root: str | Path, filename: str = "manifest.parquet", within: pd.
     if within is None or len(within) == 0 or cells.empty:
         return cells
     keys = ["model", "bench", "sampler", "steps"] + (["metric"] if by_metric else [])
+    within = prepare(within)  # a table without benchmark names: one benchmark per protocol
+    within = within.assign(steps=pd.to_numeric(within["steps"], errors="coerce"),
+                           cfg=pd.to_numeric(within["cfg"], errors="coerce")).dropna(subset=["steps", "cfg"])
     listed = within[keys + ["cfg"]].astype({"steps": int, "cfg": float})
     listed = listed.assign(cfg=listed["cfg"].round(6)).drop_duplicates()
     probe = cells.assign(metric=[p.stem for p in cells["path"]], cfg=cells["cfg"].round(6))

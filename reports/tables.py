@@ -94,7 +94,8 @@ def prepare(frame: pd.DataFrame) -> pd.DataFrame:
 
 def prompt_scope(row) -> str:
     """', first N prompts' for a run cut to part of its prompt set (a benchmark's `limit:`), else ''. A limit
-    larger than the set (fewer prompts scored than the limit) cut nothing."""
+    larger than the set (fewer prompts scored than the limit) cut nothing; one equal to the set's size cut
+    nothing either but is labelled, since the number does not record the set's size."""
     limit, scored = _num(row.get("prompt_limit")), _num(row.get("n_prompts"))
     if limit is None or (scored is not None and scored < limit):
         return ""
@@ -259,7 +260,7 @@ def compbench_rows(frame: pd.DataFrame, bench: str = "t2i_compbench") -> pd.Data
         return rows.assign(category=pd.Series(dtype=object))
     rows["category"] = [COMPBENCH_SUBSET_ALIASES.get(str(s), str(s)) if s else "all" for s in rows["_subset"]]
     keep = []
-    for _, group in rows.groupby(["_tag", "model", "sampler", "steps", "cfg", "category"], sort=False):
+    for _, group in rows.groupby(["_tag", "model", "sampler", "steps", "cfg", "_scope", "category"], sort=False):
         if len(group) == 1:
             keep.append(group.index[0])
             continue

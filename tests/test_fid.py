@@ -14,7 +14,7 @@ from PIL import Image
 from evals.metrics import features as feats_mod
 from evals.metrics.features import (BadImagesError, WeightsNotFoundError, as_extractor, extract_features,
                                     list_images, load_dinov2, load_inception, sha256_file)
-from evals.metrics.fid import (FDDINOv2, FID, KID, _coco_preprocess_array, _stats_key, coco_preprocess, fid_ci,
+from evals.metrics.fid import (FDDINOv2, FID, KID, _coco_preprocess_array, _content_digest, _stats_key, coco_preprocess, fid_ci,
                                fid_from_features, gaussian_stats, kid_from_features, reference_stats)
 
 CPU = torch.device("cpu")
@@ -137,31 +137,40 @@ def test_reference_stats_cache_is_reused_without_the_extractor(folders, computed
     assert again["extractor"] == "tiny" and again["mode"] == "clean" and again["preprocessing"] == "coco256"
 
     images = list_images(ref_dir)
-    other_keys = {_stats_key(images, extractor, "none"), _stats_key(list_images(sorted(ref_dir.glob("*"))[1:]),
-                  extractor, "coco256"), _stats_key(images, dataclasses.replace(extractor, fingerprint="x"), "coco256")}
+    content = _content_digest(images, cache_dir)
+    fewer = _content_digest(list_images(sorted(ref_dir.glob("*"))[1:]), cache_dir)
+    other_keys = {_stats_key(content, extractor, "none"), _stats_key(fewer, extractor, "coco256"),
+                  _stats_key(content, dataclasses.replace(extractor, fingerprint="x"), "coco256")}
     assert first["key"] not in other_keys and len(other_keys) == 3
 
 
-def test_a_rerendered_reference_or_a_damaged_cache_is_computed_again(folders, net, tmp_path):
+def test_the_reference_key_follows_content_and_a_damaged_cache_is_computed_again(folders, net, tmp_path):
     """The key was names and byte sizes: a reference re-rendered to the same names and sizes reused the old
-    statistics. A cache file another job left damaged was fatal for every later job."""
+    statistics. A byte-identical copy keeps the key (regress compares reference keys). A cache file another job
+    left damaged was fatal for every later job."""
     import shutil
 
+    rng = np.random.default_rng(0)
     ref = tmp_path / "ref"
-    shutil.copytree(folders[0], ref)
+    ref.mkdir()
+    for i in range(20):  # BMP: the file size depends on the resolution only
+        Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(ref / f"{i}.bmp")
     extractor = as_extractor(net, name="tiny")
     first = reference_stats(ref, extractor, cache_dir=tmp_path / "cache")
-    target = sorted(ref.glob("*.png"))[0]
-    stat = target.stat()
-    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # rewritten: same name and size
-    assert reference_stats(ref, extractor, cache_dir=tmp_path / "cache")["key"] != first["key"]
+    copy = tmp_path / "copy"
+    shutil.copytree(ref, copy, copy_function=shutil.copyfile)  # new modification times, same bytes
+    assert reference_stats(copy, extractor, cache_dir=tmp_path / "cache")["key"] == first["key"]
+    size = (ref / "0.bmp").stat().st_size
+    Image.fromarray(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)).save(ref / "0.bmp")  # re-rendered
+    assert (ref / "0.bmp").stat().st_size == size
+    rerendered = reference_stats(ref, extractor, cache_dir=tmp_path / "cache")
+    assert rerendered["key"] != first["key"]
     cache = tmp_path / "cache" / f"{first['key']}.npz"
     cache.write_bytes(cache.read_bytes()[:100])  # damaged
-    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    again = reference_stats(ref, extractor, cache_dir=tmp_path / "cache")
+    again = reference_stats(copy, extractor, cache_dir=tmp_path / "cache")
     assert again["key"] == first["key"] and again["n"] == first["n"]
     np.testing.assert_allclose(again["mu"], first["mu"])
-    assert not list((tmp_path / "cache").glob("*.tmp*"))
+    assert not list((tmp_path / "cache").rglob("*.tmp*"))
 
 
 def test_zip_of_images_gives_the_folder_statistics(folders, net, tmp_path):

@@ -427,3 +427,31 @@ def test_text_encoder_identity_covers_the_tokenizer_and_hub_ids_load_offline(tin
     assert encoder_identity("org/a") == encoder_identity("org/b") == encoder_identity(str(tiny["pipeline"]))
     tokenizer, encoder = load_text_encoder("org/a")
     assert type(encoder).__name__ == "T5EncoderModel" and tokenizer("a red cube").input_ids
+
+
+def test_identity_of_a_root_level_t5_and_partial_hub_snapshots(tiny, tmp_path, monkeypatch):
+    """A T5 at a folder's root beside tokenizer/ must still enter the key (only the tokenizer did); a hub
+    snapshot cached without text_encoder/ is not used as if it were the pipeline; EMA weights from a hub id are
+    refused up front (no released repo has transformer_ema/)."""
+    import huggingface_hub.constants
+
+    from pixart.checkpoints import CheckpointError, load_transformer, local_snapshot
+    from pixart.embeddings import encoder_identity
+
+    root = tmp_path / "t5"
+    shutil.copytree(tiny["pipeline"] / "text_encoder", root)
+    shutil.copytree(tiny["pipeline"] / "tokenizer", root / "tokenizer")
+    before = encoder_identity(str(root))
+    weights = next(root.glob("*.safetensors"))
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1
+    weights.write_bytes(bytes(data))
+    assert encoder_identity(str(root)) != before
+
+    cache = tmp_path / "hub"
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    partial = _fake_hub_snapshot(cache, "org/partial", tiny["pipeline"])
+    shutil.rmtree(partial / "text_encoder")
+    assert local_snapshot("org/partial") == partial and local_snapshot("org/partial", "text_encoder") is None
+    with pytest.raises(CheckpointError, match="state_dict_ema.*released hub repos never do"):
+        load_transformer("org/partial", weights="state_dict_ema")

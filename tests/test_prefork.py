@@ -240,6 +240,18 @@ def test_a_client_that_dies_early_ends_only_its_own_job(server, tmp_path):
     assert after.returncode == 0 and _forked(_lines(after.stdout))
 
 
+def test_a_client_that_connects_and_says_nothing_does_not_stall_the_server(server, tmp_path):
+    stalled = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stalled.connect(server)  # and never sends its request
+    try:
+        started = time.time()
+        after = _client(_job_dir(tmp_path), socket_path=server, module="prefork_small")
+        assert after.returncode == 0 and _forked(_lines(after.stdout))
+        assert time.time() - started < prefork.REQUEST_TIMEOUT + 20
+    finally:
+        stalled.close()
+
+
 def _own_server(tmp_path: Path, failing_forks: int = 0) -> tuple[subprocess.Popen, str]:
     """A server without preloads (quick to start) whose first `failing_forks` forks fail with EAGAIN."""
     path = str(tmp_path / "own.sock")

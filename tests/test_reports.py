@@ -151,7 +151,7 @@ def test_wise_table(results):
     assert "failed=0" in md
 
 
-def test_a_limited_run_gets_its_own_labelled_column_beside_the_full_one(results):
+def test_a_limited_run_gets_its_own_labelled_column_beside_the_full_one(results, tmp_path):
     """A benchmark cut to its first N prompts (`limit:`) beside the full run of the same configuration: a
     column each (one column would hold two numbers per cell), the limited one saying so in its label."""
     full = results.assign(n_prompts=300)
@@ -168,6 +168,14 @@ def test_a_limited_run_gets_its_own_labelled_column_beside_the_full_one(results)
     assert [c.label for c in wise.columns if c.kind == "measured"] == [
         "measured: pix dpm-solver-20 cfg4.5 (wise_judge, wise@1)",
         "measured: pix dpm-solver-20 cfg4.5 (wise_judge, wise@1, first 50 prompts)"]
+    # the figure over cfg draws the limited run as its own line (it zig-zagged through two values at cfg 4.5)
+    paths = figures.compbench_over_cfg(both, tmp_path, PAPER)
+    svg = next(p for p in paths if p.suffix == ".svg").read_text()
+    assert "first 50 prompts" in svg
+    # the category's official scorer is chosen within each run: a limited run scored by another metric stays
+    other = cut[cut["protocol"] == "t2i_compbench@1/color"].assign(metric="clip_b32", kind="clip_score")
+    mixed = pd.concat([full, other[other["metric"] == "clip_b32"].drop_duplicates("cfg")], ignore_index=True)
+    assert any("first 50 prompts" in c.label for c in tables.table3(mixed, PAPER).columns)
     # a limit above the set's size cut nothing: no label
     loose = full.assign(prompt_limit=1000)
     assert not any("first" in c.label for c in tables.table3(loose, PAPER).columns)
@@ -296,6 +304,10 @@ def test_grids_and_worst_k_draw_only_the_cells_and_metrics_of_the_results_table(
     paths = figures.worst_k(scores, samples, tmp_path / "fig", k=2, frame=frame)
     csvs = [p.name for p in paths if p.suffix == ".csv"]
     assert csvs == ["worst__clip_b32__pix__demo__dpm-solver-20__cfg4.5.csv"]
+    # a table without benchmark names (one benchmark per protocol, as tables.prepare reads it) or with a NaN step
+    unnamed = pd.concat([frame.drop(columns="bench").assign(protocol="demo@x"),
+                         frame.drop(columns="bench").assign(protocol="demo@x", steps=np.nan)])
+    assert figures.sample_grid(samples, tmp_path / "fig2", max_prompts=2, frame=unnamed)
     other = frame.assign(model="another")
     with pytest.raises(NoData, match="that the results table lists"):
         figures.sample_grid(samples, tmp_path / "fig", frame=other)

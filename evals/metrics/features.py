@@ -202,8 +202,8 @@ def _pil_bicubic_resizer(size: int) -> Callable[[np.ndarray], np.ndarray]:
 @dataclass
 class ImageSource:
     """Image files of a folder, a zip archive or an explicit list: names (sorted), byte sizes and stamps (a
-    zip member's CRC-32, a file's modification time in ns): what a cache key needs to see a re-rendered file
-    of the same name and size."""
+    zip member's CRC-32, a file's modification time in ns: what tells a cache that a file of the same name and
+    size was rewritten)."""
     description: str
     names: list[str]
     sizes: list[int]

@@ -18,6 +18,7 @@ import torchvision.transforms.functional as TF
 from cleanfid.fid import frechet_distance
 from PIL import Image
 
+from evals.files import sha256_file
 from evals.metrics.features import (FeatureExtractor, as_extractor, extract_features, images_to_batch,
                                     list_images)
 from evals.stats import CI, bootstrap_statistic_ci
@@ -141,7 +142,7 @@ def reference_stats(source, extractor: FeatureExtractor, *, mode: str | None = N
                          f"{extractor.mode!r}; load it with mode={mode!r} or drop the mode argument.")
     transform = preprocessing_transform(preprocess)
     images = list_images(source)
-    key = _stats_key(images, extractor, preprocess)
+    key = _stats_key(_content_digest(images, Path(cache_dir)), extractor, preprocess)
     path = Path(cache_dir) / f"{key}.npz"
     cached = _load_stats(path) if path.is_file() else None
     if cached is not None and (not keep_features or "features" in cached):
@@ -163,12 +164,33 @@ def reference_stats(source, extractor: FeatureExtractor, *, mode: str | None = N
     return stats
 
 
-def _stats_key(images, extractor: FeatureExtractor, preprocess: str) -> str:
-    """Content address of the statistics: the files (name, size and stamp, so a re-rendered reference with the
-    same names and sizes is a new key) and everything about the extractor and preprocessing."""
-    identity = dict(files=list(zip(images.names, images.sizes, images.stamps or [None] * len(images.names))),
-                    extractor=extractor.name, fingerprint=extractor.fingerprint, mode=extractor.mode,
-                    preprocessing=preprocess)
+def _content_digest(images, cache_dir: Path) -> str:
+    """sha256 over the reference's file names and bytes (a zip's names and member CRC-32s), so a byte-identical
+    copy has the same key and a re-render of the same names and sizes another. Hashing a folder reads every
+    byte once: the digest is memoised under `cache_dir/contents/`, keyed by the files' names, sizes and
+    modification times, so later jobs only stat the files."""
+    stamps = images.stamps or [None] * len(images.names)
+    listing = json.dumps(list(zip(images.names, images.sizes, stamps)))
+    if images.zip_path is not None:  # CRC-32s are the members' content already
+        return hashlib.sha256(listing.encode()).hexdigest()
+    memo = cache_dir / "contents" / f"{hashlib.sha256(listing.encode()).hexdigest()[:24]}.txt"
+    if memo.is_file():
+        return memo.read_text().strip()
+    digest = hashlib.sha256()
+    for i, name in enumerate(images.names):
+        digest.update(f"{name}|{sha256_file(Path(images.path(i)))}\n".encode())
+    memo.parent.mkdir(parents=True, exist_ok=True)
+    tmp = memo.with_name(f".{memo.name}.tmp{os.getpid()}")
+    tmp.write_text(digest.hexdigest())
+    os.replace(tmp, memo)
+    return digest.hexdigest()
+
+
+def _stats_key(content: str, extractor: FeatureExtractor, preprocess: str) -> str:
+    """Content address of the statistics: the reference's content digest and everything about the extractor and
+    preprocessing."""
+    identity = dict(content=content, extractor=extractor.name, fingerprint=extractor.fingerprint,
+                    mode=extractor.mode, preprocessing=preprocess)
     return hashlib.sha256(json.dumps(identity).encode()).hexdigest()[:24]
 
 

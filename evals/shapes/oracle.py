@@ -15,7 +15,8 @@
    size), so a streak, a speck or a frame-filling smear is no object of the world. Colour = the majority
    palette colour among its pixels within COLOUR_TOLERANCE of a palette colour (blends excluded), if it
    covers at least MIN_COLOUR_SHARE of the silhouette's pixels that are not ink (else None: a grey object
-   with a few red pixels is not red);
+   with a few red pixels is not red; blended edges count against it, so in the detector frame of a 20-32 px
+   image a thin object can lose its colour: the rules read colour from native images only);
    texture = plain when under PLAIN_INK_MAX of its pixels are ink, striped when some row at least half the
    box wide is at least STRIPE_ROW_MIN ink, else dotted; size = box side / image side against the midpoints
    of world.SIZES.

@@ -470,8 +470,8 @@ def write_dataset(out: Path, n: int, split: str, seed: int, size: int = DEFAULT_
     _check_split(split)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    for stale in out.glob("[0-9][0-9][0-9][0-9][0-9].png"):  # an earlier, larger n: readers glob *.png
-        if int(stale.stem) >= n:
+    for stale in out.glob("*.png"):  # an earlier, larger n: readers glob *.png
+        if stale.stem.isdigit() and int(stale.stem) >= n:
             stale.unlink()
     lines = []
     for i, scene in enumerate(scenes(seed, split, n)):

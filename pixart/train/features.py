@@ -154,6 +154,7 @@ def extract(data, out, vae_source: str, text_encoder_source: str, *, resolution:
             tokenizer_subfolder: str = "tokenizer", progress: bool = True) -> dict:
     """Extract the features of a dataset folder into `out` (resuming); returns this run's counts."""
     from pixart.checkpoints import load_text_encoder, load_vae
+    from pixart.embeddings import encoder_identity
     from pixart.runtime import pick_device, torch_dtype
 
     started = time.time()
@@ -173,7 +174,9 @@ def extract(data, out, vae_source: str, text_encoder_source: str, *, resolution:
                 "max_length": max_length, "clean_caption": clean_caption, "dtype": dtype, "store_dtype": store_dtype,
                 "scaling_factor": float(vae.config.scaling_factor),
                 "vae_fingerprint": weights_fingerprint(vae_source, vae_subfolder),
-                "text_encoder_fingerprint": weights_fingerprint(text_encoder_source, text_encoder_subfolder),
+                # the weights and the tokenizer, as the embeddings store keys them (a new tokenizer: new states)
+                "text_encoder_fingerprint": encoder_identity(text_encoder_source, text_encoder_subfolder,
+                                                             tokenizer_subfolder),
                 "sources": {"vae": str(vae_source), "text_encoder": str(text_encoder_source)}}
     _check_settings(out, settings)
 
