@@ -74,19 +74,22 @@ def read_cell(cell: Path) -> tuple[list[str], list[list[oracle.ParsedObject]]]:
 
 
 def cell_report(cell: Path) -> dict:
-    """Rates for the cell's own prompts and for the prompts rotated by one (the baseline)."""
+    """Rates for the cell's own prompts and for the prompts rotated by one (the baseline; None for a cell of one
+    prompt, which would be rotated onto itself)."""
     prompts, parses = read_cell(cell)
     distinct = list(dict.fromkeys(prompts))  # rotate over prompts, not images: a prompt's images are adjacent
     following = dict(zip(distinct, distinct[1:] + distinct[:1]))
     rotated = [following[p] for p in prompts]
     return {"cell": str(cell), "images": len(prompts), "objects": sum(map(len, parses)),
             "named_objects": sum(o.shape is not None for objects in parses for o in objects),
-            "asked": presence_rates(parses, prompts), "baseline": presence_rates(parses, rotated)}
+            "asked": presence_rates(parses, prompts),
+            "baseline": presence_rates(parses, rotated) if len(distinct) > 1 else None}
 
 
 def format_report(report: dict) -> str:
     asked, baseline = report["asked"], report["baseline"]
-    rates = ", ".join(f"{key} {asked[key]:.2f} ({baseline[key]:.2f})" for key in (*ATTRIBUTES, ALL) if key in asked)
+    rates = ", ".join(f"{key} {asked[key]:.2f} ({'n/a' if baseline is None else f'{baseline[key]:.2f}'})"
+                      for key in (*ATTRIBUTES, ALL) if key in asked)
     return (f"{report['cell']}: {asked['phrases']} phrases in {report['images']} images; present: {rates} "
             f"(rotated prompts in brackets); {report['objects']} objects parsed, {report['named_objects']} "
             f"with a world shape")
