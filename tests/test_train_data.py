@@ -167,6 +167,59 @@ def test_scan_sidecar_and_webdataset(tmp_path):
     assert open_image(items[1]).size == (8, 16)
 
 
+def test_bad_shards_and_records_are_counted_not_fatal(tmp_path):
+    """A junk or truncated shard crashed the scan without naming it; a caption holding U+2028 split its record
+    (str.splitlines); a non-UTF-8 tar .json and a null "file" crashed it; "sub/../x.png" was a second item."""
+    shards = tmp_path / "shards"
+    shards.mkdir()
+
+    def shard(name, members):
+        with tarfile.open(shards / name, "w") as tar:
+            for member, data in members:
+                info = tarfile.TarInfo(member)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+
+    shard("a.tar", [("k0.png", _png(16, 8, 0)), ("k0.txt", b"first"), ("k1.png", _png(8, 8, 1)),
+                    ("k1.json", b'{"caption": "caf\xe9"}')])
+    (shards / "b.tar").write_bytes(b"not a tar at all" * 64)
+    shard("c.tar", [("k2.png", _png(64, 64, 2)), ("k2.txt", b"third")])
+    (shards / "c.tar").write_bytes((shards / "c.tar").read_bytes()[:700])  # cut inside the image
+    (shards / "loose.png").write_bytes(_png(16, 16, 3))
+    items, report = scan_dataset(shards)
+    assert [i.item_id for i in items] == ["a.tar/k0"]
+    bad = report["skipped"]["bad_record"]["first"]
+    assert any(b.startswith("loose.png (a loose image beside .tar shards") for b in bad)
+    assert any(b.startswith("a.tar/k1.json") for b in bad) and any(b.startswith("b.tar (unreadable") for b in bad)
+    assert any(b.startswith("c.tar") for b in bad)
+
+    data = tmp_path / "jsonl"
+    data.mkdir()
+    (data / "x.png").write_bytes(_png(16, 16, 0))
+    lines = [{"file": "x.png", "caption": "a line\u2028break"}, {"file": None, "caption": "c"},
+             {"file": "sub/../x.png", "caption": "again"}, {"file": "x.png", "caption": "after"}]
+    (data / "captions.jsonl").write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in lines))
+    items, report = scan_dataset(data)
+    assert [(i.item_id, i.caption) for i in items] == [("x.png", "a line\u2028break")]
+    assert report["n_records"] == 4
+    assert report["skipped"]["bad_record"]["first"] == ['captions.jsonl:2 (needs a JSON object with a "file" path)']
+    assert report["skipped"]["duplicate"]["count"] == 2
+
+
+def test_multiscale_names_buckets_too_small_to_train_and_a_batch_larger_than_any(capsys):
+    from pixart.train.batches import epoch_batches
+
+    class Data:
+        bucket_keys = ["0.5"] * 5 + ["1.0"] * 2
+        settings = {"multiscale": True}
+
+    recipe = {"batch_size": 4, "seed": 0, "num_workers": 0, "features": "feats"}
+    epoch_batches(Data(), recipe)
+    assert "2 items in buckets smaller than batch_size 4 are never trained on: 1.0 (2)" in capsys.readouterr().out
+    with pytest.raises(DatasetError, match="largest bucket holds 5 items, fewer than batch_size 8 x 1"):
+        epoch_batches(Data(), {**recipe, "batch_size": 8})
+
+
 def test_scan_without_usable_items_names_folder_and_layout(tmp_path):
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad/x.png").write_bytes(b"not an image")

@@ -195,6 +195,19 @@ def test_a_checkpoint_of_another_trainer_version_is_not_resumed(features, tmp_pa
         train(_recipe(features, steps=6), tmp_path / "run")
 
 
+def test_a_checkpoint_of_another_process_count_is_not_resumed(features, tmp_path):
+    """A step's place in the data and the lr scaling depend on the number of processes: a run resumed under
+    another count silently skipped data and changed its lr."""
+    train(_recipe(features, steps=3), tmp_path / "run")
+    meta_file = tmp_path / "run" / "checkpoints" / "step_0000003" / "meta.json"
+    meta = json.loads(meta_file.read_text())
+    assert meta["start"]["world_size"] == 1
+    meta["start"]["world_size"] = 2
+    meta_file.write_text(json.dumps(meta))
+    with pytest.raises(ResumeError, match="processes: checkpoint 2 vs now 1 .*resume with 2 processes"):
+        train(_recipe(features, steps=6), tmp_path / "run")
+
+
 def test_resume_from_an_incompatible_checkpoint_names_what_differs(features, tmp_path):
     train(_recipe(features, steps=3), tmp_path / "run")
     wider = _recipe(features, steps=6, model={**TINY_TRANSFORMER, "num_layers": 3})

@@ -21,7 +21,15 @@ def epoch_batches(dataset: LatentDataset, recipe: dict, *, rank: int = 0, world_
                                       world_size=world_size)
     per_epoch = len(sampler)
     if per_epoch == 0:
-        raise DatasetError(f"{recipe['features']}: no item fits a bucket, so there is nothing to train on")
+        raise DatasetError(
+            f"{recipe['features']}: no batch to train on: the largest bucket holds {sampler.largest_bucket} items, "
+            f"fewer than batch_size {recipe['batch_size']} x {world_size} process(es)"
+            + (f" ({sampler.n_dropped} items fit no bucket)" if sampler.n_dropped else "")
+            + "; lower batch_size or add data")
+    if sampler.never_batched and rank == 0:  # upstream drops them too (drop_last); say so rather than stay silent
+        print(f"multi-scale: {sum(sampler.never_batched.values())} items in buckets smaller than batch_size "
+              f"{recipe['batch_size']} are never trained on: " + ", ".join(
+                  f"{key} ({n})" for key, n in sampler.never_batched.items()), flush=True)
     return _stream(dataset, sampler, recipe["num_workers"], *divmod(start_step, per_epoch))
 
 

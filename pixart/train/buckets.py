@@ -85,6 +85,9 @@ class AspectRatioBatchSampler(Sampler[list[int]]):
                 counts[key] = counts.get(key, 0) + 1
         per_bucket = (n // batch_size if drop_last else math.ceil(n / batch_size) for n in counts.values())
         self._n_batches = sum(per_bucket)
+        # with drop_last, a bucket of fewer items than a batch is never trained on, in any epoch
+        self.never_batched = {key: n for key, n in sorted(counts.items()) if drop_last and n < batch_size}
+        self.largest_bucket = max(counts.values(), default=0)
 
     def set_epoch(self, epoch: int):
         """Select the epoch whose shuffle the next iteration yields."""

@@ -14,6 +14,7 @@ max_length with their mask, the label and the micro-conditions (reference §3).
 import hashlib
 import io
 import json
+import posixpath
 import tarfile
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -155,7 +156,8 @@ def _accept(items: list, seen: set, report: dict, *, item_id: str, file: str, ca
 def _scan_jsonl(root: Path, report: dict) -> list[ImageItem]:
     items, seen = [], set()
     try:
-        lines = (root / CAPTIONS_JSONL).read_text(encoding="utf-8").splitlines()
+        # lines end at "\n" only: JSON strings may hold U+2028, U+0085 …, where str.splitlines would cut a record
+        lines = [line.removesuffix("\r") for line in (root / CAPTIONS_JSONL).read_text(encoding="utf-8").split("\n")]
     except UnicodeDecodeError as err:
         raise DatasetError(f"{root / CAPTIONS_JSONL} is not UTF-8 ({err}); re-save it as UTF-8") from None
     for number, line in enumerate(lines, 1):
@@ -164,13 +166,16 @@ def _scan_jsonl(root: Path, report: dict) -> list[ImageItem]:
         try:
             record = json.loads(line)
             file = record["file"]
+            if not isinstance(file, str) or not file.strip():
+                raise TypeError("file is not a path")
         except (json.JSONDecodeError, KeyError, TypeError):
             report["n_records"] += 1
-            note_skip(report, "bad_record", f"{CAPTIONS_JSONL}:{number} (needs a JSON object with \"file\")")
+            note_skip(report, "bad_record", f"{CAPTIONS_JSONL}:{number} (needs a JSON object with a \"file\" path)")
             continue
         path = root / file
         meta = {k: v for k, v in record.items() if k not in ("file", "caption", "label")}
-        _accept(items, seen, report, item_id=Path(file).as_posix(), file=Path(file).as_posix(),
+        name = posixpath.normpath(Path(file).as_posix())  # "sub/../x.png" is x.png: one item, not two
+        _accept(items, seen, report, item_id=name, file=name,
                 caption=record.get("caption"), data=path.read_bytes() if path.is_file() else None,
                 source=str(path), label=record.get("label"), meta=meta)
     return items
@@ -213,26 +218,36 @@ def _scan_shards(root: Path, report: dict) -> list[ImageItem]:
     for path in sorted(root.rglob("*.tar")):
         shard = path.relative_to(root).as_posix()
         groups = _shard_groups(path, report, shard)
-        with tarfile.open(path) as tar:
-            for key, members in groups.items():
-                image = next((members[e] for e in IMAGE_EXTS if e in members), None)
-                caption, label, meta = None, None, {}
-                if ".json" in members:
-                    try:
-                        record = json.loads(tar.extractfile(members[".json"]).read())
-                        caption, label = record.get("caption"), record.get("label")
-                        meta = {k: v for k, v in record.items() if k not in ("caption", "label")}
-                    except (json.JSONDecodeError, AttributeError, tarfile.TarError):
-                        report["n_records"] += 1
-                        note_skip(report, "bad_record", f"{shard}/{members['.json'].name} (not a JSON object)")
-                        continue
-                if ".txt" in members:
-                    caption = _text(tar.extractfile(members[".txt"]).read())
-                data = tar.extractfile(image).read() if image is not None else None
-                _accept(items, seen, report, item_id=f"{shard}/{key}",
-                        file=f"{shard}/{image.name if image is not None else key}", caption=caption, data=data,
-                        source=str(path), member=image.name if image is not None else None, label=label, meta=meta)
+        if not groups:  # unreadable from its first block: counted by _shard_groups
+            continue
+        try:
+            _scan_shard(path, shard, groups, items, seen, report)
+        except (tarfile.TarError, OSError) as err:  # cut short after its index was read
+            report["n_records"] += 1
+            note_skip(report, "bad_record", f"{shard} (unreadable shard: {err}; the items read before are used)")
     return items
+
+
+def _scan_shard(path: Path, shard: str, groups: dict, items: list, seen: set, report: dict) -> None:
+    with tarfile.open(path) as tar:
+        for key, members in groups.items():
+            image = next((members[e] for e in IMAGE_EXTS if e in members), None)
+            caption, label, meta = None, None, {}
+            if ".json" in members:
+                try:
+                    record = json.loads(tar.extractfile(members[".json"]).read())
+                    caption, label = record.get("caption"), record.get("label")
+                    meta = {k: v for k, v in record.items() if k not in ("caption", "label")}
+                except (ValueError, AttributeError, tarfile.TarError):  # ValueError: bad JSON or not UTF-8
+                    report["n_records"] += 1
+                    note_skip(report, "bad_record", f"{shard}/{members['.json'].name} (not a UTF-8 JSON object)")
+                    continue
+            if ".txt" in members:
+                caption = _text(tar.extractfile(members[".txt"]).read())
+            data = tar.extractfile(image).read() if image is not None else None
+            _accept(items, seen, report, item_id=f"{shard}/{key}",
+                    file=f"{shard}/{image.name if image is not None else key}", caption=caption, data=data,
+                    source=str(path), member=image.name if image is not None else None, label=label, meta=meta)
 
 
 def scan_dataset(root) -> tuple[list[ImageItem], dict]:
@@ -248,6 +263,11 @@ def scan_dataset(root) -> tuple[list[ImageItem], dict]:
         layout, scan = "sidecar-txt", _scan_sidecar
     report = new_report(root, layout)
     items = scan(root, report)
+    if layout == "webdataset":  # loose images beside the shards are not read: say so rather than drop them
+        for path in sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTS and p.is_file()):
+            report["n_records"] += 1
+            note_skip(report, "bad_record", f"{path.relative_to(root).as_posix()} (a loose image beside .tar "
+                                            f"shards: the webdataset layout reads the shards only)")
     report["n_usable"] = len(items)
     if not items:
         skipped = {r: e["count"] for r, e in report["skipped"].items() if e["count"]}

@@ -87,7 +87,8 @@ def train(recipe: dict, out: str | Path, *, resume_from: str | None = "auto", st
                                   betas=tuple(opt["betas"]), eps=opt["eps"], weight_decay=opt["weight_decay"])
     scheduler = warmup_schedule(optimizer, opt["warmup_steps"])
     ema = Ema(model, recipe["ema_rate"])
-    origin = start_identity(model, null, features_fingerprint(recipe["features"]))
+    # the process count too: the data position of a step and the lr scaling depend on it
+    origin = {**start_identity(model, null, features_fingerprint(recipe["features"])), "world_size": world}
     start, loss_value = 0, None
     auto = resume_from == "auto"
     if auto:

@@ -115,8 +115,13 @@ def _differences(meta: dict, recipe: dict, config: dict, start: dict) -> list[st
     if "start" not in meta:
         return diffs + ["the checkpoint does not record its start (written by an older version of pixart.train), "
                         "so nothing says it began from this recipe's init weights and features"]
+    saved = dict(meta["start"])
+    if "world_size" in saved and saved.pop("world_size") != start.get("world_size"):
+        diffs.append(f"processes: checkpoint {meta['start']['world_size']} vs now {start.get('world_size')} (a step's "
+                     f"place in the data and the lr scaling depend on it; resume with "
+                     f"{meta['start']['world_size']} processes)")
     diffs += [f"start {k} (init/features content): checkpoint {v} vs now {start.get(k)}"
-              for k, v in meta["start"].items() if v != start.get(k)]
+              for k, v in saved.items() if v != start.get(k)]
     return diffs
 
 
