@@ -158,8 +158,7 @@ def reference_stats(source, extractor: FeatureExtractor, *, mode: str | None = N
                  source=images.description, bad_files=[path for path, _ in extracted.bad_files])
     if keep_features:
         stats["features"] = extracted.features
-    latest = _load_stats(path) if path.is_file() else None  # a parallel job may have finished the same key
-    if latest is None or "features" not in latest or keep_features:  # never drop features another job kept
+    if keep_features or not _has_features(path):  # never drop features a parallel job kept for this key
         _save_stats(path, stats)
     return stats
 
@@ -206,6 +205,15 @@ def _save_stats(path: Path, stats: dict) -> None:
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
     np.savez(tmp, meta=json.dumps(meta), **arrays)
     os.replace(tmp, path)
+
+
+def _has_features(path: Path) -> bool:
+    """Whether a readable cache file holds features (the archive's listing only: no array is read)."""
+    try:
+        with np.load(path) as data:
+            return "features" in data.files
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile):
+        return False
 
 
 def _load_stats(path: Path) -> dict | None:
