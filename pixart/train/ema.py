@@ -13,11 +13,14 @@ class Ema:
     def update(self, model: torch.nn.Module) -> None:
         for name, p in model.named_parameters():
             if name in self.shadow:
-                self.shadow[name].lerp_(p.detach().float(), 1.0 - self.rate)
+                shadow = self.shadow[name]
+                if shadow.device != p.device:  # made or resumed on the CPU, the model since moved (accelerate's prepare)
+                    shadow = self.shadow[name] = shadow.to(p.device)
+                shadow.lerp_(p.detach().float(), 1.0 - self.rate)
 
     def state_dict(self, model: torch.nn.Module) -> dict:
         """The model's full state dict with the averaged parameters in place of the live ones."""
-        return {k: (self.shadow[k].to(v.dtype) if k in self.shadow else v.detach().clone())
+        return {k: (self.shadow[k].to(device=v.device, dtype=v.dtype) if k in self.shadow else v.detach().clone())
                 for k, v in model.state_dict().items()}
 
     def load(self, shadow: dict) -> None:

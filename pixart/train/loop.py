@@ -5,6 +5,7 @@ RNG seeded from (seed, step, rank), and the data order from (seed, epoch): a res
 exactly the steps an uninterrupted run would have taken.
 """
 import json
+import math
 import time
 from pathlib import Path
 
@@ -139,7 +140,8 @@ def train(recipe: dict, out: str | Path, *, resume_from: str | None = "auto", st
         accelerator.backward(loss)
         grad_norm = accelerator.clip_grad_norm_(model.parameters(), opt["grad_clip"])
         optimizer.step()
-        scheduler.step()
+        if not accelerator.optimizer_step_was_skipped:  # fp16's scaler skipped an overflowing step: no lr step either
+            scheduler.step()
         ema.update(accelerator.unwrap_model(model))
         seconds += time.perf_counter() - tick
         images += x0.shape[0] * world
@@ -148,7 +150,8 @@ def train(recipe: dict, out: str | Path, *, resume_from: str | None = "auto", st
         if done % recipe["log_every"] == 0 or done == end:
             record = {"step": done, "loss": loss_value, "mse": float(terms["mse"].detach().mean()),
                       "vb": float(terms["vb"].detach().mean()), "lr": scheduler.get_last_lr()[0],
-                      "grad_norm": float(grad_norm), "images_per_s": images / max(seconds, 1e-9)}
+                      "grad_norm": float(grad_norm) if math.isfinite(float(grad_norm)) else None,
+                      "images_per_s": images / max(seconds, 1e-9)}
             if accelerator.is_main_process:
                 with log_path.open("a") as fh:
                     fh.write(json.dumps(record) + "\n")

@@ -59,7 +59,8 @@ def _model_config(model) -> dict:
 
 
 def _original_layout(model, state: dict, null_embedding: torch.Tensor) -> dict:
-    buffers = {"y_embedder.y_embedding": null_embedding.float(), "pos_embed": model.pos_embed.pos_embed.float()}
+    buffers = {"y_embedder.y_embedding": null_embedding.detach().float().cpu(),
+               "pos_embed": model.pos_embed.pos_embed.detach().float().cpu()}
     return diffusers_to_original_any(state, buffers)
 
 
@@ -89,7 +90,8 @@ def save_checkpoint(out: Path, step: int, model, ema, optimizer, scheduler, *, r
         torch.save({"state_dict": _original_layout(model, live, null_embedding),
                     "state_dict_ema": _original_layout(model, averaged, null_embedding)}, tmp / "model.pth")
     torch.save({"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "ema": ema.shadow, "rng": torch.get_rng_state(), "null_embedding": null_embedding,
+                "ema": {k: v.cpu() for k, v in ema.shadow.items()}, "rng": torch.get_rng_state(),
+                "null_embedding": None if null_embedding is None else null_embedding.cpu(),
                 "scaler": None if scaler is None else scaler.state_dict()}, tmp / "training_state.pt")
     meta = {"step": step, "stage": recipe["stage"], "variant": recipe["variant"], "config": _model_config(model),
             "class_name": type(model).__name__, "recipe": recipe, "loss": loss, "start": start,
