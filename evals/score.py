@@ -20,6 +20,7 @@ import pandas as pd
 
 from evals.stats import bootstrap_ci
 
+OPEN_CHUNK = 512  # images a per-image scorer holds decoded at once
 PROVENANCE = ("model", "model_fingerprint", "sampler", "steps", "cfg", "uncond", "dtype", "cell_key")
 
 
@@ -48,11 +49,15 @@ def clip_score_kind(settings: dict, manifest: pd.DataFrame, cell: Path):
                        device=pick_device(settings.get("device", "auto")))
     if "scale" in settings:
         scorer.scale = float(settings["scale"])
-    images, errors = open_images(cell, manifest["file"])
-    ok = [i for i, img in enumerate(images) if img is not None]
-    scores = np.full(len(images), np.nan)
-    if ok:
-        scores[ok] = scorer.score([images[i] for i in ok], [manifest["prompt"].iloc[i] for i in ok])
+    scores, errors = np.full(len(manifest), np.nan), []
+    # a chunk of decoded images at a time: a 1024-px COCO-30K cell held whole would need ~94 GB
+    for start in range(0, len(manifest), OPEN_CHUNK):
+        part = manifest.iloc[start:start + OPEN_CHUNK]
+        images, part_errors = open_images(cell, part["file"])
+        errors += part_errors
+        ok = [i for i, img in enumerate(images) if img is not None]
+        if ok:
+            scores[[start + i for i in ok]] = scorer.score([images[i] for i in ok], [part["prompt"].iloc[i] for i in ok])
     meta = {"scorer": scorer.name, "weights_fingerprint": scorer.fingerprint, "higher_is_better": True,
             "n_truncated_captions": scorer.n_truncated}
     return scores, errors, meta
@@ -75,7 +80,7 @@ def load_extractor(settings: dict):
         from evals.metrics.clip_score import clip_feature_extractor, load_clip
 
         scorer = load_clip(settings.get("variant", "custom"), settings["weights"],
-                           model_name=settings.get("model_name"), config_dir=settings.get("config_dir"))
+                           model_name=settings.get("model_name"), config_dir=settings.get("config_dir"), device=device)
         return clip_feature_extractor(scorer, f"clip:{settings.get('model_name') or settings.get('variant')}")
     raise ValueError(f"unknown extractor {kind!r}; use inception, dinov2 or clip")
 

@@ -478,3 +478,35 @@ def test_geneval_kind_injected_backends(tmp_path):
     _, _, meta = gb.geneval_kind({}, same_prompt, cell, detector=OracleDetector(by_pixel),
                                  color_classifier=FakeColors(colors))
     assert meta["prompt_accuracy"] == 1.0
+
+
+class FailingDetector:
+    name = fingerprint = "failing"
+
+    def __init__(self, error):
+        self.error = error
+
+    def detect(self, image):
+        raise self.error
+
+
+def test_a_backend_that_fails_on_every_image_fails_the_job(tmp_path):
+    """A broken backend (or a CUDA error) made every image a NaN "failure" and the job succeeded, so Snakemake
+    never retried it; out of memory is the job's resources, never an image's failure. Unreadable files alone
+    stay counted failures, as in the T2I-CompBench scorers."""
+    cell = tmp_path / "cell"
+    cell.mkdir()
+    Image.new("RGB", (16, 16)).save(cell / "s0.png")
+    (cell / "s1.png").write_bytes(b"not a png")
+    manifest = pd.DataFrame([{"sample_id": f"s{i}", "prompt_id": f"p{i}", "image_index": 0, "prompt": BENCH,
+                              "file": f"s{i}.png"} for i in range(2)])
+    with pytest.raises(gb.ScoringError, match=r"all 1 readable images failed .*s0.png: RuntimeError: cuda error"):
+        gb.geneval_kind({}, manifest, cell, detector=FailingDetector(RuntimeError("cuda error")),
+                        color_classifier=FakeColors({}))
+    with pytest.raises(torch.OutOfMemoryError):
+        gb.geneval_kind({}, manifest, cell, detector=FailingDetector(torch.OutOfMemoryError("no memory")),
+                        color_classifier=FakeColors({}))
+    unreadable = manifest.iloc[[1]]
+    scores, errors, _ = gb.geneval_kind({}, unreadable, cell, detector=FailingDetector(RuntimeError("unused")),
+                                        color_classifier=FakeColors({}))
+    assert math.isnan(scores[0]) and "cannot read image" in errors[0]

@@ -70,6 +70,44 @@ def test_corrupt_image_is_named_and_counted(cell, tmp_path):
     assert "p000002_01.png" in result["failed_examples"][0]
 
 
+def test_clip_scores_a_cell_a_chunk_of_images_at_a_time(cell, tmp_path, monkeypatch):
+    """The whole cell decoded at once would not fit for a 1024-px COCO-30K cell (~94 GB); chunks give the same
+    scores, the corrupt image in the middle still named at its place."""
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    for f in cell.iterdir():
+        if f.is_file():
+            (broken / f.name).write_bytes(f.read_bytes())
+    (broken / "p000002_01.png").write_bytes(b"\x89PNG truncated")
+    _score(broken, tmp_path / "whole")
+    opened = []
+    real_open = score.open_images
+    monkeypatch.setattr(score, "open_images", lambda c, files: opened.append(len(files)) or real_open(c, files))
+    monkeypatch.setattr(score, "OPEN_CHUNK", 5)
+    _score(broken, tmp_path / "chunked")
+    assert opened == [5, 5, 2]
+    whole, chunked = (pd.read_parquet(tmp_path / run / "clip_tiny.parquet") for run in ("whole", "chunked"))
+    pd.testing.assert_frame_equal(whole, chunked)
+    assert chunked["score"].isna().sum() == 1 and chunked.loc[7, "score"] != chunked.loc[7, "score"]
+
+
+def test_clip_fid_loads_its_tower_on_the_scorers_device(monkeypatch):
+    # it loaded on the CPU whatever the settings said: reference statistics and every cell's features on a GPU job
+    from evals.metrics import clip_score
+    from pixart.runtime import pick_device
+
+    asked = {}
+
+    def spy(*args, **kwargs):
+        asked.update(kwargs)
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr(clip_score, "load_clip", spy)
+    with pytest.raises(RuntimeError, match="stop here"):
+        score.load_extractor({"extractor": "clip", "weights": "w.bin", "device": "cpu"})
+    assert asked["device"] == pick_device("cpu")
+
+
 def test_table_gathers_one_row_per_number(cell, tmp_path):
     _score(cell, tmp_path, "a")
     _score(cell, tmp_path, "b")

@@ -74,12 +74,13 @@ def as_extractor(module: torch.nn.Module | FeatureExtractor, *, mode: str = "cle
     if mode not in MODES:
         raise ValueError(f"mode {mode!r}: a custom extractor uses clean-fid's resize, one of {MODES}.")
     module.eval()
+    device = next((p.device for p in module.parameters()), torch.device("cpu"))  # where the caller put it
     dim = getattr(module, "num_features", None)
     if not isinstance(dim, int):
         with torch.no_grad():
-            dim = int(module(torch.zeros(1, 3, 299, 299)).shape[-1])
+            dim = int(module(torch.zeros(1, 3, 299, 299, device=device)).shape[-1])
     return FeatureExtractor(name or type(module).__name__.lower(), fingerprint_state(module.state_dict()), dim,
-                            mode, module, build_resizer(mode))
+                            mode, module, build_resizer(mode), device)
 
 
 def load_inception(path: str | Path | None = None, mode: str = "clean", device="cpu",

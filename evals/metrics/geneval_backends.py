@@ -39,6 +39,7 @@ from PIL import Image, ImageOps
 
 from evals.metrics import geneval as ge
 from evals.metrics.compbench import Detection, MissingWeightsError, load_pretrained
+from evals.metrics.compbench_scorers import ScoringError
 
 log = logging.getLogger(__name__)
 
@@ -348,17 +349,27 @@ def evaluate_cell(manifest: pd.DataFrame, cell: Path, detector: ge.Detector, col
                   options: ge.Options = ge.Options(), table: dict[str, dict] | None = None):
     """Per manifest row: (tag or None, ImageResult or None, error or None)."""
     table = prompt_metadata() if table is None else table
-    out = []
+    out, n_unreadable = [], 0
     for row in manifest.itertuples():
         tag = None
         try:
             meta = _row_metadata(row, table)
             tag = meta["tag"]
-            image = load_image(Path(cell) / row.file)
+            try:
+                image = load_image(Path(cell) / row.file)
+            except (OSError, SyntaxError, ValueError) as err:
+                n_unreadable += 1
+                out.append((tag, None, f"{row.file}: cannot read image: {err}"))
+                continue
             result = ge.evaluate_image(detector.detect(image), meta, image, color_classifier, options)
             out.append((tag, result, None))
+        except torch.OutOfMemoryError:
+            raise  # the job's resources, not this image: a retry (or a smaller batch) decides, not a NaN
         except Exception as err:  # noqa: BLE001 - a failed image is counted and named, never dropped
             out.append((tag, None, f"{row.file}: {err.__class__.__name__}: {err}"))
+    failed = [e for _, r, e in out if r is None and "cannot read image" not in e]
+    if failed and len(failed) == len(out) - n_unreadable:
+        raise ScoringError(f"all {len(failed)} readable images failed to score (first: {failed[0]})")
     return out
 
 
