@@ -325,9 +325,11 @@ def _root_holds(cls: type, path: Path) -> bool:
     return config_class is not None and config.get("model_type") == getattr(config_class, "model_type", None)
 
 
-def _from_pretrained(class_name: str | type, source: str, subfolder: str | None, what: str, fix: str = ""):
+def _from_pretrained(class_name: str | type, source: str, subfolder: str | None, what: str, fix: str = "",
+                     **kwargs):
     """diffusers/transformers `from_pretrained` for a folder, a pipeline folder or a hub id, with a clear miss.
-    `fix`: what to set when a local folder has neither the subfolder nor a `what` at its root."""
+    `fix`: what to set when a local folder has neither the subfolder nor a `what` at its root; `kwargs` go to
+    from_pretrained."""
     import diffusers
     import transformers
 
@@ -340,11 +342,12 @@ def _from_pretrained(class_name: str | type, source: str, subfolder: str | None,
             fix = fix or f"point the config at a {what} folder"
             raise CheckpointError(f"{source} has no {subfolder}/ subfolder; {fix} (its own config.json is not a "
                                   f"config of {cls.__name__}, so the folder cannot stand in for it)")
-        return cls.from_pretrained(str(path), subfolder=sub) if sub else cls.from_pretrained(str(path))
+        return cls.from_pretrained(str(path), subfolder=sub, **kwargs) if sub else cls.from_pretrained(str(path), **kwargs)
     if path.exists() or not HUB_ID.match(str(source)):
         raise CheckpointError(f"{what} source {source!r}: no such folder, and not a hub id (org/name)")
     try:
-        return cls.from_pretrained(source, subfolder=subfolder) if subfolder else cls.from_pretrained(source)
+        return cls.from_pretrained(source, subfolder=subfolder, **kwargs) if subfolder \
+            else cls.from_pretrained(source, **kwargs)
     except (OSError, ValueError) as err:
         raise CheckpointError(
             f"{what} {source!r}{f' (subfolder {subfolder})' if subfolder else ''} could not be loaded: "
@@ -378,12 +381,16 @@ def local_snapshot(source: str, subfolder: str | None = None) -> Path | None:
 
 
 def load_text_encoder(source: str, subfolder: str | None = "text_encoder",
-                      tokenizer_subfolder: str | None = "tokenizer"):
+                      tokenizer_subfolder: str | None = "tokenizer", dtype: torch.dtype = torch.float32):
+    """(tokenizer, T5 encoder in `dtype`). The dtype is given to from_pretrained, not cast afterwards: under
+    float16 transformers keeps T5's `wo` projections in float32 (they overflow in fp16, and T5's clamps would
+    then turn the overflow into finite, wrong states)."""
     from transformers import AutoTokenizer
 
     source = str(local_snapshot(source, subfolder) or source)
     encoder = _from_pretrained("T5EncoderModel", source, subfolder, "text encoder",
-                               fix="point the text encoder at a T5 folder or a pipeline with text_encoder/").eval()
+                               fix="point the text encoder at a T5 folder or a pipeline with text_encoder/",
+                               dtype=dtype).eval()
     path = Path(source)
     tok_sub = tokenizer_subfolder if path.is_dir() and tokenizer_subfolder and (path / tokenizer_subfolder).is_dir() \
         else (None if path.is_dir() else tokenizer_subfolder)

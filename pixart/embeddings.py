@@ -203,8 +203,9 @@ def main(argv=None):
     reused = store_file.exists()
     if not reused:
         device = pick_device(args.device)
-        tokenizer, encoder = load_text_encoder(args.text_encoder, args.subfolder, args.tokenizer_subfolder)
-        table = encode_prompts(prompts, tokenizer, encoder.to(torch_dtype(args.encoder_dtype)),
+        tokenizer, encoder = load_text_encoder(args.text_encoder, args.subfolder, args.tokenizer_subfolder,
+                                               dtype=torch_dtype(args.encoder_dtype))
+        table = encode_prompts(prompts, tokenizer, encoder,
                                clean_caption=settings["clean_caption"], max_length=args.max_length,
                                negative_prompt=args.negative_prompt, batch_size=args.batch_size, device=device,
                                store_dtype=args.store_dtype)

@@ -45,6 +45,8 @@ class Batch:
 
 def plan_batches(samples: pd.DataFrame, sizes: dict, batch_size: int) -> list[Batch]:
     """Group samples by size (first-appearance order), chunk each group; independent of shards and resume."""
+    if batch_size < 1:  # a negative one planned no batch at all: a cell of 0 images, written as complete
+        raise ValueError(f"batch size {batch_size}: give a positive number of images per batch")
     groups: dict[tuple, list[str]] = {}
     for sample_id in samples["sample_id"]:
         groups.setdefault(sizes[sample_id], []).append(sample_id)
@@ -77,7 +79,7 @@ def load_table(args, prompts: list[str]):
 
     tokenizer, encoder = load_text_encoder(args.text_encoder)
     table = encode_prompts(prompts, tokenizer, encoder, clean_caption=args.clean_caption == "true",
-                           negative_prompt=args.negative_prompt, progress=False)
+                           negative_prompt=args.negative_prompt, device=pick_device(args.device), progress=False)
     # the key the cached path would give these states, so the cell key covers encoder, prompts and negative
     settings = {key: table.meta[key] for key in ("max_length", "clean_caption", "negative_prompt", "encoder_dtype",
                                                  "store_dtype")}
@@ -219,6 +221,13 @@ def _valid(path: Path, key: str, sample_id: str, by_id, size: tuple) -> bool:
     return ok
 
 
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive whole number")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model-spec", type=Path, required=True, help="model JSON (see pixart.modelspec)")
@@ -232,10 +241,10 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--uncond", choices=("diffusers", "original"), help="override the model's unconditional convention")
     p.add_argument("--dtype", choices=("float32", "float16", "bfloat16"), help="override the model's dtype")
     p.add_argument("--device", default="auto")
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=positive_int, default=8)
     p.add_argument("--no-binning", action="store_true", help="sample at the requested size, no aspect bins")
     p.add_argument("--shard", type=int, default=0)
-    p.add_argument("--num-shards", type=int, default=1)
+    p.add_argument("--num-shards", type=positive_int, default=1)
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.add_argument("--write-manifest", action="store_true",

@@ -19,9 +19,17 @@ def torch_dtype(name: str) -> torch.dtype:
 
 
 def pick_device(name: str = "auto") -> torch.device:
+    """`auto` (CUDA when there is one), `cpu`, `cuda` or `cuda:N`; anything else, or CUDA that this torch
+    cannot reach, is a ValueError naming the choice."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r}: this torch ({torch.__version__}) sees no CUDA device; use cpu or auto")
+    return device
 
 
 def device_name(device: torch.device) -> str:

@@ -92,6 +92,22 @@ def test_same_seed_same_images_and_seed_rule(cell_inputs, tmp_path):
         assert manifest[column].notna().all(), column
 
 
+def test_a_float16_t5_keeps_the_modules_transformers_keeps_in_float32(tiny):
+    """`.to(float16)` after loading cast T5's `wo` projections too, which overflow in fp16 (T5's clamps then
+    hide it as finite, wrong states); loading in the dtype keeps them float32, as PixArtAlphaPipeline's
+    from_pretrained(torch_dtype=float16) does."""
+    from transformers import T5EncoderModel
+
+    from pixart.checkpoints import load_text_encoder
+
+    _, encoder = load_text_encoder(str(tiny["pipeline"]), dtype=torch.float16)
+    reference = T5EncoderModel.from_pretrained(str(tiny["pipeline"]), subfolder="text_encoder", dtype=torch.float16)
+    dtypes = {name: p.dtype for name, p in encoder.named_parameters()}
+    assert dtypes == {name: p.dtype for name, p in reference.named_parameters()}
+    assert {d for name, d in dtypes.items() if ".wo." in name} == {torch.float32}
+    assert {d for name, d in dtypes.items() if ".wo." not in name} == {torch.float16}
+
+
 def test_engine_matches_stock_diffusers_pipeline(tiny):
     from diffusers import PixArtAlphaPipeline
 
@@ -274,6 +290,23 @@ def test_bad_input_is_named(cell_inputs, tmp_path):
         generate.run(generate.parser().parse_args([
             "--model-spec", str(cell_inputs / "diffusers.json"), "--prompts", str(tmp_path / "odd.parquet"),
             "--embeddings", str(cell_inputs / "emb.json"), "--out", str(tmp_path / "o"), "--quiet"]))
+
+
+def test_a_batch_size_or_shard_count_below_one_and_an_unusable_device_are_refused(capsys):
+    # --batch-size -1 planned no batch and wrote an empty cell as complete; --device gpu was a torch traceback
+    from pixart.runtime import pick_device
+
+    for flag, value in (("--batch-size", "-1"), ("--batch-size", "0"), ("--num-shards", "0")):
+        with pytest.raises(SystemExit):
+            generate.parser().parse_args(["--model-spec", "m", "--prompts", "p", "--out", "o", flag, value])
+        assert f"argument {flag}: {value} is not a positive whole number" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="batch size -1"):
+        generate.plan_batches(expand_samples([{"prompt": "x"}]), {"p000000_00": (64, 64, 64, 64)}, -1)
+    with pytest.raises(ValueError, match="unknown device 'gpu'; use auto, cpu, cuda or cuda:N"):
+        pick_device("gpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="device 'cuda:1': this torch .* sees no CUDA device"):
+            pick_device("cuda:1")
 
 
 def test_prompt_files_keep_every_prompt_whole(tmp_path):

@@ -199,8 +199,9 @@ def extract(data, out, vae_source: str, text_encoder_source: str, *, resolution:
     text_todo = [item for item in kept if not (out / t5_relpath(item.caption)).is_file()]
     n_captions = 0
     if text_todo:
-        tokenizer, encoder = load_text_encoder(text_encoder_source, text_encoder_subfolder, tokenizer_subfolder)
-        n_captions = _extract_text(tokenizer, encoder.to(torch_dtype(dtype)), out, text_todo,
+        tokenizer, encoder = load_text_encoder(text_encoder_source, text_encoder_subfolder, tokenizer_subfolder,
+                                               dtype=torch_dtype(dtype))
+        n_captions = _extract_text(tokenizer, encoder, out, text_todo,
                                    clean_caption=clean_caption, max_length=max_length, batch_size=batch_size,
                                    device=device, store_dtype=store_dtype, progress=progress)
     _write_index(out, kept, buckets)
