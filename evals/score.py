@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from evals.stats import bootstrap_ci
+from pixart.cli import positive_int
 
 OPEN_CHUNK = 512  # images a per-image scorer holds decoded at once
 PROVENANCE = ("model", "model_fingerprint", "sampler", "steps", "cfg", "uncond", "dtype", "cell_key")
@@ -328,7 +329,7 @@ def parser():
     p.add_argument("--cell", type=Path, required=True, help="generated cell folder (with manifest.parquet)")
     p.add_argument("--protocol", required=True, help="BENCH@VERSION recorded with every number")
     p.add_argument("--bench", help="the config's name of the prompt set (default: the protocol's name)")
-    p.add_argument("--prompt-limit", type=int, help="the prompt set was cut to its first N prompts (the "
+    p.add_argument("--prompt-limit", type=positive_int, help="the prompt set was cut to its first N prompts (the "
                    "benchmark's `limit:`); recorded so tables never present the run as the full protocol")
     p.add_argument("--scores-out", type=Path, required=True)
     p.add_argument("--metric-out", type=Path, required=True)

@@ -28,6 +28,7 @@ import torch
 
 from pixart import manifest, pngio
 from pixart.checkpoints import fingerprint_state
+from pixart.cli import positive_int
 from pixart.engine import Engine, generation_size
 from pixart.modelspec import load_model, read_spec
 from pixart.runtime import code_version, device_name, library_versions, pick_device, torch_dtype
@@ -219,13 +220,6 @@ def _valid(path: Path, key: str, sample_id: str, by_id, size: tuple) -> bool:
     if not ok:
         log.warning("%s was made with other settings; regenerating it", path)
     return ok
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive whole number")
-    return value
 
 
 def parser() -> argparse.ArgumentParser:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from pixart.cli import positive_int
+
 SEED_RULES = ("per_image", "per_sample")
 
 
@@ -113,7 +115,7 @@ def main(argv=None):
     parser.add_argument("--seed-base", type=int, default=0)
     parser.add_argument("--height", type=int)
     parser.add_argument("--width", type=int)
-    parser.add_argument("--limit", type=int, help="keep the first N prompts (smoke runs)")
+    parser.add_argument("--limit", type=positive_int, help="keep the first N prompts (smoke runs)")
     args = parser.parse_args(argv)
     rows = read_prompt_file(args.source, args.column)[: args.limit]
     frame = expand_samples(rows, args.images_per_prompt, args.seed_rule, args.seed_base, args.height, args.width)

@@ -357,7 +357,9 @@ def run_gate(baseline, candidates, *, thresholds: dict | None = None, alpha: flo
     if not 0 < alpha < 1:
         raise GateError(f"--alpha must lie in (0, 1), got {alpha}")
     thresholds = thresholds or {}
-    base_runs = _select(load_runs(baseline), only)
+    all_base_runs = load_runs(baseline)
+    _check_threshold_names(thresholds, all_base_runs)
+    base_runs = _select(all_base_runs, only)
     comparisons, refused, unmatched = [], [], []
     baseline_model = next(iter(base_runs.values())).model
     pairs = []
@@ -436,6 +438,15 @@ def _compare(cand_model, base: Run, cand: Run, thresholds, level, n_resamples, s
 
 def _float(x) -> float:
     return float("nan") if x is None else float(x)
+
+
+def _check_threshold_names(thresholds: dict, runs: dict) -> None:
+    """A threshold whose name matches no metric (a typo) left that metric at threshold 0 without a word."""
+    names = {n for k in runs for n in (k[1], f"{k[0]}/{k[1]}")}
+    unused = [t for t in thresholds if not any(fnmatch.fnmatchcase(n, t) for n in names)]
+    if unused:
+        raise GateError(f"thresholds {unused} match none of the baseline's metrics "
+                        f"{sorted({k[1] for k in runs})} (bench/metric also works); fix the name")
 
 
 def _select(runs: dict, only) -> dict:

@@ -398,3 +398,23 @@ def test_fid_reference_must_be_the_protocols_set(monkeypatch):
                                                     r".*Fix: copy"):
         loaders.check_reference_names("sam@1/fid2k", "ref", ["sa_1.jpg", "sa_9.jpg"], listed)
     loaders.check_reference_names("shapes@1/fid", "ref", ["anything.png"], [])
+
+
+def test_a_prompt_limit_below_one_is_refused(tmp_path, capsys):
+    """limit -1 kept all prompts but the last ([:-1]) and was recorded as the run's limit; 0 crashed later."""
+    import jsonschema
+
+    from pixart.prompts import main as prompts_cli
+
+    with pytest.raises(ValueError, match="limit -1: give the number of prompts to keep"):
+        loaders.load_prompts("t2i_compbench", "spatial", limit=-1)
+    (tmp_path / "p.txt").write_text("a\nb\nc\n")
+    for run in (lambda: cli(["--benchmark", "t2i_compbench", "--subset", "spatial", "--limit", "-1",
+                             "--out", str(tmp_path / "x.parquet")]),
+                lambda: prompts_cli(["--source", str(tmp_path / "p.txt"), "--limit", "0", "--out", str(tmp_path / "y.parquet")])):
+        with pytest.raises(SystemExit):
+            run()
+        assert "is not a positive whole number" in capsys.readouterr().err
+    schema = yaml.safe_load((Path(__file__).parent.parent / "workflows/schemas/config.schema.yaml").read_text())
+    with pytest.raises(jsonschema.ValidationError, match="less than the minimum of 1"):
+        jsonschema.validate({"benchmarks": {"b": {"prompts": "p.txt", "limit": 0}}}, schema)

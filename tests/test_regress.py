@@ -172,8 +172,11 @@ def test_threshold_turns_small_significant_drop_into_warning(tmp_path):
         code, md, report = gate(tmp_path, "--thresholds", str(_thresholds(tmp_path, text)))
         assert code == 0, text
         assert report["comparisons"][0]["status"] == "worse, within threshold" and "⚠️" in md
-    json_thr = _thresholds(tmp_path, json.dumps({"other": 1, "compbench_blip_vqa": 0.01}), "thr.json")
+    json_thr = _thresholds(tmp_path, json.dumps({"compbench_*": 1, "compbench_blip_vqa": 0.01}), "thr.json")
     assert gate(tmp_path, "--thresholds", str(json_thr))[0] == 1  # 0.02 > 0.01, and exact names win
+    # a name that matches no metric (a typo) left the metric at threshold 0 without a word; --only refuses too
+    code, md, _ = gate(tmp_path, "--thresholds", str(_thresholds(tmp_path, "compbench_blip_vq: 0.05\n")))
+    assert code == 2 and "thresholds ['compbench_blip_vq'] match none of the baseline's metrics" in md
     assert regress.threshold_for({"*": 1.0, "m": 0.1}, "b", "m", 5.0) == 0.1
     assert regress.threshold_for({"x*": 1.0, "*": 0.3}, "b", "m", 5.0) == 0.3
     assert regress.threshold_for({}, "b", "m", 5.0) == 0.0

@@ -316,3 +316,17 @@ def test_multiscale_features_and_single_bucket_batches(extracted):
     batches = list(loader)
     assert sum(len(b["item_id"]) for b in batches) == 6
     assert all(len(set(b["aspect_ratio"].flatten().tolist())) == 1 for b in batches)
+
+
+def test_a_batch_larger_than_a_single_scale_dataset_is_refused():
+    # it trained on the whole 8-item dataset as each "batch" of 100, with the lr scaled for 100
+    from pixart.train.batches import epoch_batches
+
+    class Data:
+        bucket_keys = ["1.0"] * 8
+        settings = {"multiscale": False}
+
+    recipe = {"batch_size": 100, "seed": 0, "num_workers": 0, "features": "feats"}
+    with pytest.raises(DatasetError, match="feats: 8 items, fewer than batch_size 100 x 1 process"):
+        epoch_batches(Data(), recipe)
+    epoch_batches(Data(), {**recipe, "batch_size": 8})

@@ -64,6 +64,12 @@ def test_recipe_errors_name_the_key(features):
         recipes.resolve({"features": "x", "init": {"kind": "dit"}})
     with pytest.raises(recipes.RecipeError, match="`num_workers` must be an integer ≥ 0"):
         recipes.resolve({"features": "x", "num_workers": -1})
+    for bad, message in (({"caption_drop": 1.5}, r"`caption_drop` must lie in \[0, 1\], got 1.5"),
+                         ({"ema_rate": 2}, r"`ema_rate` must lie in \[0, 1\], got 2"),
+                         ({"optimizer": {"lr": 0}}, r"`optimizer.lr` must lie in \(0, ∞\), got 0"),
+                         ({"optimizer": {"grad_clip": "1"}}, r"`optimizer.grad_clip` must lie in \(0, ∞\), got '1'")):
+        with pytest.raises(recipes.RecipeError, match=message):
+            recipes.resolve({"features": "x", **bad})
 
 
 def test_loader_workers_give_the_same_batches_across_epochs(features):

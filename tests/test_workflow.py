@@ -129,6 +129,13 @@ def test_micro_dag_runs_end_to_end_and_reruns_nothing(tmp_path):
     assert counts.get("generate_shard") == "4" and counts.get("manifest") == "2", plan.stdout[-1500:]
     assert counts.get("score") == "2" and "prompts" not in counts and "embeddings" not in counts
     assert counts.get("report") == "1"  # tables and figures are rebuilt from the grown table
+    # a mistyped checkpoint path with the old outputs present: Snakemake alone said "Nothing to be done" and the
+    # old checkpoint's numbers stayed under the model's name
+    wider["models"]["tiny"]["checkpoint"] = "weights/nope.pth"
+    config.write_text(yaml.safe_dump(wider))
+    typo = _run(["-n", "--configfile", str(config), "--cores", "2"], tmp_path)
+    assert typo.returncode != 0
+    assert "models.tiny.checkpoint: weights/nope.pth does not exist" in typo.stdout + typo.stderr
 
 
 # ------------------------------------------------------------------------------------------------ series

@@ -18,6 +18,7 @@ import pandas as pd
 
 from evals.benchmarks import loaders
 from evals.benchmarks.protocols import DataIntegrityError, ProtocolError, list_protocols, load_protocol
+from pixart.cli import positive_int
 from pixart.prompts import PromptFileError
 
 
@@ -29,7 +30,7 @@ def prompts(argv):
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--source", type=Path, help="user-supplied data: WISE folder, SAM list, prompt file, COCO list")
     parser.add_argument("--images", type=Path, help="SA-1B folder to re-verify a SAM list against")
-    parser.add_argument("--limit", type=int, help="keep the first N prompts (smoke runs)")
+    parser.add_argument("--limit", type=positive_int, help="keep the first N prompts (smoke runs)")
     parser.add_argument("--height", type=int)
     parser.add_argument("--width", type=int)
     args = parser.parse_args(argv)

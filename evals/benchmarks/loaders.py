@@ -46,6 +46,8 @@ def load_prompts(benchmark: str | Path | Protocol, subset: str | None = None, *,
     subset, entry = protocol.subset(subset)
     files, rows = _read_source(protocol, subset, entry, source, images)
     if limit is not None:
+        if limit < 1:  # [:-1] dropped the last prompt without a word
+            raise ValueError(f"limit {limit}: give the number of prompts to keep (at least 1), or none")
         rows = rows[:limit]
     resolution = protocol.spec["resolution"]
     frame = expand_samples(rows, protocol.images_per_prompt, protocol.seed_rule, protocol.seed_base,

@@ -20,6 +20,11 @@ def epoch_batches(dataset: LatentDataset, recipe: dict, *, rank: int = 0, world_
                                       drop_last=bool(dataset.settings["multiscale"]), rank=rank,
                                       world_size=world_size)
     per_epoch = len(sampler)
+    if not dataset.settings["multiscale"] and sampler.largest_bucket < recipe["batch_size"] * world_size:
+        # every batch would be the whole (short) dataset, recorded and lr-scaled as a full batch
+        raise DatasetError(
+            f"{recipe['features']}: {sampler.largest_bucket} items, fewer than batch_size {recipe['batch_size']} x "
+            f"{world_size} process(es); lower batch_size or add data")
     if per_epoch == 0:
         raise DatasetError(
             f"{recipe['features']}: no batch to train on: the largest bucket holds {sampler.largest_bucket} items, "

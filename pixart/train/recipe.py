@@ -63,6 +63,9 @@ def _merge(defaults: dict, given: dict, where: str) -> dict:
     return out
 
 
+RANGES = {"[0, 1]": lambda v: 0 <= v <= 1, "(0, ∞)": lambda v: v > 0, "[0, ∞)": lambda v: v >= 0}
+
+
 def _choice(recipe: dict, key: str, allowed, where: str):
     value = recipe[key]
     if value not in allowed:
@@ -89,6 +92,15 @@ def resolve(recipe: dict, where: str = "recipe") -> dict:
             raise RecipeError(f"{where}: `{key}` must be a positive integer, got {out[key]!r}")
     if not isinstance(out["num_workers"], int) or out["num_workers"] < 0:
         raise RecipeError(f"{where}: `num_workers` must be an integer ≥ 0, got {out['num_workers']!r}")
+    # probabilities and rates: 1.5 dropped every caption, an EMA rate of 2 diverged
+    opt = out["optimizer"]
+    for key, value, within in (("caption_drop", out["caption_drop"], "[0, 1]"), ("ema_rate", out["ema_rate"], "[0, 1]"),
+                               ("optimizer.lr", opt["lr"], "(0, ∞)"), ("optimizer.grad_clip", opt["grad_clip"], "(0, ∞)"),
+                               ("optimizer.weight_decay", opt["weight_decay"], "[0, ∞)"),
+                               ("optimizer.warmup_steps", opt["warmup_steps"], "[0, ∞)")):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not (number and RANGES[within](value)):
+            raise RecipeError(f"{where}: `{key}` must lie in {within}, got {value!r}")
     return out
 
 

@@ -438,6 +438,32 @@ def train_stats_inputs():
 
 
 # ------------------------------------------------------------------------------------------------ references
+def built_by_rules(path):
+    """Whether a path lies where this config's rules write (results, tiny weights, the shapes world)."""
+    roots = [R] + [config.get(section, {}).get("out") for section in ("tiny_models", "tiny_clip", "shapes")]
+    resolved = Path(path).resolve()
+    return any(root and (resolved == Path(root).resolve() or Path(root).resolve() in resolved.parents)
+               for root in roots)
+
+
+def missing_local_sources():
+    """User-given files and folders that are not there. Snakemake names a missing input only when it must
+    run the job: with the old outputs present, a mistyped checkpoint path kept the old model's numbers."""
+    sources = [(f"models.{name}.{key}", entry.get(key)) for name, entry in config["models"].items()
+               for key in ("checkpoint", "arch", "vae")]
+    sources += [(f"text_encoders.{name}.source", entry.get("source")) for name, entry in config["text_encoders"].items()]
+    sources += [(f"scorers.{name}.{key}", entry.get(key)) for name, entry in config["scorers"].items()
+                for key in ("weights", "blip_weights", "detector_weights", "depth_weights", "clip_weights", "reference")]
+    problems = []
+    for where, source in sources:
+        if not isinstance(source, str) or source.startswith("train:") or source == "xl-2":  # a built-in arch
+            continue
+        hub_id = HUB_ID.match(source) and not source.endswith(WEIGHT_SUFFIXES)
+        if not hub_id and not Path(source).exists() and not built_by_rules(source):
+            problems.append(f"{where}: {source} does not exist (and no rule of this config builds it); fix the path")
+    return problems
+
+
 def check_references():
     """Names that point at other config entries must exist: the error names the key and what is there."""
     problems = []
@@ -481,6 +507,7 @@ def check_references():
                         f"protocol, whose prompts were drawn from the seed-0 world: with another seed its held-out "
                         f"prompts become training captions and the FID reference renders other captions. Use "
                         f"shapes.seed 0 (vary the training recipes' seeds instead)")
+    problems += missing_local_sources()
     problems += [f"scorers.{name}: a wise judge needs base_url (or base_url_env set in the environment)"
                  for name, s in config["scorers"].items()
                  if s["kind"] == "wise" and not scorer_settings(name).get("base_url")]
