@@ -272,7 +272,11 @@ def run(args) -> dict:
         raise SystemExit(f"scorer {args.scorer!r}: unknown kind {kind!r}; known: {sorted(KINDS)}")
     settings["_output"] = str(args.scores_out)  # kinds keep side files (judgement caches) beside it
     settings["_protocol"] = args.protocol  # fidelity checks its reference against the protocol's
-    manifest = pd.read_parquet(Path(args.cell) / "manifest.parquet")
+    manifest_file = Path(args.cell) / "manifest.parquet"
+    if not manifest_file.is_file():
+        raise SystemExit(f"score: {manifest_file} does not exist: the cell is not generated yet, or its shards are "
+                         f"not merged (python -m pixart.manifest)")
+    manifest = pd.read_parquet(manifest_file)
     check_images_per_prompt(manifest, Path(args.cell))
     scores, errors, meta = KINDS[kind](settings, manifest, Path(args.cell))
     frame = manifest[["sample_id", "prompt_id", "image_index"]].copy()

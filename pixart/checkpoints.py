@@ -106,10 +106,15 @@ def read_pth(path: Path, weights: str = "state_dict") -> dict:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
+        # torch's message opens with advice about weights_only=False; its WeightsUnpickler line says what failed
+        detail = next((line.strip() for line in str(err).splitlines() if "WeightsUnpickler error" in line), str(err))
+        detail = detail.split(" Please use")[0].rstrip(".")  # torch goes on to explain how to allow the global: we do not
+        if "Unsupported global" not in detail:  # not an object it refuses but bytes it cannot parse: a damaged file
+            raise _unreadable(path, pickle.UnpicklingError(detail)) from None
         raise CheckpointError(
-            f"{path}: refused, the file needs pickled code to load (weights_only=True failed: "
-            f"{str(err).splitlines()[0]}). Only plain tensor checkpoints are accepted; re-save the weights "
-            f"as a state dict or as safetensors in a trusted environment."
+            f"{path}: refused, the file needs pickled code to load (weights_only=True failed: {detail}). Only plain "
+            f"tensor checkpoints are accepted; re-save the weights as a state dict or as safetensors in a trusted "
+            f"environment."
         ) from None
     except (OSError, RuntimeError, EOFError) as err:  # a download cut short, a disk error
         raise _unreadable(path, err) from None

@@ -220,8 +220,14 @@ def main(argv=None):
 
 
 def load_pointer(pointer: Path) -> EmbeddingTable:
-    info = json.loads(Path(pointer).read_text())
-    return EmbeddingTable.load(Path(pointer).parent / info["file"])
+    """The table an embeddings pointer (`python -m pixart.embeddings --out`) names."""
+    try:
+        info = json.loads(Path(pointer).read_text())
+        file = info["file"]
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError) as err:
+        raise EmbeddingError(f"{pointer}: not an embeddings pointer ({type(err).__name__}: {err}); give the JSON "
+                             f"that `python -m pixart.embeddings --out` wrote") from None
+    return EmbeddingTable.load(Path(pointer).parent / file)
 
 
 if __name__ == "__main__":

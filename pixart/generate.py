@@ -126,6 +126,8 @@ def run(args) -> dict:
     key = cell_key(provenance)
     code, versions = code_version(), json.dumps(library_versions(), sort_keys=True)
     out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--out {out} is a file; give the cell's folder")
     out.mkdir(parents=True, exist_ok=True)
     by_id = samples.set_index("sample_id")
     done_before, written, records = 0, 0, []

@@ -61,6 +61,11 @@ def read_prompt_file(path: Path, column: str = DEFAULT_COLUMN) -> list[dict]:
     elif suffix in (".csv", ".tsv"):
         # a StringIO with newline="" keeps quoted multi-line fields whole, as the csv module requires
         reader = csv.DictReader(io.StringIO(text, newline=""), delimiter="\t" if suffix == ".tsv" else ",")
+        header = reader.fieldnames or []
+        if header and not any(n in header for n in _column_names(column)):  # the header, not line 2, lacks it
+            raise PromptFileError(f"{path}: the header has no {' / '.join(repr(n) for n in _column_names(column))} "
+                                  f"column (columns: {', '.join(header)}); name the prompt column with "
+                                  f"`column:` (benchmarks) or --column")
         rows = []
         for row in reader:
             if None in row:
@@ -74,9 +79,13 @@ def read_prompt_file(path: Path, column: str = DEFAULT_COLUMN) -> list[dict]:
     return rows
 
 
+def _column_names(column: str) -> tuple:
+    """The default column falls back to the usual names; a column the user named must be there."""
+    return tuple(dict.fromkeys((column, "prompt", "text", "caption"))) if column == DEFAULT_COLUMN else (column,)
+
+
 def _take_prompt(row: dict, path: Path, line: int, column: str) -> dict:
-    # the default column falls back to the usual names; a column the user named must be there
-    names = (column, "prompt", "text", "caption") if column == DEFAULT_COLUMN else (column,)
+    names = _column_names(column)
     key = next((k for k in names if k in row), None)
     if key is None or row[key] is None or not str(row[key]).strip():  # None: JSON null or a short CSV row
         raise PromptFileError(f"{path}:{line}: no prompt (expected a non-empty "

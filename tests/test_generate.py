@@ -290,6 +290,16 @@ def test_bad_input_is_named(cell_inputs, tmp_path):
         generate.run(generate.parser().parse_args([
             "--model-spec", str(cell_inputs / "diffusers.json"), "--prompts", str(tmp_path / "odd.parquet"),
             "--embeddings", str(cell_inputs / "emb.json"), "--out", str(tmp_path / "o"), "--quiet"]))
+    # raw UnicodeDecodeError / FileExistsError tracebacks that named neither the file nor the option
+    from pixart.embeddings import EmbeddingError, load_pointer
+
+    with pytest.raises(EmbeddingError, match="odd.parquet: not an embeddings pointer"):
+        load_pointer(tmp_path / "odd.parquet")
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(NotADirectoryError, match="--out .*a_file is a file; give the cell's folder"):
+        generate.run(generate.parser().parse_args([
+            "--model-spec", str(cell_inputs / "diffusers.json"), "--prompts", str(cell_inputs / "prompts.parquet"),
+            "--embeddings", str(cell_inputs / "emb.json"), "--out", str(tmp_path / "a_file"), "--quiet"]))
 
 
 def test_a_batch_size_or_shard_count_below_one_and_an_unusable_device_are_refused(capsys):
@@ -334,8 +344,12 @@ def test_missing_prompts_odd_suffixes_and_absent_columns_are_named(tmp_path):
     with pytest.raises(ValueError, match="unknown prompt file type '.json'.*jsonl"):
         read_prompt_file(tmp_path / "list.json")
     (tmp_path / "cols.csv").write_text("caption_en,prompt\na cat,legacy\n")
-    with pytest.raises(ValueError, match="cols.csv:2: no prompt .*'captionen'"):
+    # the header lacks the column: said of the header, not of line 2 as an empty cell
+    with pytest.raises(ValueError, match=r"cols.csv: the header has no 'captionen' column \(columns: caption_en, prompt\)"):
         read_prompt_file(tmp_path / "cols.csv", column="captionen")
+    (tmp_path / "none.csv").write_text("caption_x,id\na cat,1\n")
+    with pytest.raises(ValueError, match=r"none.csv: the header has no 'text' / 'prompt' / 'caption' column"):
+        read_prompt_file(tmp_path / "none.csv")
     assert read_prompt_file(tmp_path / "cols.csv", column="caption_en")[0]["prompt"] == "a cat"
     assert read_prompt_file(tmp_path / "cols.csv")[0]["prompt"] == "legacy"  # the default falls back to prompt
 

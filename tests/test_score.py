@@ -108,6 +108,16 @@ def test_clip_fid_loads_its_tower_on_the_scorers_device(monkeypatch):
     assert asked["device"] == pick_device("cpu")
 
 
+def test_a_cell_without_a_manifest_says_why(cell, tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="manifest.parquet does not exist: the cell is not generated yet, or its "
+                                         r"shards are not merged \(python -m pixart.manifest\)"):
+        score.run(score.parser().parse_args([
+            "--scorer", "clip_tiny", "--settings", str(cell / "clip.json"), "--cell", str(tmp_path / "empty"),
+            "--protocol", "demo@custom-1", "--scores-out", str(tmp_path / "s.parquet"),
+            "--metric-out", str(tmp_path / "m.json")]))
+
+
 def test_table_gathers_one_row_per_number(cell, tmp_path):
     _score(cell, tmp_path, "a")
     _score(cell, tmp_path, "b")

@@ -67,6 +67,31 @@ def test_benchmark_needs_a_protocol_or_a_prompt_file(tmp_path):
     assert result.returncode != 0 and "is not valid under any of the given schemas" in result.stdout + result.stderr
 
 
+def test_benchmark_keys_that_would_do_nothing_and_missing_inputs_fail_the_plan(tmp_path):
+    """Each of these planned fine and then did something else than asked (a protocol's own seeds, a subset
+    ignored), failed hours later, or was skipped because old outputs existed."""
+    config = _micro_config(tmp_path, benchmarks={
+        "sp": {"protocol": "t2i_compbench", "subset": "spatial", "images_per_prompt": 2, "seed_base": 3,
+               "metrics": ["clip_tiny"]},
+        "colour": {"protocol": "t2i_compbench", "subset": "colour", "metrics": ["clip_tiny"]},
+        "mine": {"prompts": str(tmp_path / "prompts.txt"), "subset": "spatial", "metrics": ["clip_tiny"]},
+        "gone": {"prompts": str(tmp_path / "nope.txt"), "metrics": ["clip_tiny"]}})
+    text = yaml.safe_load(config.read_text())
+    text["scorers"]["clip_tiny"]["weights"] = "weights/clip.bin"
+    text["checks"] = {"rises": {"kind": "cfg", "model": "tiny", "bench": "mine", "metric": "clip_tny", "cfg": [1.0, 4.5]}}
+    config.write_text(yaml.safe_dump(text))
+    result = _run(["-n", "--configfile", str(config), "--cores", "1"], tmp_path)
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "benchmarks.sp: ['images_per_prompt', 'seed_base'] would be ignored: the protocol fixes them" in out
+    assert "benchmarks.colour: t2i_compbench@1 has no subset 'colour'" in out
+    assert "benchmarks.mine: ['subset'] would be ignored: a prompt file has no subsets" in out
+    assert f"benchmarks.gone.prompts: {tmp_path / 'nope.txt'} does not exist" in out
+    assert "scorers.clip_tiny.weights: weights/clip.bin does not exist" in out
+    assert "checks.rises: 'clip_tny' is not a metric of benchmarks.mine (['clip_tiny'])" in out  # read "not scored"
+    assert "checks.rises.cfg: 1.0 is not swept for benchmarks.mine ([4.5])" in out
+
+
 def test_a_shapes_world_seed_the_shapes_protocol_was_not_drawn_from_is_refused(tmp_path):
     config = yaml.safe_load((ROOT / "workflows/config/demo.yaml").read_text())
     config["shapes"]["seed"] = 1

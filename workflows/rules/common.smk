@@ -95,8 +95,9 @@ def scorer_inputs(metric):
     entry = config["scorers"][metric]
     paths = [entry.get(k) for k in ("weights", "blip_weights", "detector_weights", "depth_weights", "clip_weights",
                                     "reference")]
-    # model folders (from_pretrained) and image folders are inputs as folders; hub ids are not files
-    return [p for p in paths if p and not (HUB_ID.match(p) and not Path(p).exists())]
+    # model folders (from_pretrained) and image folders are inputs as folders; hub ids are not files, but a
+    # weights file is one even where its path reads like a hub id (weights/clip.bin)
+    return [p for p in paths if p and not (HUB_ID.match(p) and not p.endswith(WEIGHT_SUFFIXES) and not Path(p).exists())]
 
 
 def bench_models(bench):
@@ -464,6 +465,50 @@ def missing_local_sources():
     return problems
 
 
+def benchmark_problems():
+    """Keys a benchmark's kind ignores (a protocol fixes its prompts' images and seeds; a prompt file has no
+    subsets), an unknown subset and a missing prompt file, named before any job runs."""
+    from evals.benchmarks.protocols import ProtocolError, load_protocol
+
+    defaults = entry_defaults("benchmarks")  # validation fills them in: a key counts as set where it differs
+    problems = []
+    for bench, b in config["benchmarks"].items():
+        if "protocol" in b:
+            ignored = sorted(k for k in ("images_per_prompt", "seed_rule", "seed_base", "column")
+                             if k in b and b[k] != defaults.get(k))
+            fix = "the protocol fixes them; remove them, or use prompts: for a prompt file of your own"
+            try:
+                load_protocol(b["protocol"]).subset(b.get("subset"))
+            except ProtocolError as err:
+                problems.append(f"benchmarks.{bench}: {err}")
+        else:
+            ignored = sorted(k for k in ("subset", "source") if b.get(k) not in (None, defaults.get(k)))
+            fix = "a prompt file has no subsets or source; remove them"
+            if "prompts" in b and not Path(data_path(b["prompts"])).is_file():
+                problems.append(f"benchmarks.{bench}.prompts: {b['prompts']} does not exist; fix the path")
+        if ignored:
+            problems.append(f"benchmarks.{bench}: {ignored} would be ignored: {fix}")
+    return problems
+
+
+def check_metric_problems(name, c):
+    """A check's bench/metric pairs and cfg values must be ones the DAG scores: otherwise the check read
+    'not scored' forever, which names no typo."""
+    problems = []
+    pairs = [(c["bench"], c["metric"])] if c["kind"] == "cfg" else [m.split("/", 1) for m in c.get("metrics", [])]
+    for bench, metric in pairs:  # (the schema makes every metrics: entry a bench/metric pair)
+        if bench in config["benchmarks"] and metric not in config["benchmarks"][bench].get("metrics", []):
+            problems.append(f"checks.{name}: {metric!r} is not a metric of benchmarks.{bench} "
+                            f"({config['benchmarks'][bench].get('metrics', [])})")
+        elif bench not in config["benchmarks"] and c["kind"] != "cfg":
+            problems.append(f"checks.{name}.metrics: {bench!r} is not a benchmarks: entry")
+    if c["kind"] == "cfg" and c["bench"] in config["benchmarks"]:
+        swept = [float(v) for v in config["benchmarks"][c["bench"]].get("cfg", config["sweep"]["cfg"])]
+        problems += [f"checks.{name}.cfg: {v} is not swept for benchmarks.{c['bench']} ({swept})"
+                     for v in c.get("cfg", []) if float(v) not in swept]
+    return problems
+
+
 def check_references():
     """Names that point at other config entries must exist: the error names the key and what is there."""
     problems = []
@@ -494,6 +539,7 @@ def check_references():
             problems.append(f"checks.{name}.bench: {c['bench']!r} is not a benchmarks: entry")
         problems += [f"checks.{name}.recipes: {r!r} is not a train: recipe ({sorted(recipes)})"
                      for r in c.get("recipes", []) if r not in recipes]
+        problems += check_metric_problems(name, c)
     # a recipe key pixart.train would refuse fails when the DAG is built, not when its training job starts
     for name in recipes:
         try:
@@ -507,7 +553,7 @@ def check_references():
                         f"protocol, whose prompts were drawn from the seed-0 world: with another seed its held-out "
                         f"prompts become training captions and the FID reference renders other captions. Use "
                         f"shapes.seed 0 (vary the training recipes' seeds instead)")
-    problems += missing_local_sources()
+    problems += missing_local_sources() + benchmark_problems()
     problems += [f"scorers.{name}: a wise judge needs base_url (or base_url_env set in the environment)"
                  for name, s in config["scorers"].items()
                  if s["kind"] == "wise" and not scorer_settings(name).get("base_url")]
