@@ -155,6 +155,27 @@ def pairs(values: list[str], flag: str) -> dict:
     return out
 
 
+# columns older tables lack: without them a limited run is labelled as the whole benchmark, a CI as absent
+LABELLING_COLUMNS = ("ci_low", "ci_high", "prompt_limit", "n_prompts")
+
+
+def check_columns(table: Path) -> None:
+    """A table without the required columns is refused (it gave an empty report and exit 0); one without the
+    columns that label its numbers is built, with a warning naming them."""
+    import pyarrow.parquet as pq
+
+    names = set(pq.read_schema(table).names)
+    missing = [c for c in tables.REQUIRED if c not in names]
+    if missing:
+        raise SystemExit(f"report: {table} lacks the columns {missing}: not a results table of evals.table; "
+                         f"rebuild it with `python -m evals.table`")
+    unlabelled = [c for c in LABELLING_COLUMNS if c not in names]
+    if unlabelled:
+        print(f"report: warning: {table} lacks {unlabelled} (written by an older evals.table?): a run cut to its "
+              f"first N prompts is labelled as the whole benchmark and CIs show as absent; rebuild the table with "
+              f"`python -m evals.table`", file=sys.stderr)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--table", type=Path, required=True, help="results/table.parquet (evals/table.py)")
@@ -176,8 +197,10 @@ def main(argv=None):
                    help="a model's training stats.json (variant, reparam, params, peak_memory_bytes, device)")
     p.add_argument("--checks", type=Path, help="JSON: check name → spec (reports/checks.py): the checks table")
     args = p.parse_args(argv)
-    if not args.table.exists():
-        raise SystemExit(f"report: results table {args.table} does not exist (run `python -m evals.table` first)")
+    if not args.table.is_file():
+        raise SystemExit(f"report: results table {args.table} does not exist or is not a file (run "
+                         f"`python -m evals.table` first)")
+    check_columns(args.table)
     try:
         result = build(args.table, args.out, args.samples, args.scores, args.paper_values, args.mixed_versions,
                        args.worst_k, args.grid_prompts, args.series, pairs(args.ablation, "--ablation"),

@@ -543,3 +543,16 @@ def test_fid_vs_clip_never_joins_two_benchmarks_of_one_protocol(results, tmp_pat
     headline = coco[coco["cfg"] == 4.5]
     with pytest.raises(NoData, match="one cfg per line"):
         figures.fid_vs_clip(pd.concat([sweep, headline]), tmp_path)
+
+
+def test_a_table_without_required_or_labelling_columns_is_refused_or_named(results, tmp_path, capsys):
+    # a required column missing gave an empty report and exit 0; a missing prompt_limit labelled a cut run as whole
+    table = tmp_path / "table.parquet"
+    results.drop(columns=["value"]).to_parquet(table)
+    with pytest.raises(SystemExit, match=r"lacks the columns \['value'\]: not a results table of evals.table"):
+        build.main(["--table", str(table), "--out", str(tmp_path / "r1")])
+    results.drop(columns=[c for c in ("prompt_limit", "n_prompts") if c in results]).to_parquet(table)
+    build.main(["--table", str(table), "--out", str(tmp_path / "r2")])
+    assert "lacks ['prompt_limit', 'n_prompts'] (written by an older evals.table?)" in capsys.readouterr().err
+    with pytest.raises(SystemExit, match="does not exist or is not a file"):
+        build.main(["--table", str(tmp_path), "--out", str(tmp_path / "r3")])
