@@ -74,6 +74,7 @@ def test_benchmark_keys_that_would_do_nothing_and_missing_inputs_fail_the_plan(t
         "sp": {"protocol": "t2i_compbench", "subset": "spatial", "images_per_prompt": 2, "seed_base": 3,
                "metrics": ["clip_tiny"]},
         "colour": {"protocol": "t2i_compbench", "subset": "colour", "metrics": ["clip_tiny"]},
+        "sam": {"protocol": "sam", "subset": "fid2k", "source": "data/sam/fid2k.csv", "metrics": ["clip_tiny"]},
         "mine": {"prompts": str(tmp_path / "prompts.txt"), "subset": "spatial", "metrics": ["clip_tiny"]},
         "gone": {"prompts": str(tmp_path / "nope.txt"), "metrics": ["clip_tiny"]}})
     text = yaml.safe_load(config.read_text())
@@ -87,6 +88,7 @@ def test_benchmark_keys_that_would_do_nothing_and_missing_inputs_fail_the_plan(t
     assert "benchmarks.colour: t2i_compbench@1 has no subset 'colour'" in out
     assert "benchmarks.mine: ['subset'] would be ignored: a prompt file has no subsets" in out
     assert f"benchmarks.gone.prompts: {tmp_path / 'nope.txt'} does not exist" in out
+    assert "benchmarks.sam.source: data/sam/fid2k.csv does not exist" in out
     assert "scorers.clip_tiny.weights: weights/clip.bin does not exist" in out
     assert "checks.rises: 'clip_tny' is not a metric of benchmarks.mine (['clip_tiny'])" in out  # read "not scored"
     assert "checks.rises.cfg: 1.0 is not swept for benchmarks.mine ([4.5])" in out

@@ -481,6 +481,8 @@ def benchmark_problems():
                 load_protocol(b["protocol"]).subset(b.get("subset"))
             except ProtocolError as err:
                 problems.append(f"benchmarks.{bench}: {err}")
+            if b.get("source") and not Path(b["source"]).exists():
+                problems.append(f"benchmarks.{bench}.source: {b['source']} does not exist; fix the path")
         else:
             ignored = sorted(k for k in ("subset", "source") if b.get(k) not in (None, defaults.get(k)))
             fix = "a prompt file has no subsets or source; remove them"
