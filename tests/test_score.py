@@ -58,13 +58,18 @@ def test_a_prompt_limit_is_recorded_with_the_number(cell, tmp_path):
     assert json.loads((tmp_path / "m.json").read_text())["prompt_limit"] == 6 and result["n_prompts"] == 4
 
 
-def test_corrupt_image_is_named_and_counted(cell, tmp_path):
-    broken = tmp_path / "broken"
-    broken.mkdir()
+def _with_a_corrupt_image(cell, folder):
+    """A copy of the cell whose image p000002_01 (row 7) is a truncated PNG."""
+    folder.mkdir()
     for f in cell.iterdir():
         if f.is_file():
-            (broken / f.name).write_bytes(f.read_bytes())
-    (broken / "p000002_01.png").write_bytes(b"\x89PNG truncated")
+            (folder / f.name).write_bytes(f.read_bytes())
+    (folder / "p000002_01.png").write_bytes(b"\x89PNG truncated")
+    return folder
+
+
+def test_corrupt_image_is_named_and_counted(cell, tmp_path):
+    broken = _with_a_corrupt_image(cell, tmp_path / "broken")
     result = _score(broken, tmp_path)
     assert result["n_failed"] == 1 and result["n"] == 11
     assert "p000002_01.png" in result["failed_examples"][0]
@@ -73,12 +78,7 @@ def test_corrupt_image_is_named_and_counted(cell, tmp_path):
 def test_clip_scores_a_cell_a_chunk_of_images_at_a_time(cell, tmp_path, monkeypatch):
     """The whole cell decoded at once would not fit for a 1024-px COCO-30K cell (~94 GB); chunks give the same
     scores, the corrupt image in the middle still named at its place."""
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    for f in cell.iterdir():
-        if f.is_file():
-            (broken / f.name).write_bytes(f.read_bytes())
-    (broken / "p000002_01.png").write_bytes(b"\x89PNG truncated")
+    broken = _with_a_corrupt_image(cell, tmp_path / "broken")
     _score(broken, tmp_path / "whole")
     opened = []
     real_open = score.open_images
