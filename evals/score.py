@@ -264,6 +264,22 @@ def check_images_per_prompt(manifest: pd.DataFrame, cell: Path):
                          f"{' …' if len(odd) > 5 else ''}); regenerate the cell so every prompt is complete")
 
 
+def foreign_images(manifest: pd.DataFrame, cell: Path) -> dict[int, str]:
+    """Rows whose PNG records another cell or sample than its manifest row (copied in by hand, or a file
+    renamed): row → reason. Images without our provenance (or unreadable ones) are left to the scorer."""
+    from pixart.pngio import read_meta
+
+    if "cell_key" not in manifest:
+        return {}
+    foreign = {}
+    for i, row in enumerate(manifest.itertuples()):
+        meta = read_meta(cell / row.file, verify=False)
+        if meta and (meta.get("cell_key"), meta.get("sample_id")) != (row.cell_key, row.sample_id):
+            foreign[i] = (f"{row.file}: made for cell {meta.get('cell_key')} as {meta.get('sample_id')}, not for "
+                          f"this cell ({row.cell_key}) as {row.sample_id}: regenerate it")
+    return foreign
+
+
 def run(args) -> dict:
     started = time.perf_counter()
     settings = json.loads(Path(args.settings).read_text()) if args.settings else {}
@@ -278,7 +294,19 @@ def run(args) -> dict:
                          f"not merged (python -m pixart.manifest)")
     manifest = pd.read_parquet(manifest_file)
     check_images_per_prompt(manifest, Path(args.cell))
-    scores, errors, meta = KINDS[kind](settings, manifest, Path(args.cell))
+    foreign = foreign_images(manifest, Path(args.cell))
+    kept = [i for i in range(len(manifest)) if i not in foreign]
+    if not kept:
+        raise SystemExit(f"score: every image of {args.cell} was made for another cell or sample "
+                         f"(first: {next(iter(foreign.values()))}); regenerate the cell")
+    # a foreign image is a counted failure, and never reaches a statistic (FID's above all)
+    part_scores, part_errors, meta = KINDS[kind](settings, manifest.iloc[kept].reset_index(drop=True),
+                                                 Path(args.cell))
+    scores, errors = np.full(len(manifest), np.nan), [None] * len(manifest)
+    for i, reason in foreign.items():
+        errors[i] = reason
+    for j, i in enumerate(kept):
+        scores[i], errors[i] = part_scores[j], part_errors[j]
     frame = manifest[["sample_id", "prompt_id", "image_index"]].copy()
     frame["score"], frame["error"] = scores, errors
     _atomic_parquet(frame, Path(args.scores_out))

@@ -24,12 +24,14 @@ def write_png(image: Image.Image, path: Path, meta: dict):
         raise
 
 
-def read_meta(path: Path) -> dict | None:
-    """The provenance of a finished PNG, or None when the file is missing, truncated or not ours."""
+def read_meta(path: Path, verify: bool = True) -> dict | None:
+    """The provenance of a finished PNG, or None when the file is missing, truncated or not ours.
+    `verify=False` reads the header chunks only (no check that the rest of the file is whole)."""
     try:
         with Image.open(path) as img:
             meta = img.info.get(META_KEY)  # tEXt before IDAT: read at open, no decode
-            img.verify()  # CRCs of every chunk: a truncated or corrupted file fails here
+            if verify:
+                img.verify()  # CRCs of every chunk: a truncated or corrupted file fails here
         return json.loads(meta) if meta else None
     except (OSError, SyntaxError, ValueError):  # ValueError also covers metadata that is not JSON: not ours
         return None

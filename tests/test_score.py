@@ -118,6 +118,30 @@ def test_a_cell_without_a_manifest_says_why(cell, tmp_path):
             "--metric-out", str(tmp_path / "m.json")]))
 
 
+def test_an_image_made_for_another_cell_is_a_counted_failure_no_scorer_sees(cell, tmp_path, monkeypatch):
+    """Images copied in from another cell (same names, another cfg) were scored as this cell's; each PNG records
+    the cell and sample it was made for."""
+    from pixart import pngio
+
+    ours = tmp_path / "ours"
+    ours.mkdir()
+    manifest = pd.read_parquet(cell / "manifest.parquet")
+    for row in manifest.itertuples():
+        key = "another-cell" if row.sample_id == "p000001_02" else row.cell_key
+        pngio.write_png(Image.open(cell / row.file), ours / row.file, {"cell_key": key, "sample_id": row.sample_id})
+    manifest.to_parquet(ours / "manifest.parquet")
+    (ours / "clip.json").write_bytes((cell / "clip.json").read_bytes())
+    seen = []
+    real_kind = score.KINDS["clip_score"]
+    monkeypatch.setitem(score.KINDS, "clip_score", lambda s, m, c: seen.append(list(m["sample_id"])) or real_kind(s, m, c))
+    result = _score(ours, tmp_path / "scored")
+    assert "p000001_02" not in seen[0] and len(seen[0]) == 11
+    assert result["n"] == 11 and result["n_failed"] == 1
+    assert "p000001_02.png: made for cell another-cell as p000001_02, not for this cell (k)" in result["failed_examples"][0]
+    per_image = pd.read_parquet(tmp_path / "scored" / "clip_tiny.parquet")
+    assert per_image["score"].isna().tolist() == [sid == "p000001_02" for sid in manifest["sample_id"]]
+
+
 def test_table_gathers_one_row_per_number(cell, tmp_path):
     _score(cell, tmp_path, "a")
     _score(cell, tmp_path, "b")
