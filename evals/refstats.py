@@ -13,8 +13,10 @@ from pathlib import Path
 
 from evals.metrics import fid as fidelity
 from evals.score import load_extractor
+from pixart.cli import clean_errors
 
 
+@clean_errors("evals.refstats")
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--settings", type=Path, required=True)

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from evals.stats import bootstrap_ci
-from pixart.cli import positive_int
+from pixart.cli import clean_errors, positive_int
 
 OPEN_CHUNK = 512  # images a per-image scorer holds decoded at once
 PROVENANCE = ("model", "model_fingerprint", "sampler", "steps", "cfg", "uncond", "dtype", "cell_key")
@@ -369,6 +369,7 @@ def parser():
     return p
 
 
+@clean_errors("evals.score")
 def main(argv=None):
     run(parser().parse_args(argv))
 

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from pixart.cli import clean_errors
+
 COLUMNS = ("model", "bench", "protocol", "sampler", "steps", "cfg", "seeds", "metric", "value", "ci_low", "ci_high",
            "n", "n_failed", "scorer", "weights_fingerprint", "model_fingerprint", "uncond", "seconds", "code_version",
            "time")
@@ -31,6 +33,7 @@ def gather(files) -> pd.DataFrame:
     return frame[ordered].sort_values(keys).reset_index(drop=True)
 
 
+@clean_errors("evals.table")
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True)

@@ -1,5 +1,15 @@
-"""Argument types shared by the command-line tools."""
+"""What the command-line tools share: argument types, and one clean line for the suite's own errors."""
 import argparse
+import functools
+import os
+import sys
+
+SUITE_PACKAGES = ("pixart", "evals", "reports")
+TRACEBACK_ENV = "PIXART_EVAL_TRACEBACK"
+
+
+class UsageError(ValueError):
+    """A command-line value that cannot be used (a device, an output path); the message names the option."""
 
 
 def positive_int(text: str) -> int:
@@ -8,3 +18,22 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"{text} is not a positive whole number")
     return value
+
+
+def clean_errors(prog: str):
+    """Decorator of a CLI's `main(argv=None)`: an error this suite raises on purpose (a class of its own packages,
+    whose message names the file or key and the fix) ends in one `prog: error: …` line and exit 2, as argparse's
+    do; anything else keeps its traceback, and so does every error with PIXART_EVAL_TRACEBACK=1."""
+    def wrap(main):
+        @functools.wraps(main)
+        def guarded(argv=None):
+            try:
+                return main(argv)
+            except Exception as err:  # noqa: BLE001 - re-raised unless it is one of the suite's own
+                if os.environ.get(TRACEBACK_ENV) or type(err).__module__.split(".")[0] not in SUITE_PACKAGES:
+                    raise
+                print(f"{prog}: error: {err}\n({type(err).__name__}; {TRACEBACK_ENV}=1 shows the traceback)",
+                      file=sys.stderr)
+                raise SystemExit(2) from None
+        return guarded
+    return wrap

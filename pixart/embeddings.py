@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from pixart.cli import clean_errors
+
 log = logging.getLogger(__name__)
 STORE_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 FORMAT_VERSION = 1
@@ -170,6 +172,7 @@ def _to_store(x: torch.Tensor, dtype) -> torch.Tensor:
     return stored
 
 
+@clean_errors("pixart.embeddings")
 def main(argv=None):
     from pixart.checkpoints import load_text_encoder
     from pixart.runtime import pick_device, torch_dtype

@@ -28,7 +28,7 @@ import torch
 
 from pixart import manifest, pngio
 from pixart.checkpoints import fingerprint_state
-from pixart.cli import positive_int
+from pixart.cli import UsageError, clean_errors, positive_int
 from pixart.engine import Engine, generation_size
 from pixart.modelspec import load_model, read_spec
 from pixart.runtime import code_version, device_name, library_versions, pick_device, torch_dtype
@@ -127,7 +127,7 @@ def run(args) -> dict:
     code, versions = code_version(), json.dumps(library_versions(), sort_keys=True)
     out = Path(args.out)
     if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--out {out} is a file; give the cell's folder")
+        raise UsageError(f"--out {out} is a file; give the cell's folder")
     out.mkdir(parents=True, exist_ok=True)
     by_id = samples.set_index("sample_id")
     done_before, written, records = 0, 0, []
@@ -248,6 +248,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+@clean_errors("pixart.generate")
 def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parser().parse_args(argv)

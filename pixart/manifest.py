@@ -8,6 +8,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from pixart.cli import clean_errors
+
 
 class ManifestError(RuntimeError):
     pass
@@ -40,6 +42,7 @@ def write(cell: Path, num_shards: int, prompts: Path) -> pd.DataFrame:
     return merged
 
 
+@clean_errors("pixart.manifest")
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cell", type=Path, required=True)

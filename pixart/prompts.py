@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pixart.cli import positive_int
+from pixart.cli import clean_errors, positive_int
 
 SEED_RULES = ("per_image", "per_sample")
 
@@ -113,6 +113,7 @@ def expand_samples(rows: list[dict], images_per_prompt: int = 1, seed_rule: str 
     return frame.astype({"height": "Int64", "width": "Int64"})
 
 
+@clean_errors("pixart.prompts")
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", type=Path, required=True)

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import torch
 
+from pixart.cli import UsageError
+
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "float16": torch.float16, "fp16": torch.float16,
           "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 LIBRARIES = ("torch", "diffusers", "transformers", "numpy", "pillow")
@@ -26,9 +28,9 @@ def pick_device(name: str = "auto") -> torch.device:
     try:
         device = torch.device(name)
     except (RuntimeError, TypeError):
-        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
+        raise UsageError(f"unknown device {name!r}; use auto, cpu, cuda or cuda:N") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r}: this torch ({torch.__version__}) sees no CUDA device; use cpu or auto")
+        raise UsageError(f"device {name!r}: this torch ({torch.__version__}) sees no CUDA device; use cpu or auto")
     return device
 
 

@@ -296,10 +296,38 @@ def test_bad_input_is_named(cell_inputs, tmp_path):
     with pytest.raises(EmbeddingError, match="odd.parquet: not an embeddings pointer"):
         load_pointer(tmp_path / "odd.parquet")
     (tmp_path / "a_file").write_text("x")
-    with pytest.raises(NotADirectoryError, match="--out .*a_file is a file; give the cell's folder"):
+    with pytest.raises(ValueError, match="--out .*a_file is a file; give the cell's folder"):
         generate.run(generate.parser().parse_args([
             "--model-spec", str(cell_inputs / "diffusers.json"), "--prompts", str(cell_inputs / "prompts.parquet"),
             "--embeddings", str(cell_inputs / "emb.json"), "--out", str(tmp_path / "a_file"), "--quiet"]))
+
+
+def test_the_suites_own_errors_end_the_cli_in_one_line_others_keep_their_traceback(cell_inputs, tmp_path):
+    from pixart.cli import clean_errors
+    from pixart.samplers import SamplerError
+
+    (tmp_path / "pointer.json").write_text("{not json")
+    args = [sys.executable, "-m", "pixart.generate", "--model-spec", str(cell_inputs / "diffusers.json"),
+            "--prompts", str(cell_inputs / "prompts.parquet"), "--embeddings", str(tmp_path / "pointer.json"),
+            "--out", str(tmp_path / "o")]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(args, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"pixart.generate: error: {tmp_path / 'pointer.json'}: not an embeddings pointer" in done.stderr
+    traced = subprocess.run(args, capture_output=True, text=True, env={**env, "PIXART_EVAL_TRACEBACK": "1"}, timeout=300)
+    assert traced.returncode == 1 and "Traceback" in traced.stderr
+
+    def failing(error):
+        @clean_errors("tool")
+        def main(argv=None):
+            raise error
+        return main
+
+    with pytest.raises(SystemExit) as ended:
+        failing(SamplerError("unknown sampler 'x'"))()
+    assert ended.value.code == 2
+    with pytest.raises(KeyError):  # not one of the suite's messages: a bug keeps its traceback
+        failing(KeyError("x"))()
 
 
 def test_a_batch_size_or_shard_count_below_one_and_an_unusable_device_are_refused(capsys):

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pixart.cli import clean_errors
 from pixart.embeddings import STORE_DTYPES
 from pixart.train.buckets import MAX_RATIO, buckets_for, nearest_bucket
 from pixart.train.data import (INDEX_FILE, REPORT_FILE, SETTINGS_FILE, ImageItem, n_skipped, note_skip, open_image,
@@ -224,6 +225,7 @@ def _write_index(out: Path, items: list[ImageItem], buckets: dict[str, str]):
     os.replace(tmp, out / INDEX_FILE)
 
 
+@clean_errors("pixart.train.features")
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, required=True, help="dataset folder (see pixart.train.data)")

@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from pixart.cli import clean_errors
 from pixart.train import recipe as recipes
 from pixart.train.diffusion import GaussianDiffusion
 from pixart.train.ema import Ema
@@ -171,6 +172,7 @@ def train(recipe: dict, out: str | Path, *, resume_from: str | None = "auto", st
     return stats
 
 
+@clean_errors("pixart.train")
 def main(argv=None):
     import argparse
 

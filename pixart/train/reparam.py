@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pixart.cli import clean_errors
 from pixart.train.variants import VARIANTS, build_variant, variant_of
 
 REPARAM_T = 500  # the paper's matching timestep
@@ -212,6 +213,7 @@ def load_dit(source: str) -> nn.Module:
         ) from None
 
 
+@clean_errors("pixart.train.reparam")
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dit", required=True, help="diffusers DiT folder, pipeline folder or cached hub id")
