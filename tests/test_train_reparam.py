@@ -228,6 +228,9 @@ def test_cli_writes_a_loadable_folder(tmp_path):
         assert relative(pixart_out(loaded, x, text, mask, t), dit_out(without_class(dit), x, t)) < 1e-5
 
 
-def test_cli_names_a_missing_source(tmp_path):
-    with pytest.raises(ReparamError, match="could not be loaded"):
+def test_cli_names_a_missing_source(tmp_path, capsys):
+    with pytest.raises(SystemExit) as ended:  # one error line (pixart.cli.clean_errors), not a traceback
         main(["--dit", str(tmp_path / "nothing"), "--out", str(tmp_path / "out")])
+    assert ended.value.code == 2
+    err = capsys.readouterr().err
+    assert "pixart.train.reparam: error: " in err and "could not be loaded" in err and "(ReparamError;" in err
