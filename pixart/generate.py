@@ -68,7 +68,7 @@ def cell_key(provenance: dict) -> str:
     return hashlib.sha256(json.dumps(provenance, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def load_table(args, prompts: list[str]):
+def load_table(args, prompts: list[str], device: torch.device):
     from pixart.embeddings import encode_prompts, encoder_identity, load_pointer, settings_key
 
     if args.embeddings:
@@ -80,7 +80,7 @@ def load_table(args, prompts: list[str]):
 
     tokenizer, encoder = load_text_encoder(args.text_encoder)
     table = encode_prompts(prompts, tokenizer, encoder, clean_caption=args.clean_caption == "true",
-                           negative_prompt=args.negative_prompt, device=pick_device(args.device), progress=False)
+                           negative_prompt=args.negative_prompt, device=device, progress=False)
     # the key the cached path would give these states, so the cell key covers encoder, prompts and negative
     settings = {key: table.meta[key] for key in ("max_length", "clean_caption", "negative_prompt", "encoder_dtype",
                                                  "store_dtype")}
@@ -106,7 +106,7 @@ def run(args) -> dict:
     dtype_name = args.dtype or spec["dtype"]
     samples = pd.read_parquet(args.prompts)
     loaded, vae = load_model(spec)
-    table, text_prov = load_table(args, list(dict.fromkeys(samples["prompt"])))
+    table, text_prov = load_table(args, list(dict.fromkeys(samples["prompt"])), device)
     engine = Engine(loaded.transformer, vae, table, null=args.uncond or spec["uncond"],
                     null_embedding=loaded.null_embedding, device=device, dtype=torch_dtype(dtype_name))
     native = loaded.transformer.config.sample_size * engine.vae_scale

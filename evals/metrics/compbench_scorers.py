@@ -176,10 +176,14 @@ def _error(name: str, err: BaseException) -> str:
 
 
 def _finish(scores: np.ndarray, errors: list[str | None], n_unreadable: int) -> None:
-    readable = len(scores) - n_unreadable
-    failed = [e for e in errors if e and "scoring failed" in e]
-    if readable > 0 and len(failed) == readable:
-        raise ScoringError(f"all {readable} readable images failed to score (first: {failed[0]})")
+    check_not_all_failed([e for e in errors if e and "scoring failed" in e], len(scores) - n_unreadable)
+
+
+def check_not_all_failed(failed: list[str], n_readable: int) -> None:
+    """Every readable image failing is the backend's fault (weights, device, out of memory), not the images':
+    the job fails, so that it is retried or looked at, instead of recording a cell of failures."""
+    if n_readable > 0 and len(failed) == n_readable:
+        raise ScoringError(f"all {n_readable} readable images failed to score (first: {failed[0]})")
 
 
 def _device(settings: dict):

@@ -39,7 +39,8 @@ from PIL import Image, ImageOps
 
 from evals.metrics import geneval as ge
 from evals.metrics.compbench import Detection, MissingWeightsError, load_pretrained
-from evals.metrics.compbench_scorers import ScoringError
+# ScoringError: what check_not_all_failed raises, named here for callers of this module
+from evals.metrics.compbench_scorers import ScoringError, check_not_all_failed  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -367,9 +368,7 @@ def evaluate_cell(manifest: pd.DataFrame, cell: Path, detector: ge.Detector, col
             raise  # the job's resources, not this image: a retry (or a smaller batch) decides, not a NaN
         except Exception as err:  # noqa: BLE001 - a failed image is counted and named, never dropped
             out.append((tag, None, f"{row.file}: {err.__class__.__name__}: {err}"))
-    failed = [e for _, r, e in out if r is None and "cannot read image" not in e]
-    if failed and len(failed) == len(out) - n_unreadable:
-        raise ScoringError(f"all {len(failed)} readable images failed to score (first: {failed[0]})")
+    check_not_all_failed([e for _, r, e in out if r is None and "cannot read image" not in e], len(out) - n_unreadable)
     return out
 
 

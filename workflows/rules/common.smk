@@ -27,6 +27,8 @@ def settings_text(settings: dict) -> str:
 
 WEIGHT_SUFFIXES = (".pth", ".pt", ".bin", ".safetensors", ".json")
 HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# the scorer keys that name weights or reference images (files, folders or hub ids)
+SCORER_PATH_KEYS = ("weights", "blip_weights", "detector_weights", "depth_weights", "clip_weights", "reference")
 
 wildcard_constraints:
     series=r"[^/@]+",
@@ -69,13 +71,18 @@ def cfg_label(value):
     return f"{float(value):g}" if float(value) != int(value) else f"{float(value):.1f}"
 
 
+def is_hub_id(source):
+    """org/name that is neither a local path nor a weights file's name (weights/clip.bin reads like a hub id)."""
+    return bool(HUB_ID.match(source)) and not source.endswith(WEIGHT_SUFFIXES) and not Path(source).exists()
+
+
 def local_inputs(source):
     """Files a rule must wait for when a source is local (built by another rule or given by the user)."""
     if source is None:
         return []
     if source.endswith(WEIGHT_SUFFIXES):  # a file, even where it reads like a hub id: a missing one is named
         return [source]
-    if HUB_ID.match(source) and not Path(source).exists():
+    if is_hub_id(source):
         return []
     # A pipeline folder (ours, or not yet built) is tracked by model_index.json, a plain model folder by
     # config.json: the same answer before and after the folder exists, so reruns see no input change.
@@ -93,11 +100,8 @@ def data_path(path):
 def scorer_inputs(metric):
     """Local weights and the reference image folder a scorer reads (built by a rule or given by the user)."""
     entry = config["scorers"][metric]
-    paths = [entry.get(k) for k in ("weights", "blip_weights", "detector_weights", "depth_weights", "clip_weights",
-                                    "reference")]
-    # model folders (from_pretrained) and image folders are inputs as folders; hub ids are not files, but a
-    # weights file is one even where its path reads like a hub id (weights/clip.bin)
-    return [p for p in paths if p and not (HUB_ID.match(p) and not p.endswith(WEIGHT_SUFFIXES) and not Path(p).exists())]
+    # model folders (from_pretrained) and image folders are inputs as folders; hub ids are not files
+    return [p for p in (entry.get(k) for k in SCORER_PATH_KEYS) if p and not is_hub_id(p)]
 
 
 def bench_models(bench):
@@ -454,13 +458,12 @@ def missing_local_sources():
                for key in ("checkpoint", "arch", "vae")]
     sources += [(f"text_encoders.{name}.source", entry.get("source")) for name, entry in config["text_encoders"].items()]
     sources += [(f"scorers.{name}.{key}", entry.get(key)) for name, entry in config["scorers"].items()
-                for key in ("weights", "blip_weights", "detector_weights", "depth_weights", "clip_weights", "reference")]
+                for key in SCORER_PATH_KEYS]
     problems = []
     for where, source in sources:
         if not isinstance(source, str) or source.startswith("train:") or source == "xl-2":  # a built-in arch
             continue
-        hub_id = HUB_ID.match(source) and not source.endswith(WEIGHT_SUFFIXES)
-        if not hub_id and not Path(source).exists() and not built_by_rules(source):
+        if not is_hub_id(source) and not Path(source).exists() and not built_by_rules(source):
             problems.append(f"{where}: {source} does not exist (and no rule of this config builds it); fix the path")
     return problems
 
