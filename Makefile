@@ -9,10 +9,10 @@ STAMP := $(VENV)/.installed
 export HF_HUB_OFFLINE := 1
 export TOKENIZERS_PARALLELISM := false
 
-.PHONY: demo demo-gpu demo-random test bench clean-results
+.PHONY: demo demo-gpu demo-random test bench constraints clean-results
 
 # torch and torchvision are pinned in the same command: an unpinned torchvision pulls a CUDA torch.
-$(STAMP): requirements.txt requirements-test.txt tools/torchvision_fix.py
+$(STAMP): requirements.txt requirements-test.txt constraints.txt tools/torchvision_fix.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet torch==2.13.0 torchvision==0.28.0 -r requirements-test.txt \
 	  2>&1 | { grep -v "^WARNING: Location" || true; }
@@ -47,6 +47,11 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m pixart.bench --arch tiny --prompts 16 --repeats 5
+
+# constraints.txt from the current venv (after a requirements change has passed make test); its comment header kept.
+constraints: $(STAMP)
+	{ grep '^#' constraints.txt; $(BIN)/python -m pip freeze --exclude torch --exclude torchvision; } > constraints.new
+	mv constraints.new constraints.txt
 
 clean-results:
 	rm -rf results results-random .snakemake
