@@ -347,12 +347,11 @@ def _from_pretrained(class_name: str | type, source: str, subfolder: str | None,
             fix = fix or f"point the config at a {what} folder"
             raise CheckpointError(f"{source} has no {subfolder}/ subfolder; {fix} (its own config.json is not a "
                                   f"config of {cls.__name__}, so the folder cannot stand in for it)")
-        return cls.from_pretrained(str(path), subfolder=sub, **kwargs) if sub else cls.from_pretrained(str(path), **kwargs)
+        return cls.from_pretrained(str(path), **({"subfolder": sub} if sub else {}), **kwargs)
     if path.exists() or not HUB_ID.match(str(source)):
         raise CheckpointError(f"{what} source {source!r}: no such folder, and not a hub id (org/name)")
     try:
-        return cls.from_pretrained(source, subfolder=subfolder, **kwargs) if subfolder \
-            else cls.from_pretrained(source, **kwargs)
+        return cls.from_pretrained(source, **({"subfolder": subfolder} if subfolder else {}), **kwargs)
     except (OSError, ValueError) as err:
         raise CheckpointError(
             f"{what} {source!r}{f' (subfolder {subfolder})' if subfolder else ''} could not be loaded: "

@@ -13,6 +13,7 @@ from PIL import Image
 from evals.metrics import geneval as ge
 from evals.metrics import geneval_backends as gb
 from evals.metrics.compbench import MissingWeightsError
+from evals.metrics.compbench_scorers import ScoringError
 
 BENCH = "a photo of a bench"
 TWO = {"tag": "two_object", "include": [{"class": "bench", "count": 1}, {"class": "sports ball", "count": 1}]}
@@ -500,7 +501,7 @@ def test_a_backend_that_fails_on_every_image_fails_the_job(tmp_path):
     (cell / "s1.png").write_bytes(b"not a png")
     manifest = pd.DataFrame([{"sample_id": f"s{i}", "prompt_id": f"p{i}", "image_index": 0, "prompt": BENCH,
                               "file": f"s{i}.png"} for i in range(2)])
-    with pytest.raises(gb.ScoringError, match=r"all 1 readable images failed .*s0.png: RuntimeError: cuda error"):
+    with pytest.raises(ScoringError, match=r"all 1 readable images failed .*s0.png: RuntimeError: cuda error"):
         gb.geneval_kind({}, manifest, cell, detector=FailingDetector(RuntimeError("cuda error")),
                         color_classifier=FakeColors({}))
     with pytest.raises(torch.OutOfMemoryError):

@@ -39,8 +39,7 @@ from PIL import Image, ImageOps
 
 from evals.metrics import geneval as ge
 from evals.metrics.compbench import Detection, MissingWeightsError, load_pretrained
-# ScoringError: what check_not_all_failed raises, named here for callers of this module
-from evals.metrics.compbench_scorers import ScoringError, check_not_all_failed  # noqa: F401
+from evals.metrics.compbench_scorers import check_not_all_failed
 
 log = logging.getLogger(__name__)
 
