@@ -72,24 +72,56 @@ def test_recipe_errors_name_the_key(features):
             recipes.resolve({"features": "x", **bad})
 
 
-def test_loader_workers_give_the_same_batches_across_epochs(features):
-    """Posterior noise depends on (seed, epoch, item) only, so worker processes change nothing, also after
-    an epoch boundary (16 items in batches of 4: four per epoch) and from a resumed step."""
+def test_loader_workers_and_preloading_give_the_same_batches_across_epochs(features):
+    """Posterior noise depends on (seed, epoch, item) only, so worker processes and preloaded features change
+    nothing, also after epoch boundaries (16 items in batches of 4: four per epoch) and from a resumed step.
+    The reference is built item by item, an epoch at a time, as a plain DataLoader over the dataset would."""
     from itertools import islice
 
+    from torch.utils.data import default_collate
+
     from pixart.train.batches import epoch_batches
+    from pixart.train.buckets import AspectRatioBatchSampler
     from pixart.train.data import LatentDataset
 
-    def stream(workers, start=0):
-        recipe = _recipe(features, num_workers=workers)
-        dataset = LatentDataset(recipe["features"], seed=recipe["seed"])
-        return list(islice(epoch_batches(dataset, recipe, start_step=start), 6))
+    recipe = _recipe(features)
+    dataset = LatentDataset(recipe["features"], seed=recipe["seed"])
+    sampler = AspectRatioBatchSampler(dataset.bucket_keys, recipe["batch_size"], seed=recipe["seed"])
+    reference = []
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        dataset.set_epoch(epoch)
+        reference += [default_collate([dataset[i] for i in indices]) for indices in sampler]
 
-    alone, pooled = stream(0), stream(2)
-    assert [b["item_id"] for b in alone] == [b["item_id"] for b in pooled]
-    for a, b in zip(alone, pooled):
-        assert torch.equal(a["latents"], b["latents"]) and torch.equal(a["text"], b["text"])
-    assert torch.equal(stream(2, start=5)[0]["latents"], alone[5]["latents"])
+    def stream(workers, preload, start=0):
+        run = _recipe(features, num_workers=workers, preload=preload)
+        data = LatentDataset(run["features"], seed=run["seed"], preload=preload)
+        return list(islice(epoch_batches(data, run, start_step=start), 10 - start))
+
+    for workers, preload, start in ((0, False, 0), (2, False, 0), (0, True, 0), (2, True, 0), (2, True, 5)):
+        for ours, want in zip(stream(workers, preload, start), reference[start:10], strict=True):
+            assert ours["item_id"] == want["item_id"], (workers, preload, start)
+            for key in ("latents", "text", "text_mask", "label", "index", "img_hw", "aspect_ratio"):
+                assert torch.equal(ours[key], want[key]), (key, workers, preload, start)
+
+
+def test_preload_reads_each_feature_file_once_and_a_missing_one_is_named(features, tmp_path, monkeypatch):
+    from pixart.train.data import LatentDataset
+
+    copy = tmp_path / "features"
+    shutil.copytree(features, copy)
+    dataset = LatentDataset(copy, preload=True)
+    monkeypatch.setattr(LatentDataset, "_read", lambda *args: pytest.fail("read a file after preloading"))
+    assert dataset.item(3, epoch=2)["latents"].shape == (4, 16, 16)
+    monkeypatch.undo()
+    missing = copy / dataset.field("vae", 3)
+    missing.unlink()
+    with pytest.raises(DatasetError, match=f"{missing.name} is missing.*re-run the feature extraction"):
+        LatentDataset(copy, preload=True)
+    with pytest.raises(DatasetError, match=f"{missing.name} is missing"):
+        LatentDataset(copy)[3]
+    with pytest.raises(recipes.RecipeError, match="`preload` must be true or false, got 'no'"):
+        recipes.resolve({"features": "x", "preload": "no"})
 
 
 def test_sqrt_lr_scaling_follows_the_original_rule():

@@ -1,11 +1,12 @@
 """The stream of training batches for one process: single-bucket batches in a (seed, epoch) order.
 
 The stream can start at any global step, so a resumed run sees exactly the batches an uninterrupted run
-would have seen from that step on.
+would have seen from that step on. One DataLoader serves the whole run: each batch request carries its epoch,
+so loader workers start once, not at every epoch (a GPU-sized run has hundreds of short epochs).
 """
 from collections.abc import Iterator
 
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, Sampler, default_collate
 
 from pixart.train.buckets import AspectRatioBatchSampler
 from pixart.train.data import DatasetError, LatentDataset
@@ -38,13 +39,34 @@ def epoch_batches(dataset: LatentDataset, recipe: dict, *, rank: int = 0, world_
     return _stream(dataset, sampler, recipe["num_workers"], *divmod(start_step, per_epoch))
 
 
+class _EpochBatches(Sampler):
+    """Endless (epoch, item indices) requests, from batch `skip` of `epoch` on."""
+
+    def __init__(self, sampler: AspectRatioBatchSampler, epoch: int, skip: int):
+        self.sampler, self.epoch, self.skip = sampler, epoch, skip
+
+    def __iter__(self):
+        epoch, skip = self.epoch, self.skip
+        while True:
+            self.sampler.set_epoch(epoch)
+            for indices in list(self.sampler)[skip:]:
+                yield epoch, indices
+            epoch, skip = epoch + 1, 0
+
+
+class _BatchReader(Dataset):
+    """Collates the items of one (epoch, indices) request, in whichever process reads it."""
+
+    def __init__(self, dataset: LatentDataset):
+        self.dataset = dataset
+
+    def __getitem__(self, request: tuple[int, list[int]]) -> dict:
+        epoch, indices = request
+        return default_collate([self.dataset.item(i, epoch) for i in indices])
+
+
 def _stream(dataset: LatentDataset, sampler: AspectRatioBatchSampler, num_workers: int, epoch: int,
             skip: int) -> Iterator[dict]:
     """A generator apart from epoch_batches, whose checks then run when it is called, not at the first batch."""
-    while True:
-        sampler.set_epoch(epoch)
-        dataset.set_epoch(epoch)
-        batches = list(sampler)[skip:]
-        # a new loader per epoch: its workers start with the epoch just set
-        yield from DataLoader(dataset, batch_sampler=batches, num_workers=num_workers)
-        epoch, skip = epoch + 1, 0
+    yield from DataLoader(_BatchReader(dataset), sampler=_EpochBatches(sampler, epoch, skip), batch_size=None,
+                          num_workers=num_workers)

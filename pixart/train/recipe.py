@@ -41,6 +41,7 @@ DEFAULTS = {
     "log_every": 10,
     "multiscale": False,
     "num_workers": 0,          # DataLoader processes; the batches are the same for any number (data.py)
+    "preload": False,          # read every feature file into memory once; the same batches, loaded faster
 }
 
 
@@ -92,6 +93,9 @@ def resolve(recipe: dict, where: str = "recipe") -> dict:
             raise RecipeError(f"{where}: `{key}` must be a positive integer, got {out[key]!r}")
     if not isinstance(out["num_workers"], int) or out["num_workers"] < 0:
         raise RecipeError(f"{where}: `num_workers` must be an integer ≥ 0, got {out['num_workers']!r}")
+    for key in ("gradient_checkpointing", "multiscale", "preload"):  # a YAML "no" in quotes would read as true
+        if not isinstance(out[key], bool):
+            raise RecipeError(f"{where}: `{key}` must be true or false, got {out[key]!r}")
     # probabilities and rates: 1.5 dropped every caption, an EMA rate of 2 diverged
     opt = out["optimizer"]
     for key, value, within in (("caption_drop", out["caption_drop"], "[0, 1]"), ("ema_rate", out["ema_rate"], "[0, 1]"),

@@ -28,8 +28,8 @@ from pixart.train.recipe import TRAINER_VERSION
 from pixart.train.variants import diffusers_to_original_any
 
 STEP_PREFIX = "step_"
-# recipe keys that shape the run up to any step; `steps`, `save_every`, `log_every`, `num_workers` and
-# `gradient_checkpointing` may change on resume (extend a run, save more often), `init` and `features` are
+# recipe keys that shape the run up to any step; `steps`, `save_every`, `log_every`, `num_workers`, `preload`
+# and `gradient_checkpointing` may change on resume (extend a run, save more often), `init` and `features` are
 # compared by content (start_identity)
 TRAJECTORY_KEYS = ("stage", "variant", "resolution", "batch_size", "seed", "optimizer", "ema_rate", "caption_drop",
                    "mixed_precision", "multiscale")
