@@ -27,11 +27,11 @@ demo: $(STAMP)
 	@echo "demo: results/table.parquet, results/report/ (tables, figures, checks), results/report.html"
 
 # The same demo at GPU size (workflows/config/demo-gpu.yaml merged over demo.yaml): decides the compositional
-# check the CPU demo cannot; 1–2 hours on one H100 (an estimate).
+# check the CPU demo cannot; about 15 minutes on one H100 (an estimate).
 GPU_DEMO := --configfile workflows/config/demo.yaml workflows/config/demo-gpu.yaml
 demo-gpu: $(STAMP)
 	@$(BIN)/python -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 'demo-gpu: torch in \
-	$(BIN) sees no CUDA device, and its 67,000 steps at batch 256 would take over a day on a CPU; make demo is the CPU size.')"
+	$(BIN) sees no CUDA device, and its 28,000 steps at batch 256 would take about 15 hours on 2 CPU cores (1.9 s a step); make demo is the CPU size.')"
 	$(BIN)/snakemake --profile workflows/profiles/local $(GPU_DEMO)
 	$(BIN)/snakemake $(GPU_DEMO) --report results-gpu/report.html
 	@echo "demo-gpu: results-gpu/report/tables/checks.md, results-gpu/report.html"
