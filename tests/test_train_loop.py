@@ -124,6 +124,15 @@ def test_preload_reads_each_feature_file_once_and_a_missing_one_is_named(feature
         recipes.resolve({"features": "x", "preload": "no"})
 
 
+def test_loader_bench_times_the_plain_loader_and_the_stream(features, capsys):
+    from pixart.train.loader_bench import main
+
+    main(["--features", str(features), "--batch-size", "4", "--epochs", "2", "--workers", "0", "--repeats", "1"])
+    rows = [line.split(" | ") for line in capsys.readouterr().out.splitlines()[2:]]
+    assert [(r[0], r[1], r[2]) for r in rows] == [("| plain", "0", "no"), ("| suite", "0", "no"), ("| suite", "0", "yes")]
+    assert all(float(r[3]) > 0 for r in rows)
+
+
 def test_sqrt_lr_scaling_follows_the_original_rule():
     r = recipes.resolve({"features": "x", "batch_size": 64})
     assert recipes.effective_lr(r, world_size=16) == pytest.approx(2e-5 * (64 * 16 / 256) ** 0.5)
