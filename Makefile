@@ -31,7 +31,7 @@ demo: $(STAMP)
 GPU_DEMO := --configfile workflows/config/demo.yaml workflows/config/demo-gpu.yaml
 demo-gpu: $(STAMP)
 	@$(BIN)/python -c "import sys, torch; sys.exit(0 if torch.cuda.is_available() else 'demo-gpu: torch in \
-	$(BIN) sees no CUDA device, and its 28,000 steps at batch 256 would take about 15 hours on 2 CPU cores (1.9 s a step); make demo is the CPU size.')"
+	$(BIN) sees no CUDA device, and its 33,000 steps at batch 256 would take about 17 hours on 2 CPU cores (1.9 s a step); make demo is the CPU size.')"
 	$(BIN)/snakemake --profile workflows/profiles/local $(GPU_DEMO)
 	$(BIN)/snakemake $(GPU_DEMO) --report results-gpu/report.html
 	@echo "demo-gpu: results-gpu/report/tables/checks.md, results-gpu/report.html"

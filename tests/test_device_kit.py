@@ -4,6 +4,7 @@ the DAG has ended (the DAG itself is a stand-in here; docs/device.md records a r
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -32,13 +33,13 @@ def test_carried_wheels_are_the_pinned_versions():
     assert not {"torch", "torchvision", "pulp"} & set(carried)  # the machine's own CUDA build; pulp: greedy scheduler
 
 
-# Stands in for the machine's python3: the real interpreter, except `-m snakemake`, which sleeps (the DAG), then
-# writes a checks table; FAKE_RC makes the DAG fail.
+# Stands in for the machine's python3: the real interpreter, except `-m snakemake`, which is the DAG: it waits
+# for the file `release` where FAKE_WAIT is set, then writes a checks table; FAKE_RC makes it fail.
 FAKE_PYTHON = """#!/usr/bin/env bash
 if [ "$1" = "-m" ] && [ "$2" = "snakemake" ]; then
     case " $* " in *" --report "*) exit 0 ;; esac
     echo "snakemake $*" >> calls.log
-    sleep "${FAKE_SECONDS:-3}"
+    [ -z "${FAKE_WAIT:-}" ] || while [ ! -f release ]; do sleep 0.2; done
     mkdir -p results-gpu/report/tables && echo "| check | holds |" > results-gpu/report/tables/checks.md
     echo "9 of 9 steps (100%) done"
     exit "${FAKE_RC:-0}"
@@ -59,20 +60,22 @@ def kit(tmp_path):
     env = {**os.environ, "PYTHON": str(fake), "REAL_PYTHON": sys.executable, "ALLOW_CPU": "1",
            "SITE": str(tmp_path / "site"), "OUT": str(tmp_path / "out")}
 
-    def call(seconds: int, *extra: str, **variables) -> subprocess.CompletedProcess:
+    def call(seconds, *extra: str, **variables) -> subprocess.CompletedProcess:
         shutil.rmtree(tmp_path / "out", ignore_errors=True)  # $OUT is emptied before each command there
         return subprocess.run(["bash", str(root / "tools/device/demo-gpu.sh"), str(seconds), *extra], cwd=tmp_path,
                               env={**env, **variables}, capture_output=True, text=True, timeout=120)
-    return root, tmp_path / "out", call
+    yield root, tmp_path / "out", call
+    (root / "release").touch()  # lets a stand-in DAG that a failed test left waiting end
 
 
 def test_demo_gpu_follows_one_dag_across_calls(kit):
     root, out, call = kit
-    first = call(1, "extra.yaml", FAKE_SECONDS="6")
+    first = call(1, "my overlay.yaml", FAKE_WAIT="1")
     assert first.returncode == 3, first.stdout + first.stderr
     assert "started the DAG" in first.stdout and "call again at once" in first.stdout
     assert (out / "progress.txt").is_file() and (out / "results.tgz").is_file()
-    second = call(60, "extra.yaml")
+    (root / "release").touch()
+    second = call(60, "my overlay.yaml")
     assert second.returncode == 0, second.stdout + second.stderr
     assert "started the DAG" not in second.stdout and "ended with status 0" in second.stdout
     assert (out / "checks.md").read_text() == "| check | holds |\n"
@@ -80,20 +83,29 @@ def test_demo_gpu_follows_one_dag_across_calls(kit):
     calls = (root / "calls.log").read_text().splitlines()
     assert len(calls) == 1  # the second call followed the first call's DAG
     assert "--scheduler greedy" in calls[0]
-    assert "workflows/config/demo.yaml workflows/config/demo-gpu.yaml extra.yaml" in calls[0]
+    assert "workflows/config/demo.yaml workflows/config/demo-gpu.yaml my overlay.yaml" in calls[0]
+    third = call(60)  # after the end: copies again, keeps the run and its time
+    assert third.returncode == 0 and "started the DAG" not in third.stdout
+    assert len((root / "calls.log").read_text().splitlines()) == 1
 
 
-def test_demo_gpu_reports_a_failed_dag_and_a_later_call_starts_it_again(kit):
+def test_demo_gpu_restarts_a_failed_or_killed_dag(kit):
     root, out, call = kit
-    failed = call(60, FAKE_SECONDS="0", FAKE_RC="1")
+    failed = call(60, FAKE_RC="1")
     assert failed.returncode == 1 and "ended with status 1" in failed.stdout
-    again = call(60, FAKE_SECONDS="0")
-    assert again.returncode == 0 and "started the DAG" in again.stdout
-    assert len((root / "calls.log").read_text().splitlines()) == 2
-    assert (root / "results-gpu/device/dag.previous.log").is_file()
+    waiting = call(1, FAKE_WAIT="1")  # starts it again
+    assert waiting.returncode == 3 and "started the DAG" in waiting.stdout
+    os.killpg(int((root / "results-gpu/device/pid").read_text()), signal.SIGKILL)  # dies without its status
+    (root / "release").touch()
+    again = call(60)
+    assert again.returncode == 0 and "started the DAG" in again.stdout, again.stdout + again.stderr
+    assert len((root / "calls.log").read_text().splitlines()) == 3
+    assert len(list((root / "results-gpu/device").glob("dag.*.log"))) == 2  # both earlier runs' logs kept
 
 
-def test_demo_gpu_refuses_a_machine_without_cuda(kit):
+def test_demo_gpu_set_up_errors_exit_2(kit):
     _, _, call = kit
     refused = call(1, ALLOW_CPU="0")
     assert refused.returncode == 2 and "torch sees no CUDA device" in refused.stderr
+    assert call("5m").returncode == 2
+    assert call(5, OUT="").returncode == 2

@@ -318,6 +318,29 @@ def test_multiscale_features_and_single_bucket_batches(extracted):
     assert all(len(set(b["aspect_ratio"].flatten().tolist())) == 1 for b in batches)
 
 
+def test_multiscale_stream_equals_plain_epochs_with_workers_and_preload(extracted):
+    """The training stream on multi-scale features (buckets of different shapes, short batches dropped) gives
+    the batches of a plain DataLoader run an epoch at a time, with loader workers and preloaded features."""
+    from itertools import islice
+
+    from pixart.train.batches import epoch_batches
+
+    recipe = {"batch_size": 2, "seed": 5, "num_workers": 2, "features": "ms"}
+    plain = LatentDataset(extracted["root"] / "ms", seed=5)
+    sampler = AspectRatioBatchSampler(plain.bucket_keys, 2, seed=5, drop_last=True)
+    reference = []
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        plain.set_epoch(epoch)
+        reference += list(torch.utils.data.DataLoader(plain, batch_sampler=list(sampler)))
+    preloaded = LatentDataset(extracted["root"] / "ms", seed=5).preload()
+    stream = list(islice(epoch_batches(preloaded, recipe), len(reference)))
+    assert len({tuple(b["latents"].shape) for b in stream}) == 2  # both buckets' shapes
+    for ours, want in zip(stream, reference, strict=True):
+        assert ours["item_id"] == want["item_id"]
+        assert all(torch.equal(ours[key], want[key]) for key in ("latents", "text", "img_hw", "aspect_ratio"))
+
+
 def test_a_batch_larger_than_a_single_scale_dataset_is_refused():
     # it trained on the whole 8-item dataset as each "batch" of 100, with the lr scaled for 100
     from pixart.train.batches import epoch_batches

@@ -75,7 +75,8 @@ def test_recipe_errors_name_the_key(features):
 def test_loader_workers_and_preloading_give_the_same_batches_across_epochs(features):
     """Posterior noise depends on (seed, epoch, item) only, so worker processes and preloaded features change
     nothing, also after epoch boundaries (16 items in batches of 4: four per epoch) and from a resumed step.
-    The reference is built item by item, an epoch at a time, as a plain DataLoader over the dataset would."""
+    The reference is built item by item, an epoch at a time, as a plain DataLoader over the dataset would.
+    (Single-scale features; tests/test_train_data.py has the multi-scale case.)"""
     from itertools import islice
 
     from torch.utils.data import default_collate
@@ -95,7 +96,9 @@ def test_loader_workers_and_preloading_give_the_same_batches_across_epochs(featu
 
     def stream(workers, preload, start=0):
         run = _recipe(features, num_workers=workers, preload=preload)
-        data = LatentDataset(run["features"], seed=run["seed"], preload=preload)
+        data = LatentDataset(run["features"], seed=run["seed"])
+        if preload:
+            data.preload()
         return list(islice(epoch_batches(data, run, start_step=start), 10 - start))
 
     for workers, preload, start in ((0, False, 0), (2, False, 0), (0, True, 0), (2, True, 0), (2, True, 5)):
@@ -110,14 +113,23 @@ def test_preload_reads_each_feature_file_once_and_a_missing_one_is_named(feature
 
     copy = tmp_path / "features"
     shutil.copytree(features, copy)
-    dataset = LatentDataset(copy, preload=True)
-    monkeypatch.setattr(LatentDataset, "_read", lambda *args: pytest.fail("read a file after preloading"))
-    assert dataset.item(3, epoch=2)["latents"].shape == (4, 16, 16)
+    reads, read = [], LatentDataset._read
+    monkeypatch.setattr(LatentDataset, "_read", lambda self, column, relative: reads.append(relative) or read(
+        self, column, relative))
+    dataset = LatentDataset(copy).preload()
+    files = {dataset.field(column, i) for column in ("vae", "t5") for i in range(len(dataset))}
+    assert sorted(reads) == sorted(files)  # each once, the captions' T5 files included
+    items = [dataset.item(i, epoch=2) for i in range(len(dataset))]
+    assert len(reads) == len(files)  # nothing read after preloading
+    plain = LatentDataset(copy)
+    for i, item in enumerate(items):
+        assert torch.equal(item["latents"], plain.item(i, epoch=2)["latents"])
+        assert torch.equal(item["text"], plain.item(i, epoch=2)["text"])
     monkeypatch.undo()
     missing = copy / dataset.field("vae", 3)
     missing.unlink()
     with pytest.raises(DatasetError, match=f"{missing.name} is missing.*re-run the feature extraction"):
-        LatentDataset(copy, preload=True)
+        LatentDataset(copy).preload()
     with pytest.raises(DatasetError, match=f"{missing.name} is missing"):
         LatentDataset(copy)[3]
     with pytest.raises(recipes.RecipeError, match="`preload` must be true or false, got 'no'"):

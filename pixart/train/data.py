@@ -9,12 +9,13 @@ Accepted layouts of a dataset folder (checked in this order):
 
 `LatentDataset(features_dir)` reads what `pixart.train.features` wrote and returns, per item, latents
 re-sampled from the VAE posterior with noise fixed by (seed, epoch, item), the T5 states padded to
-max_length with their mask, the label and the micro-conditions (reference §3). With `preload` it reads every
-feature file once into memory instead of twice per item and epoch.
+max_length with their mask, the label and the micro-conditions (reference §3). `preload()` reads every feature
+file into memory once instead of twice per item and epoch.
 """
 import hashlib
 import io
 import json
+import math
 import posixpath
 import tarfile
 from dataclasses import dataclass, field
@@ -278,6 +279,7 @@ def scan_dataset(root) -> tuple[list[ImageItem], dict]:
 
 
 ITEM_FIELDS = ("item_id", "label", "height", "width", "bucket", "vae", "t5")  # index columns an item reads
+FEATURE_KEYS = {"vae": "moments", "t5": "states"}  # index column naming a feature file -> its tensor's key
 
 
 def _packed(column) -> np.ndarray:
@@ -336,13 +338,10 @@ class LatentDataset(Dataset):
 
     The posterior noise depends on (seed, epoch, item id) only, so a given epoch is reproducible in any
     worker layout. `item(i, epoch)` takes the epoch explicitly (the training stream passes it with each batch);
-    `dataset[i]` reads the epoch last given to set_epoch().
-    `preload`: read every feature file into memory when the dataset is built (for feature sets that fit in
-    memory, such as the shapes world's: 13 KB per item); reading two files per item is most of a batch's
-    loading time. Forked loader workers share the loaded tensors.
+    `dataset[i]` reads the epoch last given to set_epoch(), which DataLoader workers see only when they start.
     """
 
-    def __init__(self, features_dir, *, max_length: int | None = None, seed: int = 0, preload: bool = False):
+    def __init__(self, features_dir, *, max_length: int | None = None, seed: int = 0):
         import pandas as pd
 
         self.root = Path(features_dir)
@@ -356,11 +355,22 @@ class LatentDataset(Dataset):
         self.scaling_factor = self.settings["scaling_factor"]
         self.seed = seed
         self.epoch = 0
-        self._loaded = {}
-        if preload:
-            for column, key in (("vae", "moments"), ("t5", "states")):
-                for relative in dict.fromkeys(value.decode() for value in self.fields[column]):
-                    self._loaded[relative] = self._read(relative, key)
+        self._loaded = {}  # column -> (one flat tensor, {file: (offset, shape)}), once preload() has run
+
+    def preload(self) -> "LatentDataset":
+        """Read every feature file into memory (for feature sets that fit: the shapes world's take 13 KB per
+        item, and every process of a multi-GPU run holds them all); reading two files per item is most of a
+        batch's loading time. Each column is one flat tensor, so loader workers share one storage per column
+        (forked) or receive it in one piece (spawned), instead of one per file."""
+        for column in FEATURE_KEYS:
+            parts, where, offset = [], {}, 0
+            for relative in dict.fromkeys(value.decode() for value in self.fields[column]):
+                tensor = self._read(column, relative)
+                parts.append(tensor.flatten())
+                where[relative] = (offset, tuple(tensor.shape))
+                offset += tensor.numel()
+            self._loaded[column] = (torch.cat(parts) if parts else torch.zeros(0), where)
+        return self
 
     def set_epoch(self, epoch: int):
         """Select the epoch whose posterior noise `dataset[i]` uses."""
@@ -374,18 +384,21 @@ class LatentDataset(Dataset):
     def __len__(self) -> int:
         return len(self.fields["item_id"])
 
-    def _read(self, relative: str, key: str) -> torch.Tensor:
+    def _read(self, column: str, relative: str) -> torch.Tensor:
         from safetensors.torch import load_file
 
         path = self.root / relative
         if not path.is_file():
             raise DatasetError(f"{path} is missing (listed in {self.root / INDEX_FILE}); re-run the feature "
                                f"extraction into {self.root} to restore it")
-        return load_file(str(path))[key]
+        return load_file(str(path))[FEATURE_KEYS[column]]
 
-    def _tensor(self, relative: str, key: str) -> torch.Tensor:
-        stored = self._loaded.get(relative)
-        return (self._read(relative, key) if stored is None else stored).float()
+    def _tensor(self, column: str, relative: str) -> torch.Tensor:
+        if column not in self._loaded:
+            return self._read(column, relative).float()
+        flat, where = self._loaded[column]
+        offset, shape = where[relative]
+        return flat[offset: offset + math.prod(shape)].view(shape).float()
 
     def field(self, name: str, i: int):
         """Item i's value of an index column (ITEM_FIELDS), as a str or a number."""
@@ -398,10 +411,10 @@ class LatentDataset(Dataset):
     def item(self, i: int, epoch: int) -> dict:
         """Item i with the posterior noise of `epoch`."""
         row = {name: self.field(name, i) for name in ITEM_FIELDS}
-        mean, std = self._tensor(row["vae"], "moments").chunk(2, dim=0)
+        mean, std = self._tensor("vae", row["vae"]).chunk(2, dim=0)
         generator = torch.Generator().manual_seed(stable_seed("posterior", self.seed, epoch, row["item_id"]))
         latents = (mean + std * torch.randn(mean.shape, generator=generator)) * self.scaling_factor
-        states = self._tensor(row["t5"], "states")[: self.max_length]
+        states = self._tensor("t5", row["t5"])[: self.max_length]
         text = torch.zeros(self.max_length, states.shape[1])
         text[: len(states)] = states
         mask = torch.zeros(self.max_length, dtype=torch.long)

@@ -19,8 +19,14 @@ from pixart.train.buckets import AspectRatioBatchSampler
 from pixart.train.data import LatentDataset
 
 
+def _sampler(dataset: LatentDataset, batch_size: int) -> AspectRatioBatchSampler:
+    # as epoch_batches builds it: multi-scale training drops each bucket's short last batch
+    return AspectRatioBatchSampler(dataset.bucket_keys, batch_size, seed=0,
+                                   drop_last=bool(dataset.settings["multiscale"]))
+
+
 def _plain(dataset: LatentDataset, batch_size: int, workers: int):
-    sampler = AspectRatioBatchSampler(dataset.bucket_keys, batch_size, seed=0)
+    sampler = _sampler(dataset, batch_size)
     epoch = 0
     while True:
         sampler.set_epoch(epoch)
@@ -32,9 +38,11 @@ def _plain(dataset: LatentDataset, batch_size: int, workers: int):
 def measure(features: str, loader: str, *, batch_size: int, epochs: int, workers: int, preload: bool) -> tuple[float, float]:
     """(ms per batch, seconds to build the dataset) for one pass of `epochs` epochs."""
     tick = time.perf_counter()
-    dataset = LatentDataset(features, preload=preload)
+    dataset = LatentDataset(features)
+    if preload:
+        dataset.preload()
     built = time.perf_counter() - tick
-    per_epoch = len(AspectRatioBatchSampler(dataset.bucket_keys, batch_size, seed=0))
+    per_epoch = len(_sampler(dataset, batch_size))
     recipe = {"batch_size": batch_size, "seed": 0, "features": features, "num_workers": workers}
     stream = _plain(dataset, batch_size, workers) if loader == "plain" else epoch_batches(dataset, recipe)
     tick = time.perf_counter()

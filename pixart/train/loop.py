@@ -78,8 +78,10 @@ def train(recipe: dict, out: str | Path, *, resume_from: str | None = "auto", st
     torch.manual_seed(recipe["seed"])
     model, null = build_model(recipe)
     # before resuming or discarding a stale run: features that do not fit the recipe stop it with nothing touched
-    dataset = LatentDataset(recipe["features"], seed=recipe["seed"], preload=recipe["preload"])
+    dataset = LatentDataset(recipe["features"], seed=recipe["seed"])
     check_matches_recipe(dataset, recipe, model.config.num_embeds_ada_norm if recipe["stage"] == "class" else None)
+    if recipe["preload"]:
+        dataset.preload()
     if recipe["gradient_checkpointing"]:
         model.enable_gradient_checkpointing()
     model.train()

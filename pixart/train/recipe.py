@@ -41,7 +41,8 @@ DEFAULTS = {
     "log_every": 10,
     "multiscale": False,
     "num_workers": 0,          # DataLoader processes; the batches are the same for any number (data.py)
-    "preload": False,          # read every feature file into memory once; the same batches, loaded faster
+    "preload": False,          # read every feature file into memory once (each process holds them all); the same
+                               # batches, loaded faster (LatentDataset.preload)
 }
 
 

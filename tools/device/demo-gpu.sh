@@ -2,25 +2,42 @@
 # The shapes demo at GPU size (make demo-gpu's DAG) on the lent GPU machine, followed across calls of at most
 # 10 minutes each (docs/device.md). Usage, in every call:
 #     bash tools/device/demo-gpu.sh SECONDS [EXTRA_CONFIG.yaml …]
-# The first call installs the carried wheels (.whl/, from tools/device/fetch-wheels.sh) into /tmp/site and starts
-# the DAG in a process session of its own, which runs on between calls while the machine stays warm (30 s after
-# a call ends). Each call follows the DAG for up to SECONDS, then copies what it has into $OUT: progress.txt (the
-# DAG's log, last lines), checks.md once written, results.tgz (report tables and figures, training logs and
-# stats, scores; no images or checkpoints). EXTRA_CONFIG files merge last (e.g. longer training); they only count
-# in the call that starts the DAG.
-# Exit status: 0 the DAG finished; 3 it is still running (call again at once, with the same arguments);
-# 1 it failed (see progress.txt); 2 set-up failed.
+# SECONDS bounds the whole call, set-up and copying included. The first call installs the carried wheels
+# (tools/device/env.sh) and starts the DAG in a process session of its own, which runs on between calls while the
+# machine stays warm (30 s after a call ends). Each call follows the DAG until it ends or SECONDS are nearly
+# spent, then copies what there is into $OUT: progress.txt (the last progress line, failed rules, the end of the
+# DAG's log), checks.md once written, sample_grid.svg, results.tgz (report tables and figures, training and
+# scoring logs and stats, scores; no images, weights or HTML report). EXTRA_CONFIG files merge last (e.g. longer
+# training) and count only in the call that starts the DAG; they must keep `results: results-gpu`.
+# Exit status: 0 the DAG finished (a later call only copies again); 3 it is still running (call again at once,
+# with the same arguments); 1 it failed (see progress.txt; the next call starts it again, and Snakemake keeps
+# what is done); 2 set-up failed.
 # Elsewhere (a dry run on a CPU): see tools/device/env.sh; ALLOW_CPU=1 needs no CUDA.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-budget=${1:?usage: demo-gpu.sh SECONDS [EXTRA_CONFIG.yaml …]}
+[[ ${1:-} =~ ^[0-9]+$ ]] || { echo "usage: demo-gpu.sh SECONDS [EXTRA_CONFIG.yaml …]" >&2; exit 2; }
+budget=$1
 shift
+COPY_SECONDS=20  # kept for copying the results at the end of the call
 RUN=results-gpu/device
 source tools/device/env.sh
 mkdir -p "$RUN"
-if [ -f "$RUN/rc" ]; then  # the last DAG ended (a failure, say, since fixed): start again; Snakemake keeps what is done
-    mv "$RUN/dag.log" "$RUN/dag.previous.log"
+
+# The wrapper writes `ended`, then `rc`; a DAG whose process is gone without an rc was killed.
+dag_alive() {  # a zombie (killed, not yet reaped by whoever inherited it) counts as gone
+    local state
+    state=$(awk '{print $3}' "/proc/$(cat "$RUN/pid")/stat" 2>/dev/null) && [ "$state" != Z ]
+}
+mark_if_killed() {
+    [ -f "$RUN/pid" ] && [ ! -f "$RUN/rc" ] && ! dag_alive && { date +%s > "$RUN/ended"; echo 137 > "$RUN/rc"; }
+    return 0
+}
+mark_if_killed
+if [ -f "$RUN/rc" ] && [ "$(cat "$RUN/rc")" != 0 ]; then  # a failed DAG starts again; Snakemake keeps what is done
+    started=$(cat "$RUN/started")
+    mv "$RUN/dag.log" "$RUN/dag.$started.log"
     rm -f "$RUN/pid" "$RUN/rc" "$RUN/started" "$RUN/ended"
+    rm -rf .snakemake/locks  # a killed Snakemake leaves its lock; no DAG of this folder runs now
 fi
 
 if [ ! -f "$RUN/pid" ]; then
@@ -30,37 +47,45 @@ cuda = torch.cuda.is_available()
 print('demo-gpu: torch', torch.__version__, '| CUDA', torch.cuda.get_device_name(0) if cuda else 'none',
       '| diffusers', diffusers.__version__, '| transformers', transformers.__version__, '| snakemake', snakemake.__version__)
 sys.exit(0 if cuda or os.environ.get('ALLOW_CPU') == '1' else 'demo-gpu: torch sees no CUDA device')" || exit 2
+    df -h /dev/shm | tail -1 | awk '{print "demo-gpu: /dev/shm " $2 " (loader workers pass batches through it)"}'
     configs=(workflows/config/demo.yaml workflows/config/demo-gpu.yaml "$@")
+    printf -v quoted '%q ' "${configs[@]}"
+    printf -v py '%q' "$PY"
     # greedy scheduling: the ILP scheduler needs pulp, which is not carried
-    dag="'$PY' -m snakemake --profile workflows/profiles/local --scheduler greedy --configfile ${configs[*]}"
-    report="'$PY' -m snakemake --configfile ${configs[*]} --report results-gpu/report.html"
+    dag="$py -m snakemake --profile workflows/profiles/local --scheduler greedy --configfile $quoted"
+    report="$py -m snakemake --configfile $quoted --report results-gpu/report.html"
     date +%s > "$RUN/started"
-    setsid bash -c "$dag && $report; echo \$? > '$RUN/rc'; date +%s > '$RUN/ended'" > "$RUN/dag.log" 2>&1 < /dev/null &
+    setsid bash -c "$dag && $report; status=\$?; date +%s > $RUN/ended; echo \$status > $RUN/rc.new; mv $RUN/rc.new $RUN/rc" \
+        > "$RUN/dag.log" 2>&1 < /dev/null &
     echo $! > "$RUN/pid"
     echo "demo-gpu: started the DAG (pid $(cat "$RUN/pid")) with ${configs[*]}"
 fi
 
-deadline=$((SECONDS + budget))
-while [ ! -f "$RUN/rc" ] && [ $SECONDS -lt $deadline ]; do
+while [ ! -f "$RUN/rc" ] && [ $((SECONDS + 5 + COPY_SECONDS)) -le "$budget" ]; do
     sleep 5
+    mark_if_killed
 done
+rc=$(cat "$RUN/rc" 2>/dev/null)  # read once: what is copied below is at least this far
 
 elapsed=$(( $(cat "$RUN/ended" 2>/dev/null || date +%s) - $(cat "$RUN/started") ))
-{ echo "elapsed since the DAG started: ${elapsed}s"; grep -E "steps \([0-9]+%\) done" "$RUN/dag.log" | tail -1
-  grep -E "^Error in rule" "$RUN/dag.log" | sort | uniq -c
-  echo "--- last lines of the DAG's log"; tail -n 80 "$RUN/dag.log"; } > "$OUT/progress.txt"
+summary="elapsed since the DAG started: ${elapsed}s
+$(grep -E "steps \([0-9]+%\) done" "$RUN/dag.log" | tail -1)
+$(grep -E "^Error in rule" "$RUN/dag.log" | sort | uniq -c)"
+{ echo "$summary"; echo "--- last lines of the DAG's log"; tail -n 80 "$RUN/dag.log"; } > "$OUT/progress.txt"
 [ -f results-gpu/report/tables/checks.md ] && cp results-gpu/report/tables/checks.md "$OUT/checks.md"
 grid=$(ls results-gpu/report/figures/grid__pixart-shapes__fid_cfg__*.svg 2>/dev/null | head -1)
 [ -n "$grid" ] && cp "$grid" "$OUT/sample_grid.svg"
-# a file comes back only under 16 MiB: no images, weights or the HTML report (which embeds the images)
-tar czf "$OUT/results.tgz" --ignore-failed-read --exclude='*.png' --exclude='*.safetensors' --exclude='*.pth' \
-    --exclude='*.bin' --exclude='*.pt' --exclude='checkpoints' --exclude='samples' --exclude='shapes' \
-    --exclude='report.html' --exclude='grid__*.svg' --exclude='worst__*.svg' results-gpu 2>/dev/null
-sed -n "1,/^--- last lines/p" "$OUT/progress.txt" | head -n -1
-if [ ! -f "$RUN/rc" ]; then
+tar czf "$OUT/results.tgz" --exclude='*.png' --exclude='*.safetensors' --exclude='*.pth' --exclude='*.bin' \
+    --exclude='*.pt' --exclude='results-gpu/train/*/checkpoints' --exclude='results-gpu/samples' \
+    --exclude='results-gpu/shapes' --exclude='results-gpu/report.html' --exclude='grid__*.svg' \
+    --exclude='worst__*.svg' results-gpu 2> "$RUN/tar.err"
+[ $? -le 1 ] || echo "demo-gpu: packing results.tgz failed: $(tail -1 "$RUN/tar.err")"  # 1: a file changed while read
+[ "$(stat -c %s "$OUT/results.tgz" 2>/dev/null || echo 0)" -lt $((16 << 20)) ] \
+    || echo "demo-gpu: results.tgz is over 16 MiB and will not come back; exclude more in tools/device/demo-gpu.sh"
+echo "$summary"
+if [ -z "$rc" ]; then
     echo "demo-gpu: still running after ${elapsed}s; call again at once with the same arguments"
     exit 3
 fi
-rc=$(cat "$RUN/rc")
 echo "demo-gpu: the DAG ended with status $rc after ${elapsed}s"
 [ "$rc" = 0 ] || exit 1

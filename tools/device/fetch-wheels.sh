@@ -12,13 +12,18 @@ for tag in manylinux_2_35 manylinux_2_34 manylinux_2_31 manylinux_2_28 manylinux
            manylinux2014 manylinux1; do
     TARGET+=(--platform "${tag}_x86_64")
 done
+requirements=$(sed 's/#.*//' tools/device/wheels.txt | grep -E '\S' | tr -d ' ')
 mkdir -p .whl
 rm -f .whl/*.whl
-for requirement in $(grep -v '^#' tools/device/wheels.txt); do
+normal() { tr 'A-Z.-' 'a-z__'; }  # a wheel's file name spells its project name this way, in any case
+for requirement in $requirements; do
     if ! "$PY" -m pip download --quiet --no-deps --only-binary=:all: "${TARGET[@]}" -d .whl "$requirement" \
             >/dev/null 2>&1; then
-        "$PY" -m pip wheel --quiet --no-deps -w .whl "$requirement" 2>&1 | { grep -v "^WARNING: Location" || true; }
-        built=$(ls .whl/"$(echo "${requirement%%==*}" | tr - _)"-*.whl 2>/dev/null || true)
+        "$PY" -m pip wheel --quiet --no-deps -w .whl "$requirement" 2>&1 | { grep -v "^WARNING: Location" || true; } \
+            || { echo "fetch-wheels: $requirement: neither a wheel for CPython 3.12 x86-64 nor a source to build" >&2
+                 exit 1; }
+        name=$(echo "${requirement%%==*}" | normal)
+        built=$(ls .whl | while read -r file; do [ "$(echo "${file%%-*}" | normal)" = "$name" ] && echo "$file"; done)
         case "$built" in
             *-py3-none-any.whl) ;;
             *) echo "fetch-wheels: $requirement has no wheel for CPython 3.12 x86-64 and is not pure Python" \
@@ -28,7 +33,7 @@ for requirement in $(grep -v '^#' tools/device/wheels.txt); do
     fi
 done
 count=$(ls .whl/*.whl | wc -l)
-expected=$(grep -vc '^#' tools/device/wheels.txt)
+expected=$(echo "$requirements" | wc -w)
 if [ "$count" -ne "$expected" ]; then
     echo "fetch-wheels: $count wheels in .whl/ for $expected requirements" >&2
     exit 1
