@@ -324,15 +324,12 @@ def test_multiscale_stream_equals_plain_epochs_with_workers_and_preload(extracte
     from itertools import islice
 
     from pixart.train.batches import epoch_batches
+    from pixart.train.loader_bench import plain_batches
 
     recipe = {"batch_size": 2, "seed": 5, "num_workers": 2, "features": "ms"}
     plain = LatentDataset(extracted["root"] / "ms", seed=5)
-    sampler = AspectRatioBatchSampler(plain.bucket_keys, 2, seed=5, drop_last=True)
-    reference = []
-    for epoch in range(3):
-        sampler.set_epoch(epoch)
-        plain.set_epoch(epoch)
-        reference += list(torch.utils.data.DataLoader(plain, batch_sampler=list(sampler)))
+    epochs = 3 * len(AspectRatioBatchSampler(plain.bucket_keys, 2, seed=5, drop_last=True))
+    reference = list(islice(plain_batches(plain, 2, seed=5), epochs))
     preloaded = LatentDataset(extracted["root"] / "ms", seed=5).preload()
     stream = list(islice(epoch_batches(preloaded, recipe), len(reference)))
     assert len({tuple(b["latents"].shape) for b in stream}) == 2  # both buckets' shapes

@@ -75,24 +75,17 @@ def test_recipe_errors_name_the_key(features):
 def test_loader_workers_and_preloading_give_the_same_batches_across_epochs(features):
     """Posterior noise depends on (seed, epoch, item) only, so worker processes and preloaded features change
     nothing, also after epoch boundaries (16 items in batches of 4: four per epoch) and from a resumed step.
-    The reference is built item by item, an epoch at a time, as a plain DataLoader over the dataset would.
+    The reference is a plain DataLoader over the dataset, anew each epoch (loader_bench.plain_batches).
     (Single-scale features; tests/test_train_data.py has the multi-scale case.)"""
     from itertools import islice
 
-    from torch.utils.data import default_collate
-
     from pixart.train.batches import epoch_batches
-    from pixart.train.buckets import AspectRatioBatchSampler
     from pixart.train.data import LatentDataset
+    from pixart.train.loader_bench import plain_batches
 
     recipe = _recipe(features)
     dataset = LatentDataset(recipe["features"], seed=recipe["seed"])
-    sampler = AspectRatioBatchSampler(dataset.bucket_keys, recipe["batch_size"], seed=recipe["seed"])
-    reference = []
-    for epoch in range(3):
-        sampler.set_epoch(epoch)
-        dataset.set_epoch(epoch)
-        reference += [default_collate([dataset[i] for i in indices]) for indices in sampler]
+    reference = list(islice(plain_batches(dataset, recipe["batch_size"], seed=recipe["seed"]), 10))
 
     def stream(workers, preload, start=0):
         run = _recipe(features, num_workers=workers, preload=preload)

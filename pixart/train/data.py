@@ -388,10 +388,11 @@ class LatentDataset(Dataset):
         from safetensors.torch import load_file
 
         path = self.root / relative
-        if not path.is_file():
+        try:
+            return load_file(str(path))[FEATURE_KEYS[column]]
+        except FileNotFoundError:
             raise DatasetError(f"{path} is missing (listed in {self.root / INDEX_FILE}); re-run the feature "
-                               f"extraction into {self.root} to restore it")
-        return load_file(str(path))[FEATURE_KEYS[column]]
+                               f"extraction into {self.root} to restore it") from None
 
     def _tensor(self, column: str, relative: str) -> torch.Tensor:
         if column not in self._loaded:

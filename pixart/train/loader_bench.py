@@ -19,14 +19,16 @@ from pixart.train.buckets import AspectRatioBatchSampler
 from pixart.train.data import LatentDataset
 
 
-def _sampler(dataset: LatentDataset, batch_size: int) -> AspectRatioBatchSampler:
+def _sampler(dataset: LatentDataset, batch_size: int, seed: int = 0) -> AspectRatioBatchSampler:
     # as epoch_batches builds it: multi-scale training drops each bucket's short last batch
-    return AspectRatioBatchSampler(dataset.bucket_keys, batch_size, seed=0,
+    return AspectRatioBatchSampler(dataset.bucket_keys, batch_size, seed=seed,
                                    drop_last=bool(dataset.settings["multiscale"]))
 
 
-def _plain(dataset: LatentDataset, batch_size: int, workers: int):
-    sampler = _sampler(dataset, batch_size)
+def plain_batches(dataset: LatentDataset, batch_size: int, workers: int = 0, seed: int = 0):
+    """Endless batches the way a user would load them: a DataLoader over the dataset anew each epoch, after
+    set_epoch. The benchmark's baseline, and the reference the tests hold the suite's stream to."""
+    sampler = _sampler(dataset, batch_size, seed)
     epoch = 0
     while True:
         sampler.set_epoch(epoch)
@@ -44,7 +46,7 @@ def measure(features: str, loader: str, *, batch_size: int, epochs: int, workers
     built = time.perf_counter() - tick
     per_epoch = len(_sampler(dataset, batch_size))
     recipe = {"batch_size": batch_size, "seed": 0, "features": features, "num_workers": workers}
-    stream = _plain(dataset, batch_size, workers) if loader == "plain" else epoch_batches(dataset, recipe)
+    stream = plain_batches(dataset, batch_size, workers) if loader == "plain" else epoch_batches(dataset, recipe)
     tick = time.perf_counter()
     n = sum(1 for _ in islice(stream, per_epoch * epochs))
     return (time.perf_counter() - tick) / n * 1e3, built
