@@ -311,6 +311,29 @@ def _training_config(tmp_path):
     return path
 
 
+def test_training_data_in_any_layout_plans_and_missing_training_sources_are_named(tmp_path):
+    """The DAG waited for captions.jsonl, so sidecar .txt captions (read by pixart.train.features) stopped the
+    plan; a missing start checkpoint or dataset first failed when its training job ran, hours in."""
+    config = _training_config(tmp_path)
+    data = tmp_path / "squares"
+    for line in (data / "captions.jsonl").read_text().splitlines():
+        item = json.loads(line)
+        (data / item["file"]).with_suffix(".txt").write_text(item["caption"])
+    (data / "captions.jsonl").unlink()
+    plan = _run(["-n", "--configfile", str(config), "--cores", "2"], tmp_path)
+    assert plan.returncode == 0, (plan.stdout + plan.stderr)[-3000:]
+    assert re.search(r"^train_features\s+1$", plan.stdout, re.M), plan.stdout
+
+    broken = yaml.safe_load(config.read_text())
+    broken["train"]["datasets"]["squares"]["data"] = "data/gone"
+    broken["train"]["recipes"]["stage2"]["init"] = {"kind": "dit", "source": "weights/facebook/DiT-XL-2-256"}
+    config.write_text(yaml.safe_dump(broken))
+    out = _run(["-n", "--configfile", str(config), "--cores", "2"], tmp_path)
+    assert out.returncode != 0
+    assert "train.datasets.squares.data: data/gone does not exist" in out.stdout + out.stderr
+    assert "train.recipes.stage2.init.source: weights/facebook/DiT-XL-2-256 does not exist" in out.stdout + out.stderr
+
+
 def test_training_stages_feed_a_series_that_is_evaluated_and_gated(tmp_path):
     config = _training_config(tmp_path)
     plan = _run(["-n", "--configfile", str(config), "--cores", "2"], tmp_path)

@@ -230,6 +230,14 @@ def vae_inputs(source, subfolder):
     return local_inputs(source)
 
 
+def train_dataset_input(name):
+    """What features wait for: captions.jsonl where the folder has one or a rule writes it (the shapes world),
+    else the folder itself, for the .tar-shard and sidecar-.txt layouts pixart.train.features also reads."""
+    data = train_dataset(name)["data"]
+    captions = f"{data}/captions.jsonl"
+    return captions if Path(captions).exists() or built_by_rules(data) else data
+
+
 def train_dataset_weights(name):
     d = train_dataset(name)
     return vae_inputs(d["vae"], d["vae_subfolder"]) + local_inputs(with_defaults("text_encoders", d["text_encoder"])["source"])
@@ -459,13 +467,16 @@ def missing_local_sources():
     sources += [(f"text_encoders.{name}.source", entry.get("source")) for name, entry in config["text_encoders"].items()]
     sources += [(f"scorers.{name}.{key}", entry.get(key)) for name, entry in config["scorers"].items()
                 for key in SCORER_PATH_KEYS]
-    problems = []
-    for where, source in sources:
-        if not isinstance(source, str) or source.startswith("train:") or source == "xl-2":  # a built-in arch
-            continue
-        if not is_hub_id(source) and not Path(source).exists() and not built_by_rules(source):
-            problems.append(f"{where}: {source} does not exist (and no rule of this config builds it); fix the path")
-    return problems
+    train = config.get("train", {})
+    sources += [(f"train.datasets.{name}.vae", train_dataset(name)["vae"]) for name in train.get("datasets", {})]
+    sources += [(f"train.recipes.{name}.init.source", train_recipe(name).get("init", {}).get("source"))
+                for name in train.get("recipes", {})]
+    local = [(where, source) for where, source in sources if isinstance(source, str) and not is_hub_id(source)
+             and not source.startswith("train:") and source != "xl-2"]  # xl-2: a built-in arch
+    # a dataset is a folder, also where its path reads like a hub id
+    local += [(f"train.datasets.{name}.data", train_dataset(name)["data"]) for name in train.get("datasets", {})]
+    return [f"{where}: {source} does not exist (and no rule of this config builds it); fix the path"
+            for where, source in local if not Path(source).exists() and not built_by_rules(source)]
 
 
 def benchmark_problems():

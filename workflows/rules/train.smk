@@ -1,13 +1,13 @@
 # Training: offline features per dataset, then one job per recipe stage (resumable: a rerun continues from the
 # last checkpoint under results/train/<recipe>/checkpoints/ when that checkpoint comes from the same start and
 # recipe; one from another start, e.g. stage 3's after stage 2 was retrained, is discarded: --discard-stale).
-# Models `train:<recipe>@<step>` read those checkpoints (common.smk: train_checkpoint), so evaluation waits for
+# Models `train:<recipe>@<step>` read those checkpoints (common.smk: resolved_model), so evaluation waits for
 # the stage that writes them.
 
 
 rule train_features:
     input:
-        captions=lambda w: f"{train_dataset(w.dataset)['data']}/captions.jsonl",
+        data=lambda w: train_dataset_input(w.dataset),
         weights=lambda w: train_dataset_weights(w.dataset),
     output:
         index=f"{R}/train/features/{{dataset}}/index.parquet",
