@@ -1,6 +1,6 @@
 # PixArt-α evaluation DAG: prompt set → T5 embeddings → samples per model × benchmark × sampler × cfg × shard
 # → scores → table, report; checkpoint series → status, gates, summary.
-# Wiring and config lookup only; every step is a `python -m …` command (DESIGN §2).
+# Wiring and config lookup only; every step that computes is a `python -m …` command (DESIGN §2).
 from snakemake.utils import min_version, validate
 
 min_version("9.0")
