@@ -109,6 +109,8 @@ def test_a_float16_t5_keeps_the_modules_transformers_keeps_in_float32(tiny):
 
 
 def test_engine_matches_stock_diffusers_pipeline(tiny):
+    """Given the same conditioning, the denoising loop and decode are diffusers' bit for bit (the conditioning
+    itself is checked against diffusers' own encoding in the next test)."""
     from diffusers import PixArtAlphaPipeline
 
     from pixart.checkpoints import load_text_encoder, load_transformer, load_vae
@@ -129,6 +131,47 @@ def test_engine_matches_stock_diffusers_pipeline(tiny):
                    guidance_scale=4.5, height=64, width=64, use_resolution_binning=False, output_type="pil").images
         ours = engine.decode(engine.denoise(PROMPTS[:3], [1, 2, 3], 64, 64, spec, 4.5), 64, 64)
         assert all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(ours, ref)), sampler
+
+
+def test_guided_conditioning_is_what_diffusers_encodes_and_the_original_null_caption(tiny):
+    """[uncond; cond] against PixArtAlphaPipeline's own prompt and negative-prompt encoding: the same states on
+    the valid tokens (16-bit store), the same masks, nothing valid beyond the batch's longest prompt; the images
+    from text agree within one level. The original convention puts the checkpoint's null caption under each
+    prompt's own mask."""
+    from diffusers import PixArtAlphaPipeline
+
+    from pixart.checkpoints import load_text_encoder, load_transformer, load_vae
+    from pixart.embeddings import encode_prompts
+
+    prompts = PROMPTS[:3]
+    tokenizer, encoder = load_text_encoder(str(tiny["pipeline"]))
+    table = encode_prompts(prompts, tokenizer, encoder, clean_caption=False, progress=False)
+    transformer, vae = load_transformer(str(tiny["pipeline"])).transformer, load_vae(str(tiny["pipeline"]))
+    engine = Engine(transformer, vae, table)
+    context, mask = engine.conditioning(prompts, guided=True)
+    pipe = PixArtAlphaPipeline.from_pretrained(str(tiny["pipeline"]))
+    pipe.set_progress_bar_config(disable=True)
+    cond, cond_mask, uncond, uncond_mask = pipe.encode_prompt(prompts, do_classifier_free_guidance=True,
+                                                              negative_prompt="", clean_caption=False)
+    length = context.shape[1]
+    assert length == int(cond_mask.sum(1).max()) and not cond_mask[:, length:].any() and not uncond_mask[:, length:].any()
+    assert torch.equal(mask[3:], cond_mask[:, :length]) and torch.equal(mask[:3], uncond_mask[:, :length])
+    for ours, theirs, valid in ((context[3:], cond, cond_mask), (context[:3], uncond, uncond_mask)):
+        valid = valid[:, :length].bool()
+        torch.testing.assert_close(ours[valid], theirs[:, :length][valid].half().float(), rtol=0, atol=2e-3)
+        assert not ours[~valid].any()  # padding is zero; the mask hides it either way
+    spec = parse_sampler("dpm-solver:10")
+    pipe.scheduler = spec.build()
+    ref = pipe(prompt=prompts, negative_prompt="", clean_caption=False, num_inference_steps=spec.steps,
+               generator=[torch.Generator().manual_seed(s) for s in (1, 2, 3)], guidance_scale=4.5, height=64,
+               width=64, use_resolution_binning=False, output_type="np").images
+    ours = np.stack([np.asarray(i) for i in engine.decode(engine.denoise(prompts, [1, 2, 3], 64, 64, spec, 4.5), 64, 64)])
+    assert np.abs(ours.astype(int) - np.round(ref * 255).astype(int)).max() <= 1
+
+    null = torch.randn(120, context.shape[2])
+    original = Engine(transformer, vae, table, null="original", null_embedding=null)
+    context, mask = original.conditioning(prompts, guided=True)
+    assert torch.equal(context[:3], null[:length].expand(3, -1, -1)) and torch.equal(mask[:3], mask[3:])
 
 
 def test_uncond_conventions_differ_and_iddpm_runs(cell_inputs, tmp_path):
