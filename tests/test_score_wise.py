@@ -1,11 +1,10 @@
 """The WISE judge through the scoring CLI: a real HTTP server on 127.0.0.1, Overall with a CI, category rows,
-failures counted, and a rerun that sends nothing already judged."""
+failures counted, a rerun that sends nothing already judged, and Overall with WISE's weights once complete."""
 import json
 
 import pytest
 
 from evals import score, table
-from evals.metrics.wise import OVERALL_WEIGHTS as WEIGHTS
 from tests.test_wise import server  # noqa: F401  (the real chat-completions server fixture)
 from tests.test_wise import SCRIPT, _prompt_set
 
@@ -35,11 +34,15 @@ def test_wise_kind_end_to_end(server, tmp_path, monkeypatch):  # noqa: F811
     again = score.run(score.parser().parse_args(args))
     assert len(srv.requests) - sent == 3  # only the failed image is sent again (1 try + 2 retries)
     assert again["breakdown"] == result["breakdown"]
-    # with chemistry judged, Overall is the weighted mean with a CI over prompts within each category
-    complete = score.category_aggregate(
-        __import__("numpy").array([0.8, 0.5, 0.5, 0.5, 0.5, 0.5]),
-        ["cultural", "time", "space", "biology", "physics", "chemistry"], list("abcdef"), WEIGHTS, 200)[0]
-    assert complete["value"] == pytest.approx(0.4 * 0.8 + 0.6 * 0.5)
+    # once chemistry is judged, Overall is WISE's weighted mean of the category means (one prompt per category
+    # here: no CI); distinct means, so swapped or dropped weights show
+    srv.script["always 500"] = [("reply", "Consistency: 0\nRealism: 1\nAesthetic Quality: 2")]
+    complete = score.run(score.parser().parse_args(args))
+    means = {c: row["value"] for c, row in complete["breakdown"].items()}
+    assert means == pytest.approx({"cultural": 0.8, "time": 0.65, "space": 1.0, "biology": 0.8, "physics": 0.8,
+                                   "chemistry": 0.2})
+    assert complete["n_failed"] == 0 and "one prompt only" in complete["note"]
+    assert complete["value"] == pytest.approx(0.4 * 0.8 + 0.167 * 0.65 + 0.133 * 1.0 + 0.1 * (0.8 + 0.8 + 0.2))
     rows = table.gather([tmp_path / "wise.json"])
     assert {"wise", "wise/cultural", "wise/physics"} <= set(rows["metric"])
     for path in tmp_path.rglob("*"):
