@@ -67,11 +67,9 @@ def clip_score_kind(settings: dict, manifest: pd.DataFrame, cell: Path):
 def load_extractor(settings: dict):
     """The feature extractor a fidelity scorer names: inception (clean-fid), dinov2 (timm) or a CLIP tower."""
     from evals.metrics import features
-
-    device = settings.get("device", "auto")
     from pixart.runtime import pick_device
 
-    device = pick_device(device)
+    device = pick_device(settings.get("device", "auto"))
     kind = settings.get("extractor", "inception")
     if kind == "inception":
         return features.load_inception(settings.get("weights"), mode=settings.get("mode", "clean"), device=device)

@@ -91,10 +91,13 @@ def test_clip_scores_a_cell_a_chunk_of_images_at_a_time(cell, tmp_path, monkeypa
     assert chunked["score"].isna().sum() == 1 and chunked.loc[7, "score"] != chunked.loc[7, "score"]
 
 
-def test_clip_fid_loads_its_tower_on_the_scorers_device(monkeypatch):
-    # it loaded on the CPU whatever the settings said: reference statistics and every cell's features on a GPU job
-    from evals.metrics import clip_score
-    from pixart.runtime import pick_device
+@pytest.mark.parametrize("extractor", ["inception", "dinov2", "clip"])
+def test_a_feature_extractor_loads_on_the_scorers_device(extractor, monkeypatch):
+    # CLIP-FID's tower loaded on the CPU whatever the settings said: reference statistics and every cell's
+    # features on a GPU job. "meta" is a device no default or fallback picks on a CPU machine.
+    import torch
+
+    from evals.metrics import clip_score, features
 
     asked = {}
 
@@ -102,10 +105,11 @@ def test_clip_fid_loads_its_tower_on_the_scorers_device(monkeypatch):
         asked.update(kwargs)
         raise RuntimeError("stop here")
 
-    monkeypatch.setattr(clip_score, "load_clip", spy)
+    for module, loader in ((features, "load_inception"), (features, "load_dinov2"), (clip_score, "load_clip")):
+        monkeypatch.setattr(module, loader, spy)
     with pytest.raises(RuntimeError, match="stop here"):
-        score.load_extractor({"extractor": "clip", "weights": "w.bin", "device": "cpu"})
-    assert asked["device"] == pick_device("cpu")
+        score.load_extractor({"extractor": extractor, "weights": "w.bin", "device": "meta"})
+    assert asked["device"] == torch.device("meta")
 
 
 def test_a_cell_without_a_manifest_says_why(cell, tmp_path):
