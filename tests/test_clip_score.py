@@ -37,16 +37,18 @@ def test_equals_direct_open_clip(tiny_clip):
 
 
 def test_prefix_scale_and_truncation_count(tiny_clip, caplog):
-    base = load_clip("tiny", tiny_clip["weights"], model_name=tiny_clip["model_name"],
-                     config_dir=tiny_clip["config_dir"])
-    prefixed = load_clip("tiny", tiny_clip["weights"], model_name=tiny_clip["model_name"],
-                         config_dir=tiny_clip["config_dir"], prefix=PHOTO_PREFIX)
-    images = _images(2)
-    long = "a very long caption " * 30
-    a = base.score(images, ["a cat", long])
-    b = prefixed.score(images, ["a cat", long])
-    assert not np.allclose(a, b)
-    assert base.n_truncated == 1 and "exceed 77 CLIP tokens" in caplog.text
+    """The prefix goes before each caption, once; the ×100 variant (Fig. 20's ViT-L/14) is 100 × the cosine."""
+    def scorer(variant="tiny", **kwargs):
+        return load_clip(variant, tiny_clip["weights"], model_name=tiny_clip["model_name"],
+                         config_dir=tiny_clip["config_dir"], **kwargs)
+
+    base, images, captions = scorer(), _images(2), ["a cat", "a very long caption " * 30]
+    plain = base.score(images, captions)
+    assert np.allclose(scorer(prefix=PHOTO_PREFIX).score(images, captions),
+                       base.score(images, [PHOTO_PREFIX + c for c in captions]), rtol=1e-6, atol=1e-7)
+    assert np.allclose(scorer("clip_vitl14_x100").score(images, captions), 100 * plain, rtol=1e-5)
+    assert scorer("clip_vitb32_cosine").score(images, captions) == pytest.approx(plain)
+    assert base.n_truncated == 2 and "exceed 77 CLIP tokens" in caplog.text  # counted over both calls
 
 
 def test_missing_weights_say_where_to_get_them(tmp_path):
