@@ -59,6 +59,18 @@ def test_general_statistic_with_equal_and_unequal_groups(statistic):
         assert ci.low < ci.high
 
 
+def test_general_statistic_paths_draw_the_same_whole_groups_as_the_mean_path():
+    """The rectangular and ragged paths (any statistic) against the exact sums path that np.mean takes, on the
+    same draws: a mean computed through them must give the same interval. Groups come shuffled, so an index
+    into the unsorted scores, or a shift that crosses group boundaries, shows."""
+    rng = np.random.default_rng(5)
+    scores = rng.exponential(size=60)
+    for groups in (rng.permutation(np.repeat(np.arange(20), 3)), rng.permutation(rng.integers(0, 15, size=60))):
+        general = bootstrap_ci(scores, groups, statistic=lambda x, axis: np.mean(x, axis=axis), seed=9)
+        exact = bootstrap_ci(scores, groups, seed=9)
+        assert (general.low, general.high) == pytest.approx((exact.low, exact.high), rel=1e-12)
+
+
 def test_nan_scores_are_refused_with_their_count():
     with pytest.raises(ValueError, match="2 of 4 scores are NaN"):
         bootstrap_ci([1.0, np.nan, 2.0, np.nan])
