@@ -299,6 +299,22 @@ def test_cfg_below_one_guides(cell_inputs, tmp_path):
     assert all(not np.array_equal(zero[k], one[k]) and not np.array_equal(half[k], one[k]) for k in one)
 
 
+def test_cfg_zero_is_the_unconditional_model(tiny):
+    """Guidance at cfg 0 leaves the unconditional prediction alone: the conditional model given the empty prompt,
+    which is the negative prompt the diffusers convention encodes (equal up to masked padding)."""
+    from pixart.checkpoints import load_text_encoder, load_transformer, load_vae
+    from pixart.embeddings import encode_prompts
+
+    tokenizer, encoder = load_text_encoder(str(tiny["pipeline"]))
+    table = encode_prompts([*PROMPTS[:3], ""], tokenizer, encoder, clean_caption=False, progress=False)
+    engine = Engine(load_transformer(str(tiny["pipeline"])).transformer, load_vae(str(tiny["pipeline"])), table)
+    spec = parse_sampler("dpm-solver:5")
+    zero = engine.denoise(PROMPTS[:3], [1, 2, 3], 64, 64, spec, 0.0)
+    unconditional = engine.denoise([""] * 3, [1, 2, 3], 64, 64, spec, 1.0)
+    torch.testing.assert_close(zero, unconditional, rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(zero, engine.denoise(PROMPTS[:3], [1, 2, 3], 64, 64, spec, 1.0), atol=1e-2)
+
+
 def test_resumed_images_keep_the_code_version_that_made_them(cell_inputs, tmp_path, monkeypatch, caplog):
     _generate(cell_inputs, tmp_path / "c")
     monkeypatch.setattr(generate, "code_version", lambda: "newer")
