@@ -108,17 +108,22 @@ def test_a_float16_t5_keeps_the_modules_transformers_keeps_in_float32(tiny):
     assert {d for name, d in dtypes.items() if ".wo." not in name} == {torch.float16}
 
 
+def _tiny_engine(tiny, prompts) -> Engine:
+    """The tiny pipeline's transformer and VAE in an engine over the prompts' T5 states."""
+    from pixart.checkpoints import load_text_encoder, load_transformer, load_vae
+    from pixart.embeddings import encode_prompts
+
+    tokenizer, encoder = load_text_encoder(str(tiny["pipeline"]))
+    table = encode_prompts(prompts, tokenizer, encoder, clean_caption=False, progress=False)
+    return Engine(load_transformer(str(tiny["pipeline"])).transformer, load_vae(str(tiny["pipeline"])), table)
+
+
 def test_engine_matches_stock_diffusers_pipeline(tiny):
     """Given the same conditioning, the denoising loop and decode are diffusers' bit for bit (the conditioning
     itself is checked against diffusers' own encoding in the next test)."""
     from diffusers import PixArtAlphaPipeline
 
-    from pixart.checkpoints import load_text_encoder, load_transformer, load_vae
-    from pixart.embeddings import encode_prompts
-
-    tokenizer, encoder = load_text_encoder(str(tiny["pipeline"]))
-    table = encode_prompts(PROMPTS[:3], tokenizer, encoder, clean_caption=False, progress=False)
-    engine = Engine(load_transformer(str(tiny["pipeline"])).transformer, load_vae(str(tiny["pipeline"])), table)
+    engine = _tiny_engine(tiny, PROMPTS[:3])
     context, mask = engine.conditioning(PROMPTS[:3], guided=True)
     pipe = PixArtAlphaPipeline.from_pretrained(str(tiny["pipeline"]))
     pipe.set_progress_bar_config(disable=True)
@@ -140,14 +145,8 @@ def test_guided_conditioning_is_what_diffusers_encodes_and_the_original_null_cap
     prompt's own mask."""
     from diffusers import PixArtAlphaPipeline
 
-    from pixart.checkpoints import load_text_encoder, load_transformer, load_vae
-    from pixart.embeddings import encode_prompts
-
     prompts = PROMPTS[:3]
-    tokenizer, encoder = load_text_encoder(str(tiny["pipeline"]))
-    table = encode_prompts(prompts, tokenizer, encoder, clean_caption=False, progress=False)
-    transformer, vae = load_transformer(str(tiny["pipeline"])).transformer, load_vae(str(tiny["pipeline"]))
-    engine = Engine(transformer, vae, table)
+    engine = _tiny_engine(tiny, prompts)
     context, mask = engine.conditioning(prompts, guided=True)
     pipe = PixArtAlphaPipeline.from_pretrained(str(tiny["pipeline"]))
     pipe.set_progress_bar_config(disable=True)
@@ -169,7 +168,7 @@ def test_guided_conditioning_is_what_diffusers_encodes_and_the_original_null_cap
     assert np.abs(ours.astype(int) - np.round(ref * 255).astype(int)).max() <= 1
 
     null = torch.randn(120, context.shape[2])
-    original = Engine(transformer, vae, table, null="original", null_embedding=null)
+    original = Engine(engine.transformer, engine.vae, engine.table, null="original", null_embedding=null)
     context, mask = original.conditioning(prompts, guided=True)
     assert torch.equal(context[:3], null[:length].expand(3, -1, -1)) and torch.equal(mask[:3], mask[3:])
 
@@ -302,12 +301,7 @@ def test_cfg_below_one_guides(cell_inputs, tmp_path):
 def test_cfg_zero_is_the_unconditional_model(tiny):
     """Guidance at cfg 0 leaves the unconditional prediction alone: the conditional model given the empty prompt,
     which is the negative prompt the diffusers convention encodes (equal up to masked padding)."""
-    from pixart.checkpoints import load_text_encoder, load_transformer, load_vae
-    from pixart.embeddings import encode_prompts
-
-    tokenizer, encoder = load_text_encoder(str(tiny["pipeline"]))
-    table = encode_prompts([*PROMPTS[:3], ""], tokenizer, encoder, clean_caption=False, progress=False)
-    engine = Engine(load_transformer(str(tiny["pipeline"])).transformer, load_vae(str(tiny["pipeline"])), table)
+    engine = _tiny_engine(tiny, [*PROMPTS[:3], ""])
     spec = parse_sampler("dpm-solver:5")
     zero = engine.denoise(PROMPTS[:3], [1, 2, 3], 64, 64, spec, 0.0)
     unconditional = engine.denoise([""] * 3, [1, 2, 3], 64, 64, spec, 1.0)
