@@ -153,7 +153,8 @@ def test_guided_conditioning_is_what_diffusers_encodes_and_the_original_null_cap
     cond, cond_mask, uncond, uncond_mask = pipe.encode_prompt(prompts, do_classifier_free_guidance=True,
                                                               negative_prompt="", clean_caption=False)
     length = context.shape[1]
-    assert length == int(cond_mask.sum(1).max()) and not cond_mask[:, length:].any() and not uncond_mask[:, length:].any()
+    assert length == int(cond_mask.sum(1).max())
+    assert not cond_mask[:, length:].any() and not uncond_mask[:, length:].any()
     assert torch.equal(mask[3:], cond_mask[:, :length]) and torch.equal(mask[:3], uncond_mask[:, :length])
     for ours, theirs, valid in ((context[3:], cond, cond_mask), (context[:3], uncond, uncond_mask)):
         valid = valid[:, :length].bool()
@@ -164,7 +165,8 @@ def test_guided_conditioning_is_what_diffusers_encodes_and_the_original_null_cap
     ref = pipe(prompt=prompts, negative_prompt="", clean_caption=False, num_inference_steps=spec.steps,
                generator=[torch.Generator().manual_seed(s) for s in (1, 2, 3)], guidance_scale=4.5, height=64,
                width=64, use_resolution_binning=False, output_type="np").images
-    ours = np.stack([np.asarray(i) for i in engine.decode(engine.denoise(prompts, [1, 2, 3], 64, 64, spec, 4.5), 64, 64)])
+    latents = engine.denoise(prompts, [1, 2, 3], 64, 64, spec, 4.5)
+    ours = np.stack([np.asarray(i) for i in engine.decode(latents, 64, 64)])
     assert np.abs(ours.astype(int) - np.round(ref * 255).astype(int)).max() <= 1
 
     null = torch.randn(120, context.shape[2])
