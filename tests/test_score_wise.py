@@ -12,6 +12,10 @@ from tests.test_wise import SCRIPT, _prompt_set
 def test_wise_kind_end_to_end(server, tmp_path, monkeypatch):  # noqa: F811
     monkeypatch.setenv("JUDGE_KEY", "sk-test-secret")
     script = {k: v for k, v in SCRIPT.items() if k != "slow"}
+    # the retried prompts end on replies of their own, so all six category means differ (weights cannot swap)
+    script["bad json then good"] = [("raw", "not json"), ("reply", "Consistency: 2\nRealism: 2\nAesthetic Quality: 1")]
+    script["500 then good"] = [("status", 500), ("status", 503),
+                               ("reply", "Consistency: 1\nRealism: 1\nAesthetic Quality: 1")]
     srv = server(script)
     frame, cell = _prompt_set(tmp_path)
     frame = frame[frame["prompt"] != "slow"].assign(file=lambda f: f["sample_id"] + ".png")
@@ -35,14 +39,14 @@ def test_wise_kind_end_to_end(server, tmp_path, monkeypatch):  # noqa: F811
     assert len(srv.requests) - sent == 3  # only the failed image is sent again (1 try + 2 retries)
     assert again["breakdown"] == result["breakdown"]
     # once chemistry is judged, Overall is WISE's weighted mean of the category means (one prompt per category
-    # here: no CI); distinct means, so swapped or dropped weights show
+    # here: no CI)
     srv.script["always 500"] = [("reply", "Consistency: 0\nRealism: 1\nAesthetic Quality: 2")]
     complete = score.run(score.parser().parse_args(args))
     means = {c: row["value"] for c, row in complete["breakdown"].items()}
-    assert means == pytest.approx({"cultural": 0.8, "time": 0.65, "space": 1.0, "biology": 0.8, "physics": 0.8,
+    assert means == pytest.approx({"cultural": 0.8, "time": 0.65, "space": 1.0, "biology": 0.95, "physics": 0.5,
                                    "chemistry": 0.2})
     assert complete["n_failed"] == 0 and "one prompt only" in complete["note"]
-    assert complete["value"] == pytest.approx(0.4 * 0.8 + 0.167 * 0.65 + 0.133 * 1.0 + 0.1 * (0.8 + 0.8 + 0.2))
+    assert complete["value"] == pytest.approx(0.4 * 0.8 + 0.167 * 0.65 + 0.133 * 1.0 + 0.1 * (0.95 + 0.5 + 0.2))
     rows = table.gather([tmp_path / "wise.json"])
     assert {"wise", "wise/cultural", "wise/physics"} <= set(rows["metric"])
     for path in tmp_path.rglob("*"):

@@ -313,25 +313,38 @@ def _training_config(tmp_path):
 
 def test_training_data_in_any_layout_plans_and_missing_training_sources_are_named(tmp_path):
     """The DAG waited for captions.jsonl, so sidecar .txt captions (read by pixart.train.features) stopped the
-    plan; a missing start checkpoint or dataset first failed when its training job ran, hours in."""
+    plan; a missing start checkpoint, dataset or dataset VAE first failed when its training job ran, hours in."""
     config = _training_config(tmp_path)
-    data = tmp_path / "squares"
+    data = tmp_path / "results/squares"  # under results/, where a rule could write but none does
+    shutil.move(tmp_path / "squares", data)
     for line in (data / "captions.jsonl").read_text().splitlines():
         item = json.loads(line)
         (data / item["file"]).with_suffix(".txt").write_text(item["caption"])
     (data / "captions.jsonl").unlink()
+    sidecars = yaml.safe_load(config.read_text())
+    sidecars["train"]["datasets"]["squares"]["data"] = "results/squares"
+    sidecars["train"]["recipes"]["stage1"]["init"] = {"kind": "checkpoint", "source": "facebook/DiT-XL-2-256"}
+    config.write_text(yaml.safe_dump(sidecars))
     plan = _run(["-n", "--configfile", str(config), "--cores", "2"], tmp_path)
-    assert plan.returncode == 0, (plan.stdout + plan.stderr)[-3000:]
+    assert plan.returncode == 0, (plan.stdout + plan.stderr)[-3000:]  # a hub id is not checked here
     assert re.search(r"^train_features\s+1$", plan.stdout, re.M), plan.stdout
 
+    (tmp_path / "data/empty").mkdir(parents=True)
     broken = yaml.safe_load(config.read_text())
-    broken["train"]["datasets"]["squares"]["data"] = "data/gone"
+    broken["train"]["datasets"]["squares"].update(data="data/gone", vae="weights/tiny/gone/vae")
+    broken["train"]["datasets"]["hollow"] = {**broken["train"]["datasets"]["squares"], "data": "data/empty"}
     broken["train"]["recipes"]["stage2"]["init"] = {"kind": "dit", "source": "weights/facebook/DiT-XL-2-256"}
+    broken["train"]["recipes"]["stage3"] = {**broken["train"]["recipes"]["stage1"],
+                                            "init": {"kind": "checkpoint", "source": "results/train/x/step_1"}}
     config.write_text(yaml.safe_dump(broken))
     out = _run(["-n", "--configfile", str(config), "--cores", "2"], tmp_path)
+    said = out.stdout + out.stderr
     assert out.returncode != 0
-    assert "train.datasets.squares.data: data/gone does not exist" in out.stdout + out.stderr
-    assert "train.recipes.stage2.init.source: weights/facebook/DiT-XL-2-256 does not exist" in out.stdout + out.stderr
+    assert "train.datasets.squares.data: data/gone does not exist" in said
+    assert "train.datasets.hollow.data: data/empty is empty; put the images there" in said
+    assert "train.datasets.squares.vae: weights/tiny/gone/vae does not exist" in said
+    assert "train.recipes.stage2.init.source: weights/facebook/DiT-XL-2-256 does not exist; fix the path" in said
+    assert "train.recipes.stage3.init.source: results/train/x/step_1 does not exist; start from a stage" in said
 
 
 def test_training_stages_feed_a_series_that_is_evaluated_and_gated(tmp_path):

@@ -130,7 +130,8 @@ def reference_stats(source, extractor: FeatureExtractor, *, mode: str | None = N
                     keep_features: bool = False, on_error: str = "raise") -> dict:
     """Mean/covariance of `extractor` features over a folder, zip, list of images or ImageSource, cached as
     `{cache_dir}/{key}.npz`; key = hash(the reference's content digest over names and bytes, extractor name,
-    fingerprint and mode, preprocessing). A cache hit never touches the extractor. `keep_features` also stores the features (for KID).
+    fingerprint and mode, preprocessing). A cache hit never touches the extractor. `keep_features` also stores
+    the features (for KID).
 
     `mode` is the clean-fid resize mode; it wraps a bare module, and must match a loaded extractor's own mode.
     `device` None keeps the extractor where it was loaded (the scorer's GPU), else moves it there.

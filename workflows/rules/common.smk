@@ -230,12 +230,17 @@ def vae_inputs(source, subfolder):
     return local_inputs(source)
 
 
+def is_shapes_train_folder(data):
+    """Whether a dataset is the shapes world's renders, the one training folder a rule writes (shapes_train_data)."""
+    return Path(data).resolve() == Path(config["shapes"]["out"], "train").resolve()
+
+
 def train_dataset_input(name):
-    """What features wait for: captions.jsonl where the folder has one or a rule writes it (the shapes world),
-    else the folder itself, for the .tar-shard and sidecar-.txt layouts pixart.train.features also reads."""
+    """What features wait for: captions.jsonl where the folder has one or the shapes rule writes it, else the
+    folder itself, for the .tar-shard and sidecar-.txt layouts pixart.train.features also reads."""
     data = train_dataset(name)["data"]
     captions = f"{data}/captions.jsonl"
-    return captions if Path(captions).exists() or built_by_rules(data) else data
+    return captions if Path(captions).exists() or is_shapes_train_folder(data) else data
 
 
 def train_dataset_weights(name):
@@ -467,16 +472,38 @@ def missing_local_sources():
     sources += [(f"text_encoders.{name}.source", entry.get("source")) for name, entry in config["text_encoders"].items()]
     sources += [(f"scorers.{name}.{key}", entry.get(key)) for name, entry in config["scorers"].items()
                 for key in SCORER_PATH_KEYS]
+    sources += [(f"train.datasets.{name}.vae", train_dataset(name)["vae"])
+                for name in config.get("train", {}).get("datasets", {})]
+    problems = []
+    for where, source in sources:
+        if not isinstance(source, str) or source.startswith("train:") or source == "xl-2":  # a built-in arch
+            continue
+        if not is_hub_id(source) and not Path(source).exists() and not built_by_rules(source):
+            problems.append(f"{where}: {source} does not exist (and no rule of this config builds it); fix the path")
+    return problems
+
+
+def training_source_problems():
+    """Training inputs no rule orders a job after: a dataset folder (only the shapes world's is written by a rule)
+    must hold data, and a start checkpoint given by path must exist (a stage of this config is `init.from`)."""
     train = config.get("train", {})
-    sources += [(f"train.datasets.{name}.vae", train_dataset(name)["vae"]) for name in train.get("datasets", {})]
-    sources += [(f"train.recipes.{name}.init.source", train_recipe(name).get("init", {}).get("source"))
-                for name in train.get("recipes", {})]
-    local = [(where, source) for where, source in sources if isinstance(source, str) and not is_hub_id(source)
-             and not source.startswith("train:") and source != "xl-2"]  # xl-2: a built-in arch
-    # a dataset is a folder, also where its path reads like a hub id
-    local += [(f"train.datasets.{name}.data", train_dataset(name)["data"]) for name in train.get("datasets", {})]
-    return [f"{where}: {source} does not exist (and no rule of this config builds it); fix the path"
-            for where, source in local if not Path(source).exists() and not built_by_rules(source)]
+    problems = []
+    for name in train.get("datasets", {}):
+        data = train_dataset(name)["data"]  # a folder, also where its path reads like a hub id
+        if is_shapes_train_folder(data):
+            continue
+        fill = "put the images there with captions.jsonl, .txt captions beside them or .tar shards"
+        if not Path(data).is_dir():
+            problems.append(f"train.datasets.{name}.data: {data} does not exist; {fill}, or fix the path")
+        elif next(Path(data).iterdir(), None) is None:
+            problems.append(f"train.datasets.{name}.data: {data} is empty; {fill}")
+    for name in train.get("recipes", {}):
+        source = train_recipe(name)["init"].get("source")
+        if source and not is_hub_id(source) and not Path(source).exists():
+            fix = ("start from a stage of this config with init.from: <recipe>" if built_by_rules(source)
+                   else "fix the path")
+            problems.append(f"train.recipes.{name}.init.source: {source} does not exist; {fix}")
+    return problems
 
 
 def benchmark_problems():
@@ -569,7 +596,7 @@ def check_references():
                         f"protocol, whose prompts were drawn from the seed-0 world: with another seed its held-out "
                         f"prompts become training captions and the FID reference renders other captions. Use "
                         f"shapes.seed 0 (vary the training recipes' seeds instead)")
-    problems += missing_local_sources() + benchmark_problems()
+    problems += missing_local_sources() + training_source_problems() + benchmark_problems()
     problems += [f"scorers.{name}: a wise judge needs base_url (or base_url_env set in the environment)"
                  for name, s in config["scorers"].items()
                  if s["kind"] == "wise" and not scorer_settings(name).get("base_url")]
