@@ -43,10 +43,9 @@ def test_prefix_scale_and_truncation_count(tiny_clip, caplog):
                          config_dir=tiny_clip["config_dir"], **kwargs)
 
     base, images, captions = scorer(), _images(2), ["a cat", "a very long caption " * 30]
-    plain = base.score(images, captions)
-    assert not np.allclose(scorer(prefix=PHOTO_PREFIX).score(images, captions), plain)
-    assert np.allclose(scorer(prefix=PHOTO_PREFIX).score(images, captions),
-                       base.score(images, [PHOTO_PREFIX + c for c in captions]), rtol=1e-6, atol=1e-7)
+    plain, prefixed = base.score(images, captions), scorer(prefix=PHOTO_PREFIX).score(images, captions)
+    assert not np.allclose(prefixed, plain)
+    assert np.allclose(prefixed, base.score(images, [PHOTO_PREFIX + c for c in captions]), rtol=1e-6, atol=1e-7)
     assert np.allclose(scorer("clip_vitl14_x100").score(images, captions), 100 * plain, rtol=1e-5)
     assert scorer("clip_vitb32_cosine").score(images, captions) == pytest.approx(plain)
     assert base.n_truncated == 2 and "exceed 77 CLIP tokens" in caplog.text  # counted over both calls
