@@ -95,3 +95,19 @@ def test_clip_fid_features_equal_clean_fids_clip_vit_b_32_path(tmp_path, monkeyp
     ours = extract_features(folder, clip_feature_extractor(scorer, "clip:test"), batch_size=3).features
     assert ours.shape == (5, 16)
     np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_clip_fid_extractor_runs_on_the_scorers_device(tiny_clip, monkeypatch):
+    """The tower's normalisation constants follow the scorer to its device: on a GPU they stayed on the CPU
+    and CLIP-FID's reference statistics failed ("cuda:0 and cpu"). "meta" stands in for the GPU here."""
+    import dataclasses
+
+    from evals.metrics import features
+    from evals.metrics.clip_score import clip_feature_extractor
+
+    monkeypatch.setattr(features, "fingerprint_state", lambda state: "meta tensors hold no bytes")
+    scorer = load_clip("tiny", tiny_clip["weights"], model_name=tiny_clip["model_name"],
+                       config_dir=tiny_clip["config_dir"])
+    scorer = dataclasses.replace(scorer, model=scorer.model.to("meta"), device=torch.device("meta"))
+    extractor = clip_feature_extractor(scorer, "clip:tiny")
+    assert {t.device.type for t in (*extractor.model.parameters(), *extractor.model.buffers())} == {"meta"}

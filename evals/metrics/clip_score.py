@@ -132,7 +132,7 @@ def clip_feature_extractor(scorer: ClipScorer, name: str) -> "FeatureExtractor":
     def resize(img: np.ndarray) -> np.ndarray:
         return np.asarray(to_input(Image.fromarray(img.astype(np.uint8)).convert("RGB")))  # 8-bit, as PIL gives
 
-    module = ClipImageFeatures(scorer).eval()
+    module = ClipImageFeatures(scorer).to(scorer.device).eval()
     with torch.no_grad():
         dim = int(module(torch.zeros(1, 3, size, size, device=scorer.device)).shape[-1])
     return FeatureExtractor(name, fingerprint_state(module.state_dict()), dim, "clip", module, resize, scorer.device)
