@@ -336,3 +336,23 @@ def test_legacy_pytorch_inception_reads_a_local_state_dict(tmp_path):
     assert (extractor.dim, extractor.mode) == (2048, "legacy_pytorch")
     torch.testing.assert_close(extractor.model.net.blocks[0][0].conv.weight, state["Conv2d_1a_3x3.conv.weight"])
     assert extractor(torch.full((1, 3, 80, 80), 100.0)).shape == (1, 2048)  # small input: pooled features all the same
+
+
+def test_fid_runs_with_a_scipy_whose_sqrtm_takes_no_disp(monkeypatch):
+    """SciPy after 1.17 dropped `sqrtm(..., disp=False)`, which clean-fid 0.1.35 calls: the GPU machine's SciPy
+    failed every FID cell with TypeError. The adapter gives clean-fid the old call and the same distance."""
+    import scipy.linalg
+
+    from evals.metrics.fid import fid_from_stats
+
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(40, 6)), rng.normal(0.3, 1.2, size=(40, 6))
+    stats = (a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
+    expected = fid_from_stats(*stats)
+    sqrtm = scipy.linalg.sqrtm
+    monkeypatch.setattr(scipy.linalg, "sqrtm", lambda a: sqrtm(a))  # the new signature
+    monkeypatch.setattr(cleanfid, "linalg", cleanfid.linalg)  # restored after the test
+    with pytest.raises(TypeError, match="disp"):
+        cleanfid.frechet_distance(*stats)
+    assert fid_from_stats(*stats) == pytest.approx(expected, rel=1e-12)
+    assert cleanfid.frechet_distance(*stats) == pytest.approx(expected, rel=1e-12)

@@ -7,6 +7,7 @@ computed here and cached content-addressed under `results/refstats` (clean-fid's
 into site-packages and ignores custom extractors).
 """
 import hashlib
+import inspect
 import json
 import os
 import zipfile
@@ -14,7 +15,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import scipy.linalg
 import torchvision.transforms.functional as TF
+from cleanfid import fid as cleanfid_fid
 from cleanfid.fid import frechet_distance
 from PIL import Image
 
@@ -63,11 +66,34 @@ def gaussian_stats(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return feats.mean(axis=0), np.cov(feats, rowvar=False)
 
 
+class _SqrtmTakingDisp:
+    """scipy.linalg for clean-fid where SciPy no longer takes `sqrtm(..., disp=False)` (removed after 1.17; the GPU
+    machine's SciPy): that call returns (root, error estimate) as SciPy's did, every other name is SciPy's."""
+
+    def __getattr__(self, name):
+        return getattr(scipy.linalg, name)
+
+    @staticmethod
+    def sqrtm(a, disp=True):
+        root = scipy.linalg.sqrtm(a)
+        if disp:
+            return root
+        return root, np.linalg.norm(root @ root - a, "fro") ** 2 / np.linalg.norm(a, "fro")
+
+
+def _let_cleanfid_call_sqrtm_with_disp():
+    """clean-fid 0.1.35's `frechet_distance` calls `linalg.sqrtm(M, disp=False)`; with a SciPy that dropped the
+    keyword it raises TypeError, so its module gets the adapter above and the rest of its computation runs as written."""
+    if "disp" not in inspect.signature(scipy.linalg.sqrtm).parameters:
+        cleanfid_fid.linalg = _SqrtmTakingDisp()
+
+
 def fid_from_stats(mu1, sigma1, mu2, sigma2) -> float:
     """Fréchet distance between two Gaussians (clean-fid's `frechet_distance`, scipy sqrtm)."""
     if np.shape(mu1) != np.shape(mu2) or np.shape(sigma1) != np.shape(sigma2):
         raise ValueError(f"statistics of different extractors: mu {np.shape(mu1)} vs {np.shape(mu2)}, "
                          f"sigma {np.shape(sigma1)} vs {np.shape(sigma2)}.")
+    _let_cleanfid_call_sqrtm_with_disp()
     return float(frechet_distance(mu1, sigma1, mu2, sigma2))
 
 

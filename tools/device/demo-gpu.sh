@@ -51,8 +51,9 @@ sys.exit(0 if cuda or os.environ.get('ALLOW_CPU') == '1' else 'demo-gpu: torch s
     configs=(workflows/config/demo.yaml workflows/config/demo-gpu.yaml "$@")
     printf -v quoted '%q ' "${configs[@]}"
     printf -v py '%q' "$PY"
-    # greedy scheduling: the ILP scheduler needs pulp, which is not carried
-    dag="$py -m snakemake --profile workflows/profiles/local --scheduler greedy --configfile $quoted"
+    # greedy scheduling: the ILP scheduler needs pulp, which is not carried. --keep-going: a failed job must not
+    # stop the training beside it (session 19: a scoring error ended the DAG with stage 2 at 15,000 of 20,000 steps)
+    dag="$py -m snakemake --profile workflows/profiles/local --scheduler greedy --keep-going --configfile $quoted"
     report="$py -m snakemake --configfile $quoted --report results-gpu/report.html"
     date +%s > "$RUN/started"
     setsid bash -c "$dag && $report; status=\$?; date +%s > $RUN/ended; echo \$status > $RUN/rc.new; mv $RUN/rc.new $RUN/rc" \
