@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # GPU throughput on the lent machine (docs/benchmarks.md has the tables these fill), one JSON each into $OUT,
-# the most wanted first:
-#   train_demo.json      the demo-gpu PixArt's training step at batch 256, fp32 (what demo-gpu.yaml's size rests on)
-#   generate_xl2_R.json  PixArt-XL-2 generation at R = 256 / 512 / 1024 px, bf16: ours vs stock diffusers
+# the least measured first (session 19 measured the two training ones; its generation runs, at 64/32/16 prompts
+# with a per-prompt loop over all of them, were cut at their 70 s shares):
+#   generate_xl2_R.json  PixArt-XL-2 generation at R = 256 / 512 / 1024 px, bf16: ours vs stock diffusers (a cut
+#                        run's JSON holds the modes measured before the cut)
 #   train_xl2.json       PixArt-XL-2 training at 256 px, batch 32, bf16, gradient checkpointing, per variant
+#   train_demo.json      the demo-gpu PixArt's training step at batch 256, fp32 (what demo-gpu.yaml's size rests on)
 # Usage: bash tools/device/bench-gpu.sh [SECONDS, default 560]. SECONDS bounds the whole call: each benchmark gets
-# an equal share of what is left, and one cut at its share writes no JSON (bench.log says so).
+# an equal share of what is left; bench.log says which were cut at their share.
 # Exit status: 0 every JSON written, 1 some missing, 2 set-up failed.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
@@ -15,11 +17,11 @@ source tools/device/env.sh
 "$PY" -c "import yaml, json; json.dump(yaml.safe_load(open('workflows/config/demo.yaml'))['train']['recipes']['stage2']['model'], open('/tmp/demo_pixart.json', 'w'))" \
     || exit 2
 benchmarks=(
-    "train_demo -m pixart.train.bench --arch /tmp/demo_pixart.json --batch-size 256 --steps 50 --warmup 10 --dtype float32 --variants adaln-single"
-    "generate_xl2_256 -m pixart.bench --arch xl-2 --resolution 256 --dtype bfloat16 --prompts 64 --batch-size 32 --repeats 3"
-    "generate_xl2_512 -m pixart.bench --arch xl-2 --resolution 512 --dtype bfloat16 --prompts 32 --batch-size 16 --repeats 3"
-    "generate_xl2_1024 -m pixart.bench --arch xl-2 --resolution 1024 --dtype bfloat16 --prompts 16 --batch-size 8 --repeats 3"
+    "generate_xl2_256 -m pixart.bench --arch xl-2 --resolution 256 --dtype bfloat16 --prompts 32 --batch-size 16 --loop-prompts 4 --repeats 3"
+    "generate_xl2_512 -m pixart.bench --arch xl-2 --resolution 512 --dtype bfloat16 --prompts 16 --batch-size 8 --loop-prompts 4 --repeats 3"
+    "generate_xl2_1024 -m pixart.bench --arch xl-2 --resolution 1024 --dtype bfloat16 --prompts 8 --batch-size 4 --loop-prompts 2 --repeats 3"
     "train_xl2 -m pixart.train.bench --arch xl-2 --resolution 256 --batch-size 32 --dtype bfloat16 --gradient-checkpointing"
+    "train_demo -m pixart.train.bench --arch /tmp/demo_pixart.json --batch-size 256 --steps 50 --warmup 10 --dtype float32 --variants adaln-single"
 )
 missing=0
 for k in "${!benchmarks[@]}"; do
