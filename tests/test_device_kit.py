@@ -34,10 +34,17 @@ def test_carried_wheels_are_the_pinned_versions():
 
 
 # Stands in for the machine's python3: the real interpreter, except `-m snakemake`, which is the DAG: it waits
-# for the file `release` where FAKE_WAIT is set, then writes a checks table; FAKE_RC makes it fail.
+# for the file `release` where FAKE_WAIT is set, then writes a checks table; FAKE_RC makes it fail. The
+# shakedown's snakemake ends at once, failing a rule where FAKE_SHAKEDOWN_RC is set.
 FAKE_PYTHON = """#!/usr/bin/env bash
 if [ "$1" = "-m" ] && [ "$2" = "snakemake" ]; then
-    case " $* " in *" --report "*) exit 0 ;; esac
+    case " $* " in
+        *" --report "*) exit 0 ;;
+        *" tools/device/shakedown.yaml "*)
+            echo "snakemake $*" >> shakedown-calls.log
+            [ -z "${FAKE_SHAKEDOWN_RC:-}" ] || { printf 'Error in rule score:\\n    the cause\\n'; exit 1; }
+            echo "4 of 4 steps (100%) done"; exit 0 ;;
+    esac
     echo "snakemake $*" >> calls.log
     [ -z "${FAKE_WAIT:-}" ] || while [ ! -f release ]; do sleep 0.2; done
     mkdir -p results-gpu/report/tables && echo "| check | holds |" > results-gpu/report/tables/checks.md
@@ -87,6 +94,20 @@ def test_demo_gpu_follows_one_dag_across_calls(kit):
     third = call(60)  # after the end: copies again, keeps the run and its time
     assert third.returncode == 0 and "started the DAG" not in third.stdout
     assert len((root / "calls.log").read_text().splitlines()) == 1
+    shakedown = (root / "shakedown-calls.log").read_text().splitlines()
+    assert len(shakedown) == 1 and "--nolock" in shakedown[0]  # beside the DAG, never in its way
+    assert "--configfile workflows/config/demo.yaml tools/device/shakedown.yaml" in shakedown[0]
+    assert "shakedown (demo.yaml's DAG at test size, into results/): ended with status 0" in third.stdout
+
+
+def test_the_shakedowns_failed_jobs_come_back_while_the_dag_runs_on(kit):
+    root, out, call = kit
+    first = call(31, FAKE_WAIT="1", FAKE_SHAKEDOWN_RC="1")  # one round of waiting: the shakedown has ended
+    assert first.returncode == 3, first.stdout + first.stderr
+    assert "shakedown (demo.yaml's DAG at test size, into results/): ended with status 1" in first.stdout
+    assert "    shakedown: 1 Error in rule score:" in first.stdout
+    progress = (out / "progress.txt").read_text()
+    assert "--- the shakedown's failed jobs" in progress and "    the cause" in progress
 
 
 def test_demo_gpu_restarts_a_failed_or_killed_dag(kit):

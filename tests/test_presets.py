@@ -138,6 +138,24 @@ def test_demo_gpu_overlay_plans_the_demo_at_gpu_size(tmp_path):
     assert series == ["5000", "10000", "15000"]
 
 
+def test_the_device_shakedown_plans_every_rule_of_the_gpu_demo(tmp_path):
+    """tools/device/shakedown.yaml (demo.yaml's DAG at test size, run beside the GPU demo) validates, and its plan
+    has every rule demo-gpu.yaml's has, so a rule that fails on the GPU machine fails in the shakedown first."""
+    from snakemake.utils import update_config
+
+    demo, overlay = ROOT / "workflows/config/demo.yaml", ROOT / "tools/device/shakedown.yaml"
+    config = yaml.safe_load(demo.read_text())
+    update_config(config, yaml.safe_load(overlay.read_text()))
+    jsonschema.Draft202012Validator(SCHEMA).validate(config)
+    assert config["generation"]["device"] == "cuda" and config["prefork"] is False
+    assert config["tiny_models"]["local_text_attention"] is True
+    result = dry_run([demo, overlay], tmp_path)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    counts = {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", result.stdout, re.M) if rule != "total"}
+    assert set(counts) == set(DEMO_GPU_JOBS)
+    assert sorted(set(re.findall(r"results/samples/stage2@(\d+)/", result.stdout)), key=int) == ["10", "20"]
+
+
 def test_preset_with_a_missing_weight_names_the_file(tmp_path):
     path = ROOT / "workflows/config/paper-wise.yaml"
     placeholders(yaml.safe_load(path.read_text()), tmp_path)

@@ -7,7 +7,9 @@
 # machine stays warm (30 s after a call ends). Each call follows the DAG until it ends or SECONDS are nearly
 # spent, then copies what there is into $OUT: progress.txt (the last progress line, failed rules, the end of the
 # DAG's log), checks.md once written, sample_grid.svg, results.tgz (report tables and figures, training and
-# scoring logs and stats, scores; no images, weights or HTML report). EXTRA_CONFIG files merge last (e.g. longer
+# scoring logs and stats, scores; no images, weights or HTML report). With the DAG it starts the shakedown
+# (tools/device/shakedown.yaml: the same rules at test size, done in minutes), whose state and failed jobs
+# progress.txt and the summary show. EXTRA_CONFIG files merge last (e.g. longer
 # training) and count only in the call that starts the DAG; they must keep `results: results-gpu`.
 # Exit status: 0 the DAG finished (a later call only copies again); 3 it is still running (call again at once,
 # with the same arguments); 1 it failed (see progress.txt; the next call starts it again, and Snakemake keeps
@@ -24,13 +26,22 @@ source tools/device/env.sh
 mkdir -p "$RUN"
 
 # The wrapper writes `ended`, then `rc`; a DAG whose process is gone without an rc was killed.
-dag_alive() {  # a zombie (killed, not yet reaped by whoever inherited it) counts as gone
+alive() {  # the process in pid file $1; a zombie (killed, not yet reaped by whoever inherited it) counts as gone
     local state
-    state=$(awk '{print $3}' "/proc/$(cat "$RUN/pid")/stat" 2>/dev/null) && [ "$state" != Z ]
+    state=$(awk '{print $3}' "/proc/$(cat "$1")/stat" 2>/dev/null) && [ "$state" != Z ]
 }
 mark_if_killed() {
-    [ -f "$RUN/pid" ] && [ ! -f "$RUN/rc" ] && ! dag_alive && { date +%s > "$RUN/ended"; echo 137 > "$RUN/rc"; }
+    [ -f "$RUN/pid" ] && [ ! -f "$RUN/rc" ] && ! alive "$RUN/pid" && { date +%s > "$RUN/ended"; echo 137 > "$RUN/rc"; }
     return 0
+}
+shakedown_summary() {  # one line on the shakedown, then its failed rules
+    [ -f "$RUN/shakedown.pid" ] || return 0
+    local state
+    if [ -f "$RUN/shakedown.rc" ]; then state="ended with status $(cat "$RUN/shakedown.rc")"
+    elif alive "$RUN/shakedown.pid"; then state="running, $(grep -E "steps \([0-9]+%\) done" "$RUN/shakedown.log" | tail -1)"
+    else state="killed"; fi
+    echo "shakedown (demo.yaml's DAG at test size, into results/): $state"
+    grep -E "^Error in rule" "$RUN/shakedown.log" | sort | uniq -c | sed 's/^ */    shakedown: /'
 }
 mark_if_killed
 if [ -f "$RUN/rc" ] && [ "$(cat "$RUN/rc")" != 0 ]; then  # a failed DAG starts again; Snakemake keeps what is done
@@ -60,6 +71,17 @@ sys.exit(0 if cuda or os.environ.get('ALLOW_CPU') == '1' else 'demo-gpu: torch s
         > "$RUN/dag.log" 2>&1 < /dev/null &
     echo $! > "$RUN/pid"
     echo "demo-gpu: started the DAG (pid $(cat "$RUN/pid")) with ${configs[*]}"
+    # The shakedown (tools/device/shakedown.yaml): the same rules at test size, at low priority on 4 cores, into
+    # results/. It ends within the first call and names what fails on this machine's packages or on CUDA while
+    # the DAG above still trains, so the fix can land before the DAG reaches that rule.
+    if ! { [ -f "$RUN/shakedown.pid" ] && [ ! -f "$RUN/shakedown.rc" ] && alive "$RUN/shakedown.pid"; }; then
+        printf -v smoke '%q ' workflows/config/demo.yaml tools/device/shakedown.yaml
+        rm -f "$RUN/shakedown.rc"
+        setsid nice -n 10 bash -c "$py -m snakemake --profile workflows/profiles/local --scheduler greedy \
+            --keep-going --nolock --cores 4 --configfile $smoke && $py -m snakemake --nolock --configfile $smoke \
+            --report results/report.html; echo \$? > $RUN/shakedown.rc" > "$RUN/shakedown.log" 2>&1 < /dev/null &
+        echo $! > "$RUN/shakedown.pid"
+    fi
 fi
 
 while [ ! -f "$RUN/rc" ] && [ $((SECONDS + 5 + COPY_SECONDS)) -le "$budget" ]; do
@@ -71,8 +93,17 @@ rc=$(cat "$RUN/rc" 2>/dev/null)  # read once: what is copied below is at least t
 elapsed=$(( $(cat "$RUN/ended" 2>/dev/null || date +%s) - $(cat "$RUN/started") ))
 summary="elapsed since the DAG started: ${elapsed}s
 $(grep -E "steps \([0-9]+%\) done" "$RUN/dag.log" | tail -1)
-$(grep -E "^Error in rule" "$RUN/dag.log" | sort | uniq -c)"
-{ echo "$summary"; echo "--- last lines of the DAG's log"; tail -n 80 "$RUN/dag.log"; } > "$OUT/progress.txt"
+$(grep -E "^Error in rule" "$RUN/dag.log" | sort | uniq -c)
+$(shakedown_summary)"
+{
+    echo "$summary"
+    echo "--- last lines of the DAG's log"
+    tail -n 80 "$RUN/dag.log"
+    if grep -qE "^Error in rule" "$RUN/shakedown.log" 2>/dev/null; then
+        echo "--- the shakedown's failed jobs (results-gpu/device/shakedown.log)"
+        grep -E -A 60 "^Error in rule" "$RUN/shakedown.log" | head -n 400
+    fi
+} > "$OUT/progress.txt"
 [ -f results-gpu/report/tables/checks.md ] && cp results-gpu/report/tables/checks.md "$OUT/checks.md"
 grid=$(ls results-gpu/report/figures/grid__pixart-shapes__fid_cfg__*.svg 2>/dev/null | head -1)
 [ -n "$grid" ] && cp "$grid" "$OUT/sample_grid.svg"
