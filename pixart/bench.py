@@ -14,6 +14,7 @@ their configs, which needs a GPU; `tiny` runs anywhere.
 """
 import argparse
 import json
+import os
 import platform
 import resource
 import statistics
@@ -149,10 +150,14 @@ def main(argv=None):
     parser.add_argument("--dtype", default="float32")
     parser.add_argument("--json", help="also write the report here")
     args = parser.parse_args(argv)
+    if args.loop_prompts < 1:
+        parser.error("--loop-prompts must be at least 1")
 
-    def write(report):
+    def write(report):  # whole or not at all: `timeout` may stop the run at any moment
         if args.json:
-            Path(args.json).write_text(json.dumps(report, indent=1))
+            partial = Path(args.json + ".partial")
+            partial.write_text(json.dumps(report, indent=1))
+            os.replace(partial, args.json)
 
     report = run(args, on_progress=write)
     write(report)

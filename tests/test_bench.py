@@ -12,10 +12,10 @@ ARGS = ["--arch", "tiny", "--prompts", "6", "--batch-size", "3", "--loop-prompts
 
 def test_every_mode_is_measured_and_the_per_prompt_loop_runs_on_its_own_prompt_count(tmp_path, monkeypatch):
     calls = []
-    pipe_call = bench.build  # count the stock pipe() calls: one per prompt in the loop, one per chunk batched
+    original_build = bench.build  # count the stock pipe() calls: one per prompt in the loop, one per chunk batched
 
     def counting_build(*args, **kwargs):
-        pipe = pipe_call(*args, **kwargs)
+        pipe = original_build(*args, **kwargs)
         original = type(pipe).__call__
         monkeypatch.setattr(type(pipe), "__call__", lambda self, p, **kw: calls.append(p) or original(self, p, **kw))
         return pipe
@@ -44,3 +44,9 @@ def test_a_run_cut_short_keeps_the_modes_measured_so_far(tmp_path, monkeypatch):
     with pytest.raises(TimeoutError):
         bench.main(ARGS + ["--json", str(tmp_path / "b.json")])
     assert list(json.loads((tmp_path / "b.json").read_text())["images_per_s"]) == ["ours"]
+
+
+def test_the_per_prompt_loop_needs_a_prompt(capsys):
+    with pytest.raises(SystemExit):
+        bench.main(ARGS[:6] + ["--loop-prompts", "0"])
+    assert "--loop-prompts must be at least 1" in capsys.readouterr().err

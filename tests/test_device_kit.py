@@ -100,14 +100,21 @@ def test_demo_gpu_follows_one_dag_across_calls(kit):
     assert "shakedown (demo.yaml's DAG at test size, into results/): ended with status 0" in third.stdout
 
 
-def test_the_shakedowns_failed_jobs_come_back_while_the_dag_runs_on(kit):
+def test_the_shakedowns_failed_jobs_come_back_and_it_runs_again_in_the_next_call(kit):
     root, out, call = kit
-    first = call(31, FAKE_WAIT="1", FAKE_SHAKEDOWN_RC="1")  # one round of waiting: the shakedown has ended
+    # 45 s: the DAG waits, so the call follows it for 20 s, long after the shakedown has ended, set-up included
+    first = call(45, FAKE_WAIT="1", FAKE_SHAKEDOWN_RC="1")
     assert first.returncode == 3, first.stdout + first.stderr
     assert "shakedown (demo.yaml's DAG at test size, into results/): ended with status 1" in first.stdout
     assert "    shakedown: 1 Error in rule score:" in first.stdout
     progress = (out / "progress.txt").read_text()
     assert "--- the shakedown's failed jobs" in progress and "    the cause" in progress
+    fixed = call(45)  # the fix has landed: the shakedown runs again beside the same DAG, and passes
+    assert fixed.returncode == 3 and "started the DAG" not in fixed.stdout
+    assert "shakedown (demo.yaml's DAG at test size, into results/): ended with status 0" in fixed.stdout
+    assert "the shakedown's failed jobs" not in (out / "progress.txt").read_text()
+    assert len((root / "shakedown-calls.log").read_text().splitlines()) == 2
+    assert len((root / "calls.log").read_text().splitlines()) == 1
 
 
 def test_demo_gpu_restarts_a_failed_or_killed_dag(kit):

@@ -345,13 +345,13 @@ def test_fid_runs_with_a_scipy_whose_sqrtm_takes_no_disp(monkeypatch):
 
     from evals.metrics.fid import fid_from_stats
 
+    monkeypatch.setattr(cleanfid, "linalg", scipy.linalg)  # clean-fid's own import, restored after the test
     rng = np.random.default_rng(0)
     a, b = rng.normal(size=(40, 6)), rng.normal(0.3, 1.2, size=(40, 6))
     stats = (a.mean(0), np.cov(a, rowvar=False), b.mean(0), np.cov(b, rowvar=False))
     expected = fid_from_stats(*stats)
     sqrtm = scipy.linalg.sqrtm
     monkeypatch.setattr(scipy.linalg, "sqrtm", lambda a: sqrtm(a))  # the new signature
-    monkeypatch.setattr(cleanfid, "linalg", cleanfid.linalg)  # restored after the test
     with pytest.raises(TypeError, match="disp"):
         cleanfid.frechet_distance(*stats)
     assert fid_from_stats(*stats) == pytest.approx(expected, rel=1e-12)

@@ -84,7 +84,8 @@ class _SqrtmTakingDisp:
 def _let_cleanfid_call_sqrtm_with_disp():
     """clean-fid 0.1.35's `frechet_distance` calls `linalg.sqrtm(M, disp=False)`; with a SciPy that dropped the
     keyword it raises TypeError, so its module gets the adapter above and the rest of its computation runs as written."""
-    if "disp" not in inspect.signature(scipy.linalg.sqrtm).parameters:
+    if not isinstance(cleanfid_fid.linalg, _SqrtmTakingDisp) \
+            and "disp" not in inspect.signature(scipy.linalg.sqrtm).parameters:
         cleanfid_fid.linalg = _SqrtmTakingDisp()
 
 

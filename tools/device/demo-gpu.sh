@@ -62,8 +62,9 @@ sys.exit(0 if cuda or os.environ.get('ALLOW_CPU') == '1' else 'demo-gpu: torch s
     configs=(workflows/config/demo.yaml workflows/config/demo-gpu.yaml "$@")
     printf -v quoted '%q ' "${configs[@]}"
     printf -v py '%q' "$PY"
-    # greedy scheduling: the ILP scheduler needs pulp, which is not carried. --keep-going: a failed job must not
-    # stop the training beside it (session 19: a scoring error ended the DAG with stage 2 at 15,000 of 20,000 steps)
+    # greedy scheduling: the ILP scheduler needs pulp, which is not carried. --keep-going: a failed job stops only
+    # what depends on it; without it Snakemake schedules nothing new (session 19: one failed score left stage 2
+    # training alone, stage 3 and every other cell unscheduled)
     dag="$py -m snakemake --profile workflows/profiles/local --scheduler greedy --keep-going --configfile $quoted"
     report="$py -m snakemake --configfile $quoted --report results-gpu/report.html"
     date +%s > "$RUN/started"
@@ -71,17 +72,23 @@ sys.exit(0 if cuda or os.environ.get('ALLOW_CPU') == '1' else 'demo-gpu: torch s
         > "$RUN/dag.log" 2>&1 < /dev/null &
     echo $! > "$RUN/pid"
     echo "demo-gpu: started the DAG (pid $(cat "$RUN/pid")) with ${configs[*]}"
-    # The shakedown (tools/device/shakedown.yaml): the same rules at test size, at low priority on 4 cores, into
-    # results/. It ends within the first call and names what fails on this machine's packages or on CUDA while
-    # the DAG above still trains, so the fix can land before the DAG reaches that rule.
-    if ! { [ -f "$RUN/shakedown.pid" ] && [ ! -f "$RUN/shakedown.rc" ] && alive "$RUN/shakedown.pid"; }; then
-        printf -v smoke '%q ' workflows/config/demo.yaml tools/device/shakedown.yaml
-        rm -f "$RUN/shakedown.rc"
-        setsid nice -n 10 bash -c "$py -m snakemake --profile workflows/profiles/local --scheduler greedy \
-            --keep-going --nolock --cores 4 --configfile $smoke && $py -m snakemake --nolock --configfile $smoke \
-            --report results/report.html; echo \$? > $RUN/shakedown.rc" > "$RUN/shakedown.log" 2>&1 < /dev/null &
-        echo $! > "$RUN/shakedown.pid"
-    fi
+fi
+
+# The shakedown (tools/device/shakedown.yaml): the same rules at test size, at low priority on 4 cores, into
+# results/, with --nolock (a locking Snakemake removes every lock of the folder on exit, the DAG's too). It ends
+# within minutes and names what fails on this machine's packages or on CUDA while the DAG above still trains. It
+# starts with the DAG, and again in each call after it failed (only its failed jobs run again), so a fix made
+# meanwhile is confirmed here before the DAG's own failed jobs run again.
+if [ -f "$RUN/started" ] && ! { [ -f "$RUN/shakedown.pid" ] && [ ! -f "$RUN/shakedown.rc" ] && alive "$RUN/shakedown.pid"; } \
+        && [ "$(cat "$RUN/shakedown.rc" 2>/dev/null)" != 0 ]; then
+    printf -v py '%q' "$PY"
+    printf -v smoke '%q ' workflows/config/demo.yaml tools/device/shakedown.yaml
+    rm -f "$RUN/shakedown.rc"
+    setsid nice -n 10 bash -c "$py -m snakemake --profile workflows/profiles/local --scheduler greedy \
+        --keep-going --nolock --cores 4 --configfile $smoke && $py -m snakemake --nolock --configfile $smoke \
+        --report results/report.html; echo \$? > $RUN/shakedown.rc.new; mv $RUN/shakedown.rc.new $RUN/shakedown.rc" \
+        > "$RUN/shakedown.log" 2>&1 < /dev/null &
+    echo $! > "$RUN/shakedown.pid"
 fi
 
 while [ ! -f "$RUN/rc" ] && [ $((SECONDS + 5 + COPY_SECONDS)) -le "$budget" ]; do
