@@ -2,7 +2,8 @@
 
 Every random draw of a step (timesteps, noise, caption drop, DiT's label drop) comes from the global torch
 RNG seeded from (seed, step, rank), and the data order from (seed, epoch): a resumed run therefore takes
-exactly the steps an uninterrupted run would have taken.
+exactly the steps an uninterrupted run would have taken (bit for bit on the CPU; on CUDA, nondeterministic
+backward kernels such as the embedding's and SDPA's let the low bits drift, as between two fresh runs).
 """
 import json
 import math
