@@ -93,13 +93,28 @@ def dry_run(config_paths: Path | list[Path], cwd: Path, *extra):
                            *extra], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
 
 
+def planned_jobs(dry_run_output: str) -> dict[str, int]:
+    """The job counts per rule from `snakemake -n`'s summary table."""
+    return {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", dry_run_output, re.M) if rule != "total"}
+
+
+def demo_with_overlay(overlay: Path) -> dict:
+    """demo.yaml with an overlay merged over it, as Snakemake merges two --configfile's, validated."""
+    from snakemake.utils import update_config
+
+    config = yaml.safe_load((ROOT / "workflows/config/demo.yaml").read_text())
+    update_config(config, yaml.safe_load(overlay.read_text()))
+    jsonschema.Draft202012Validator(SCHEMA).validate(config)
+    return config
+
+
 @pytest.mark.parametrize("name", PRESETS)
 def test_preset_plans_the_expected_jobs(name, tmp_path):
     path = ROOT / f"workflows/config/{name}.yaml"
     placeholders(yaml.safe_load(path.read_text()), tmp_path)
     result = dry_run(path, tmp_path)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    counts = {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", result.stdout, re.M) if rule != "total"}
+    counts = planned_jobs(result.stdout)
     assert counts == EXPECTED[name]
 
 
@@ -113,12 +128,8 @@ DEMO_GPU_JOBS = {"checks_settings": 1, "model_spec": 6, "prompts": 8, "scorer_se
 def test_demo_gpu_overlay_plans_the_demo_at_gpu_size(tmp_path):
     """demo-gpu.yaml merges over demo.yaml as Snakemake merges two --configfile's: the result validates, writes
     only under results-gpu/, and plans the demo's DAG with the series at steps 5,000, 10,000 and 15,000."""
-    from snakemake.utils import update_config
-
     demo, overlay = ROOT / "workflows/config/demo.yaml", ROOT / "workflows/config/demo-gpu.yaml"
-    config = yaml.safe_load(demo.read_text())
-    update_config(config, yaml.safe_load(overlay.read_text()))
-    jsonschema.Draft202012Validator(SCHEMA).validate(config)
+    config = demo_with_overlay(overlay)
     # demo.yaml's anchors make nested mappings (optimizer, model) shared objects: check every recipe as merged
     sizes = {name: (r["steps"], r["save_every"], r["batch_size"], r["num_workers"], r["optimizer"]["lr"],
                     r["optimizer"]["warmup_steps"]) for name, r in config["train"]["recipes"].items()}
@@ -132,7 +143,7 @@ def test_demo_gpu_overlay_plans_the_demo_at_gpu_size(tmp_path):
     assert not stray, f"demo-gpu.yaml leaves these paths in the CPU demo's results/: {stray}"
     result = dry_run([demo, overlay], tmp_path)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    counts = {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", result.stdout, re.M) if rule != "total"}
+    counts = planned_jobs(result.stdout)
     assert counts == DEMO_GPU_JOBS
     series = sorted(set(re.findall(r"results-gpu/samples/stage2@(\d+)/", result.stdout)), key=int)
     assert series == ["5000", "10000", "15000"]
@@ -141,17 +152,13 @@ def test_demo_gpu_overlay_plans_the_demo_at_gpu_size(tmp_path):
 def test_the_device_shakedown_plans_every_rule_of_the_gpu_demo(tmp_path):
     """tools/device/shakedown.yaml (demo.yaml's DAG at test size, run beside the GPU demo) validates, and its plan
     has every rule demo-gpu.yaml's has, so a rule that fails on the GPU machine fails in the shakedown first."""
-    from snakemake.utils import update_config
-
     demo, overlay = ROOT / "workflows/config/demo.yaml", ROOT / "tools/device/shakedown.yaml"
-    config = yaml.safe_load(demo.read_text())
-    update_config(config, yaml.safe_load(overlay.read_text()))
-    jsonschema.Draft202012Validator(SCHEMA).validate(config)
+    config = demo_with_overlay(overlay)
     assert config["generation"]["device"] == "cuda" and config["prefork"] is False
     assert config["tiny_models"]["local_text_attention"] is True
     result = dry_run([demo, overlay], tmp_path)
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
-    counts = {rule: int(n) for rule, n in re.findall(r"^(\w+)\s+(\d+)$", result.stdout, re.M) if rule != "total"}
+    counts = planned_jobs(result.stdout)
     assert set(counts) == set(DEMO_GPU_JOBS)
     assert sorted(set(re.findall(r"results/samples/stage2@(\d+)/", result.stdout)), key=int) == ["10", "20"]
 

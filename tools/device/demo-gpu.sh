@@ -34,15 +34,17 @@ mark_if_killed() {
     [ -f "$RUN/pid" ] && [ ! -f "$RUN/rc" ] && ! alive "$RUN/pid" && { date +%s > "$RUN/ended"; echo 137 > "$RUN/rc"; }
     return 0
 }
+shakedown_running() { [ -f "$RUN/shakedown.pid" ] && [ ! -f "$RUN/shakedown.rc" ] && alive "$RUN/shakedown.pid"; }
 shakedown_summary() {  # one line on the shakedown, then its failed rules
     [ -f "$RUN/shakedown.pid" ] || return 0
     local state
     if [ -f "$RUN/shakedown.rc" ]; then state="ended with status $(cat "$RUN/shakedown.rc")"
-    elif alive "$RUN/shakedown.pid"; then state="running, $(grep -E "steps \([0-9]+%\) done" "$RUN/shakedown.log" | tail -1)"
+    elif shakedown_running; then state="running, $(grep -E "steps \([0-9]+%\) done" "$RUN/shakedown.log" | tail -1)"
     else state="killed"; fi
     echo "shakedown (demo.yaml's DAG at test size, into results/): $state"
     grep -E "^Error in rule" "$RUN/shakedown.log" | sort | uniq -c | sed 's/^ */    shakedown: /'
 }
+printf -v py '%q' "$PY"  # quoted for the `bash -c` command lines below
 mark_if_killed
 if [ -f "$RUN/rc" ] && [ "$(cat "$RUN/rc")" != 0 ]; then  # a failed DAG starts again; Snakemake keeps what is done
     started=$(cat "$RUN/started")
@@ -61,7 +63,6 @@ sys.exit(0 if cuda or os.environ.get('ALLOW_CPU') == '1' else 'demo-gpu: torch s
     df -h /dev/shm | tail -1 | awk '{print "demo-gpu: /dev/shm " $2 " (loader workers pass batches through it)"}'
     configs=(workflows/config/demo.yaml workflows/config/demo-gpu.yaml "$@")
     printf -v quoted '%q ' "${configs[@]}"
-    printf -v py '%q' "$PY"
     # greedy scheduling: the ILP scheduler needs pulp, which is not carried. --keep-going: a failed job stops only
     # what depends on it; without it Snakemake schedules nothing new (session 19: one failed score left stage 2
     # training alone, stage 3 and every other cell unscheduled)
@@ -79,9 +80,7 @@ fi
 # within minutes and names what fails on this machine's packages or on CUDA while the DAG above still trains. It
 # starts with the DAG, and again in each call after it failed (only its failed jobs run again), so a fix made
 # meanwhile is confirmed here before the DAG's own failed jobs run again.
-if [ -f "$RUN/started" ] && ! { [ -f "$RUN/shakedown.pid" ] && [ ! -f "$RUN/shakedown.rc" ] && alive "$RUN/shakedown.pid"; } \
-        && [ "$(cat "$RUN/shakedown.rc" 2>/dev/null)" != 0 ]; then
-    printf -v py '%q' "$PY"
+if [ -f "$RUN/started" ] && ! shakedown_running && [ "$(cat "$RUN/shakedown.rc" 2>/dev/null)" != 0 ]; then
     printf -v smoke '%q ' workflows/config/demo.yaml tools/device/shakedown.yaml
     rm -f "$RUN/shakedown.rc"
     setsid nice -n 10 bash -c "$py -m snakemake --profile workflows/profiles/local --scheduler greedy \
