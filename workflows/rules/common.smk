@@ -9,7 +9,7 @@ from pathlib import Path
 # prefork server when this run started one (config `prefork`), else the client execs python itself.
 PY = f"{sys.executable} -m pixart.prefork"
 # Jobs import the suite's packages from the checkout, whatever the working directory (--directory).
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")]))
+os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")])))
 sys.path.insert(0, workflow.basedir)
 from pixart.samplers import parse_sampler  # light: no torch import
 from pixart.train.recipe import TRAINER_VERSION, resolve as resolve_recipe  # light: no torch import
@@ -18,7 +18,17 @@ from evals.versions import BACKEND_VERSIONS, SCORER_VERSIONS, SHAPES_RENDER_VERS
 R = config["results"]
 # Settings files (model specs, scorer/series/check settings, recipes) are written by a shell printf, not a
 # `run:` block: Snakemake runs each `run:` job in a fresh Snakemake process, seconds apiece.
-WRITE_SETTINGS = "printf '%s\\n' {params.text:q} > {output}"
+WRITE_SETTINGS = "printf '%s\\n' {params.text:q} > {output} 2> {log}"
+
+
+def folder_of(key, kind="output"):
+    """A `params:` function: the folder that holds a rule's named output (or input) file, read from the file's path
+    as Snakemake resolved it rather than rebuilt from config, so the two cannot disagree (`snakemake --lint`)."""
+
+    def folder(wildcards, input, output):
+        return str(Path((output if kind == "output" else input)[key]).parent)
+
+    return folder
 
 
 def settings_text(settings: dict) -> str:
@@ -162,7 +172,8 @@ def protocol_of(bench):
     if "protocol" in b:
         from evals.benchmarks.protocols import load_protocol
 
-        return load_protocol(b["protocol"]).tag + (f"/{b['subset']}" if b["subset"] else "")
+        tag = load_protocol(b["protocol"]).tag
+        return f"{tag}/{b['subset']}" if b["subset"] else tag
     digest = hashlib.sha256(Path(data_path(b["prompts"])).read_bytes()).hexdigest()
     return f"{bench}@custom-{digest[:12]}"
 
@@ -484,7 +495,7 @@ def missing_local_sources():
 
 
 def training_source_problems():
-    """Training inputs no rule orders a job after: a dataset folder (only the shapes world's is written by a rule)
+    """Training inputs that no job is ordered after: a dataset folder (only the shapes world's is written by a rule)
     must hold data, and a start checkpoint given by path must exist (a stage of this config is `init.from`)."""
     train = config.get("train", {})
     problems = []
@@ -538,7 +549,8 @@ def check_metric_problems(name, c):
     """A check's bench/metric pairs and cfg values must be ones the DAG scores: otherwise the check read
     'not scored' forever, which names no typo."""
     problems = []
-    pairs = [(c["bench"], c["metric"])] if c["kind"] == "cfg" else [m.split("/", 1) for m in c.get("metrics", [])]
+    metrics = c.get("metrics", [])
+    pairs = [(c["bench"], c["metric"])] if c["kind"] == "cfg" else [m.split("/", 1) for m in metrics]
     for bench, metric in pairs:  # (the schema makes every metrics: entry a bench/metric pair)
         if bench in config["benchmarks"] and metric not in config["benchmarks"][bench].get("metrics", []):
             problems.append(f"checks.{name}: {metric!r} is not a metric of benchmarks.{bench} "

@@ -4,7 +4,8 @@
 GENERATE = (
     "{PY} -m pixart.generate --model-spec {input.spec} --prompts {input.prompts}"
     " --embeddings {input.embeddings} --sampler {params.sampler} --cfg {wildcards.cfg}"
-    " --batch-size {params.g[batch_size]} --device {params.g[device]} {params.binning}"
+    " --batch-size {params.g[batch_size]} --device {params.g[device]} {params.binning} {params.shard}"
+    " --out {params.cell} --quiet > {log} 2>&1"
 )
 CELL = f"{R}/samples/{{model}}/{{bench}}/{{sampler}}/cfg{{cfg}}"
 GENERATE_INPUT = dict(
@@ -30,12 +31,13 @@ if config["generation"]["shards"] == 1:
             manifest=f"{CELL}/manifest.parquet",
         params:
             **GENERATE_PARAMS,
+            shard="--shard 0 --num-shards 1 --write-manifest",
         resources:
             gpu=1,
         log:
             f"{R}/logs/generate/{{model}}/{{bench}}/{{sampler}}/cfg{{cfg}}/shard0of1.log",
         shell:
-            GENERATE + " --shard 0 --num-shards 1 --write-manifest --out {params.cell} --quiet > {log} 2>&1"
+            GENERATE
 
 else:
 
@@ -46,13 +48,13 @@ else:
             f"{CELL}/manifest.shard{{shard}}of{{nshards}}.parquet",
         params:
             **GENERATE_PARAMS,
+            shard=lambda w: f"--shard {w.shard} --num-shards {w.nshards}",
         resources:
             gpu=1,
         log:
             f"{R}/logs/generate/{{model}}/{{bench}}/{{sampler}}/cfg{{cfg}}/shard{{shard}}of{{nshards}}.log",
         shell:
-            GENERATE + " --shard {wildcards.shard} --num-shards {wildcards.nshards} --out {params.cell} --quiet"
-            " > {log} 2>&1"
+            GENERATE
 
     rule manifest:
         input:

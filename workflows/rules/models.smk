@@ -7,7 +7,7 @@ rule tiny_weights:
         original=f"{config['tiny_models']['out']}/original.pth",
         arch=f"{config['tiny_models']['out']}/transformer_config.json",
     params:
-        out=config["tiny_models"]["out"],
+        out=folder_of("original"),
         seed=config["tiny_models"]["seed"],
         local="--local-text-attention" if config["tiny_models"]["local_text_attention"] else "",
     log:
@@ -22,5 +22,7 @@ rule model_spec:
     params:
         text=lambda w: settings_text({"name": w.model, **resolved_model(w.model)}),
     localrule: True
+    log:
+        f"{R}/logs/settings/models/{{model}}.log",
     shell:
         WRITE_SETTINGS

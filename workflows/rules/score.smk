@@ -6,7 +6,7 @@ rule tiny_clip:
         weights=f"{config['tiny_clip']['out']}/tiny-clip-32.bin",
         config=f"{config['tiny_clip']['out']}/tiny-clip-32.json",
     params:
-        out=config["tiny_clip"]["out"],
+        out=folder_of("weights"),
         seed=config["tiny_clip"]["seed"],
     log:
         f"{R}/logs/tiny_clip.log",
@@ -21,7 +21,7 @@ rule tiny_compbench:
         dpt=directory(f"{config['tiny_compbench']['out']}/dpt"),
         mask2former=directory(f"{config['tiny_compbench']['out']}/mask2former"),
     params:
-        out=config["tiny_compbench"]["out"],
+        out=folder_of("blip"),
         seed=config["tiny_compbench"]["seed"],
     log:
         f"{R}/logs/tiny_compbench.log",
@@ -47,6 +47,8 @@ rule scorer_settings:
     params:
         text=lambda w: settings_text(scorer_settings(w.metric)),
     localrule: True
+    log:
+        f"{R}/logs/settings/scorers/{{metric}}.log",
     shell:
         WRITE_SETTINGS
 
@@ -57,6 +59,8 @@ rule checks_settings:
     params:
         text=settings_text(checks_settings()),
     localrule: True
+    log:
+        f"{R}/logs/settings/checks.log",
     shell:
         WRITE_SETTINGS
 
@@ -88,6 +92,7 @@ rule score:
         cell=lambda w: cell_dir(w.model, w.bench, w.sampler, w.cfg),
         protocol=lambda w: protocol_of(w.bench),
         limit=lambda w: prompt_limit_arg(w.bench),
+        history=f"{R}/history",
     resources:
         gpu=1,
     log:
@@ -95,7 +100,7 @@ rule score:
     shell:
         "{PY} -m evals.score --scorer {wildcards.metric} --settings {input.settings} --cell {params.cell}"
         " --protocol {params.protocol} --bench {wildcards.bench}{params.limit} --scores-out {output.scores}"
-        " --metric-out {output.metric} --history-dir {R}/history > {log} 2>&1"
+        " --metric-out {output.metric} --history-dir {params.history} > {log} 2>&1"
 
 
 rule table:
@@ -114,10 +119,12 @@ rule history:
         all_metrics(),
     output:
         f"{R}/history.parquet",
+    params:
+        history=rules.score.params.history,
     log:
         f"{R}/logs/history.log",
     shell:
-        "{PY} -m evals.table --out {output} --history {R}/history > {log} 2>&1"
+        "{PY} -m evals.table --out {output} --history {params.history} > {log} 2>&1"
 
 
 rule report:
@@ -134,7 +141,9 @@ rule report:
         figures=report(directory(f"{R}/report/figures"), patterns=["{name}.png"], category="Figures",
                        caption="../report/figures.rst"),
     params:
-        out=f"{R}/report",
+        out=folder_of("tables"),
+        samples=f"{R}/samples",
+        scores=f"{R}/scores",
         series=" ".join(f"--series {R}/series/{name}" for name in config["series"]),
         ablation=ablation_args(),
         checks=f"--checks {R}/checks/settings.json" if config["checks"] else "",
@@ -142,4 +151,5 @@ rule report:
         f"{R}/logs/report.log",
     shell:
         "{PY} -m reports.build --table {input.table} --paper-values {input.paper} --out {params.out}"
-        " --samples {R}/samples --scores {R}/scores {params.series} {params.ablation} {params.checks} > {log} 2>&1"
+        " --samples {params.samples} --scores {params.scores} {params.series} {params.ablation} {params.checks}"
+        " > {log} 2>&1"

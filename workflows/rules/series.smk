@@ -8,6 +8,8 @@ rule series_settings:
     params:
         text=lambda w: settings_text(series_settings(w.series)),
     localrule: True
+    log:
+        f"{R}/logs/settings/series/{{series}}.log",
     shell:
         WRITE_SETTINGS
 

@@ -8,7 +8,7 @@ rule shapes_train_data:
     params:
         s=config["shapes"],
         render=SHAPES_RENDER_VERSION,  # a change to the renderer re-renders
-        out=f"{config['shapes']['out']}/train",
+        out=folder_of("captions"),
     log:
         f"{R}/logs/shapes/train_data.log",
     shell:
@@ -36,8 +36,8 @@ rule shapes_vae:
         config=f"{config['shapes']['out']}/vae/config.json",
     params:
         s=config["shapes"],
-        data=f"{config['shapes']['out']}/train",
-        out=f"{config['shapes']['out']}/vae",
+        data=folder_of("captions", "input"),
+        out=folder_of("config"),
     threads: config["shapes"]["threads"]
     log:
         f"{R}/logs/shapes/vae.log",
@@ -54,8 +54,8 @@ rule shapes_clip:
         config=f"{config['shapes']['out']}/clip/tiny-clip-32.json",
     params:
         s=config["shapes"],
-        data=f"{config['shapes']['out']}/train",
-        out=f"{config['shapes']['out']}/clip",
+        data=folder_of("captions", "input"),
+        out=folder_of("weights"),
     threads: config["shapes"]["threads"]
     log:
         f"{R}/logs/shapes/clip.log",

@@ -38,6 +38,8 @@ rule train_recipe:
         text=lambda w: settings_text(train_recipe_file(w.recipe)),
         trainer=TRAINER_VERSION,  # a new version rewrites the recipe file: the stage retrains (--discard-stale)
     localrule: True
+    log:
+        f"{R}/logs/settings/train/{{recipe}}.log",
     shell:
         WRITE_SETTINGS
 
