@@ -209,9 +209,10 @@ def test_vae_training_beats_the_untrained_reconstruction_and_loads_back(shapes32
     assert latents.std().item() == pytest.approx(1, abs=0.05)
 
 
-def test_vae_same_seed_gives_same_weights(tmp_path):
+def test_vae_same_seed_gives_same_weights_and_the_same_folder(tmp_path):
     from diffusers import AutoencoderKL
 
+    from pixart.checkpoints import files_fingerprint
     from pixart.train.vae import train_vae
 
     data = draw_standin_shapes(tmp_path / "data", n=24, size=32)
@@ -220,6 +221,9 @@ def test_vae_same_seed_gives_same_weights(tmp_path):
     a, b, c = (_state(AutoencoderKL.from_pretrained(tmp_path / name)) for name in "abc")
     assert _same_weights(a, b)
     assert not _same_weights(a, c)
+    # the folder's identity, which the training features record: a retrained VAE must not invalidate them
+    assert files_fingerprint(str(tmp_path / "a")) == files_fingerprint(str(tmp_path / "b"))
+    assert files_fingerprint(str(tmp_path / "a")) != files_fingerprint(str(tmp_path / "c"))
 
 
 def test_vae_image_errors_name_the_folder_and_the_file(tmp_path):

@@ -1,5 +1,6 @@
 import io
 import json
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -8,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import load_file
 
 from pixart.train.buckets import (ASPECT_RATIO_256, ASPECT_RATIO_512, ASPECT_RATIO_1024, AspectRatioBatchSampler,
                                   assign_buckets, buckets_for, nearest_bucket)
@@ -256,8 +258,6 @@ def test_extract_counts_and_report(extracted):
 
 
 def test_latents_equal_a_direct_vae_encode(extracted):
-    from safetensors.torch import load_file
-
     from pixart.checkpoints import load_vae
 
     ds = LatentDataset(extracted["root"] / "ss")
@@ -284,6 +284,22 @@ def test_rerun_resumes_and_other_settings_are_refused(extracted):
         extract(extracted["data"], root / "ss", resolution=64, **kwargs)
 
 
+def test_other_settings_with_discard_stale_extract_anew(extracted, tmp_path, capsys):
+    from pixart.train.features import extract
+
+    kwargs, out = extracted["kwargs"], tmp_path / "features"
+    shutil.copytree(extracted["root"] / "ss", out)
+    (out / "notes.txt").write_text("the user's own file")
+    old = {p.relative_to(out) for p in (out / "vae").rglob("*.safetensors")}
+    counts = extract(extracted["data"], out, resolution=64, discard_stale=True, **kwargs)
+    assert "discarded the stale features" in capsys.readouterr().out
+    assert counts["n_images_reused"] == counts["n_captions_reused"] == 0  # nothing made under 32 px survives
+    assert json.loads((out / "settings.json").read_text())["resolution"] == 64
+    moments = [load_file(str(p))["moments"] for p in (out / "vae").rglob("*.safetensors")]
+    assert len(moments) == len(old) and all(m.shape[-1] == 16 for m in moments)  # 64 px / 4
+    assert (out / "notes.txt").read_text() == "the user's own file"  # only what extract writes is deleted
+
+
 def test_dataset_resamples_posterior_per_epoch_deterministically(extracted):
     ds = LatentDataset(extracted["root"] / "ss", seed=7)
     a = ds[2]
@@ -295,8 +311,6 @@ def test_dataset_resamples_posterior_per_epoch_deterministically(extracted):
     ds.set_epoch(1)
     b = ds[2]
     assert not torch.equal(a["latents"], b["latents"]) and torch.equal(a["text"], b["text"])
-    from safetensors.torch import load_file
-
     mean, std = load_file(str(ds.root / ds.field("vae", 2)))["moments"].float().chunk(2)
     eps = (b["latents"] / ds.scaling_factor - mean) / std
     assert 0.7 < eps.std().item() < 1.3

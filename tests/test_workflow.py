@@ -382,3 +382,16 @@ def test_training_stages_feed_a_series_that_is_evaluated_and_gated(tmp_path):
     assert restarted["weights"] != started["weights"] and restarted["features"] == started["features"]
     assert "discarded the stale run" in (tmp_path / "results/logs/train/stage2.log").read_text()
     assert [json.loads(line)["step"] for line in (runs / "stage2/log.jsonl").read_text().splitlines()] == [2]
+
+    # what the features depend on changed (here the T5's max_length): the DAG extracts them anew and retrains
+    # both stages, where the features job used to stop and ask for the folder to be deleted by hand
+    shorter = yaml.safe_load(config.read_text())
+    shorter["text_encoders"]["t5"]["max_length"] = 60
+    config.write_text(yaml.safe_dump(shorter))
+    result = _run(["results/train/stage2/stats.json", "--configfile", str(config), "--cores", "2"], tmp_path)
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    features = tmp_path / "results/train/features/squares"
+    assert json.loads((features / "settings.json").read_text())["max_length"] == 60
+    assert "discarded the stale features" in (tmp_path / "results/logs/train/features/squares.log").read_text()
+    for stage in ("stage1", "stage2"):
+        assert "discarded the stale run" in (tmp_path / f"results/logs/train/{stage}.log").read_text()

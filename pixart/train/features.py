@@ -1,9 +1,11 @@
 """Offline VAE and T5 features for training (reference §3, upstream `tools/extract_features.py`).
 
 `python -m pixart.train.features --data DIR --out DIR --vae SRC --text-encoder SRC [--resolution 256]
- [--multiscale] [--batch-size 16] [--max-length 120] [--dtype float32] [--store-dtype float16]` writes:
+ [--multiscale] [--batch-size 16] [--max-length 120] [--dtype float32] [--store-dtype float16] [--discard-stale]`
+writes:
   OUT/settings.json   what the features depend on (VAE/T5 fingerprints, resolution, multiscale, …);
-                      a rerun with other settings into the same folder is refused
+                      a rerun with other settings into the same folder is refused, or with --discard-stale
+                      (the DAG's) deletes the old features and extracts anew
   OUT/vae/ab/<image sha256>.safetensors    "moments" [2C, h, w] = concat(posterior mean, posterior std)
   OUT/t5/cd/<caption sha256>.safetensors   "states" [L, D], valid tokens only (padded at load time)
   OUT/index.parquet   item_id, file, caption, label (-1 = none), height, width (original), bucket, vae, t5, meta
@@ -17,6 +19,7 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -96,18 +99,31 @@ def t5_relpath(caption: str) -> str:
     return f"t5/{key[:2]}/{key}.safetensors"
 
 
-def _check_settings(out: Path, settings: dict):
+def _check_settings(out: Path, settings: dict, discard_stale: bool):
+    """Record the settings in a new folder; in a used one, refuse other settings or, with `discard_stale`, delete
+    the features made under them (per-item files are named by content alone, so they would be reused as if new)."""
     path = out / SETTINGS_FILE
     if path.is_file():
         old = {k: v for k, v in json.loads(path.read_text()).items() if k != "sources"}
         new = {k: v for k, v in settings.items() if k != "sources"}
         diffs = {k: (old.get(k), new.get(k)) for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)}
-        if diffs:
+        if not diffs:
+            return
+        if not discard_stale:
             raise FeatureError(f"{path} records other settings (old, new): {diffs}; extract into a new --out "
-                               f"folder, or delete {out} to redo it")
-    else:
-        out.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(settings, indent=1))
+                               f"folder, delete {out} to redo it, or pass --discard-stale")
+        _discard_features(out)
+        print(f"discarded the stale features in {out}: settings (old, new) {diffs}", flush=True)
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(settings, indent=1))
+
+
+def _discard_features(out: Path):
+    """Delete what `extract` writes into `out`, and nothing else."""
+    for folder in ("vae", "t5"):
+        shutil.rmtree(out / folder, ignore_errors=True)
+    for name in (INDEX_FILE, REPORT_FILE, SETTINGS_FILE):
+        (out / name).unlink(missing_ok=True)
 
 
 def _extract_vae(vae, out: Path, todo: list[tuple[ImageItem, tuple[int, int]]], *, center_crop: bool,
@@ -152,8 +168,9 @@ def extract(data, out, vae_source: str, text_encoder_source: str, *, resolution:
             multiscale: bool = False, batch_size: int = 16, max_length: int = 120, clean_caption: bool = True,
             dtype: str = "float32", store_dtype: str = "float16", device: str = "auto", patch_size: int = 2,
             vae_subfolder: str = "vae", text_encoder_subfolder: str = "text_encoder",
-            tokenizer_subfolder: str = "tokenizer", progress: bool = True) -> dict:
-    """Extract the features of a dataset folder into `out` (resuming); returns this run's counts."""
+            tokenizer_subfolder: str = "tokenizer", progress: bool = True, discard_stale: bool = False) -> dict:
+    """Extract the features of a dataset folder into `out` (resuming; `discard_stale`: see _check_settings);
+    returns this run's counts."""
     from pixart.checkpoints import load_text_encoder, load_vae
     from pixart.embeddings import encoder_identity
     from pixart.runtime import pick_device, torch_dtype
@@ -179,7 +196,7 @@ def extract(data, out, vae_source: str, text_encoder_source: str, *, resolution:
                 "text_encoder_fingerprint": encoder_identity(text_encoder_source, text_encoder_subfolder,
                                                              tokenizer_subfolder),
                 "sources": {"vae": str(vae_source), "text_encoder": str(text_encoder_source)}}
-    _check_settings(out, settings)
+    _check_settings(out, settings, discard_stale)
 
     table = buckets_for(resolution, multiple) if multiscale else None
     kept, sizes, buckets = [], {}, {}
@@ -245,6 +262,10 @@ def main(argv=None):
     parser.add_argument("--dtype", default="float32", help="encoders' compute dtype (upstream: bf16 T5)")
     parser.add_argument("--store-dtype", choices=sorted(STORE_DTYPES), default="float16")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--discard-stale", action="store_true",
+                        help="when --out holds features made with other settings (another VAE or T5, resolution, "
+                             "…), delete them and extract anew instead of stopping (the DAG does: it reruns this "
+                             "job exactly when what the features depend on changed)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     counts = extract(args.data, args.out, args.vae, args.text_encoder, resolution=args.resolution,
@@ -252,7 +273,7 @@ def main(argv=None):
                      clean_caption=args.clean_caption == "true", dtype=args.dtype, store_dtype=args.store_dtype,
                      device=args.device, patch_size=args.patch_size, vae_subfolder=args.vae_subfolder or None,
                      text_encoder_subfolder=args.text_encoder_subfolder,
-                     tokenizer_subfolder=args.tokenizer_subfolder)
+                     tokenizer_subfolder=args.tokenizer_subfolder, discard_stale=args.discard_stale)
     print(f"features: {counts['n_items']} items ({counts['n_images_encoded']} images and "
           f"{counts['n_captions_encoded']} captions encoded, {counts['n_images_reused']} and "
           f"{counts['n_captions_reused']} reused), {counts['n_skipped']} records skipped as unusable "

@@ -18,7 +18,9 @@ After training, `scaling_factor` in the saved config is set to 1 / std of poster
 images (how SD chose 0.18215): PixArt multiplies latents by it, so the diffusion model sees unit-variance
 latents; their mean is not removed (PixArt has no shift) and is reported. `{out}` is a diffusers folder that
 `AutoencoderKL.from_pretrained(out)` and `pixart.checkpoints.load_vae(out, subfolder=None)` load;
-`{out}/train_summary.json` holds the training numbers.
+`{out}/train_summary.json` holds the training numbers, but neither the time (the log line gives it) nor the folder's
+own path: the same training writes the same bytes, so a retrained VAE keeps its fingerprint and the features
+extracted through it stay valid.
 """
 import argparse
 import json
@@ -183,7 +185,7 @@ def train_vae(data: Path, out: Path, steps: int = 300, batch_size: int = 4, lr: 
                "psnr_held_out": psnr(images[held], reconstruct(vae, images[held])),
                "psnr_untrained": untrained_psnr, "scaling_factor": scaling, "latent_mean": latent_mean,
                "out": str(out)}
-    save_vae(vae, out, summary)
+    save_vae(vae, out, {k: v for k, v in summary.items() if k not in ("train_seconds", "out")})
     return summary
 
 

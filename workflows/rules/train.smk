@@ -28,7 +28,7 @@ rule train_features:
         " --text-encoder-subfolder {params.t5[subfolder]} --tokenizer-subfolder {params.t5[tokenizer_subfolder]}"
         " --clean-caption {params.clean} --max-length {params.t5[max_length]}"
         " --resolution {params.d[resolution]} {params.multiscale} --batch-size {params.d[batch_size]}"
-        " > {log} 2>&1"
+        " --discard-stale > {log} 2>&1"
 
 
 rule train_recipe:
