@@ -285,7 +285,7 @@ def test_rerun_resumes_and_other_settings_are_refused(extracted):
 
 
 def test_other_settings_with_discard_stale_extract_anew(extracted, tmp_path, capsys):
-    from pixart.train.features import extract
+    from pixart.train.features import FeatureError, extract
 
     kwargs, out = extracted["kwargs"], tmp_path / "features"
     shutil.copytree(extracted["root"] / "ss", out)
@@ -298,6 +298,48 @@ def test_other_settings_with_discard_stale_extract_anew(extracted, tmp_path, cap
     moments = [load_file(str(p))["moments"] for p in (out / "vae").rglob("*.safetensors")]
     assert len(moments) == len(old) and all(m.shape[-1] == 16 for m in moments)  # 64 px / 4
     assert (out / "notes.txt").read_text() == "the user's own file"  # only what extract writes is deleted
+    # a folder whose settings.json is not a features folder's is never discarded
+    other = tmp_path / "pipeline"
+    shutil.copytree(extracted["pipeline"], other)
+    (other / "settings.json").write_text('{"something": "else"}')
+    with pytest.raises(FeatureError, match="records other settings"):
+        extract(extracted["data"], other, resolution=64, discard_stale=True, **kwargs)
+    assert (other / "vae" / "config.json").is_file()
+
+
+def test_hub_sources_keep_their_identity_as_more_of_the_repo_is_cached(extracted, tmp_path, monkeypatch):
+    """A features folder made from a hub repo must stay valid when the rest of the repo is cached later (the VAE
+    was fingerprinted by the whole snapshot) or when the T5 was downloaded by the extraction itself (it was
+    fingerprinted by its id, then by its files): with --discard-stale either would re-extract everything."""
+    import huggingface_hub.constants
+
+    import pixart.checkpoints
+    from pixart.embeddings import encoder_identity
+    from pixart.train.features import extract, weights_fingerprint
+
+    pipeline = Path(extracted["pipeline"])
+    cache = tmp_path / "hub"
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    snapshot = cache / "models--org--pipe" / "snapshots" / ("c" * 40)
+    shutil.copytree(pipeline / "vae", snapshot / "vae")
+    (cache / "models--org--pipe" / "refs").mkdir()
+    (cache / "models--org--pipe" / "refs" / "main").write_text("c" * 40)
+    real_load = pixart.checkpoints.load_text_encoder
+
+    def download_then_load(source, subfolder, tokenizer_subfolder, **kwargs):  # what an online first run does
+        for part in (subfolder, tokenizer_subfolder):
+            shutil.copytree(pipeline / part, snapshot / part, dirs_exist_ok=True)
+        return real_load(source, subfolder, tokenizer_subfolder, **kwargs)
+
+    monkeypatch.setattr(pixart.checkpoints, "load_text_encoder", download_then_load)
+    out, kwargs = tmp_path / "features", dict(batch_size=4, progress=False, resolution=32)
+    extract(extracted["data"], out, "org/pipe", "org/pipe", **kwargs)
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["text_encoder_fingerprint"] == encoder_identity(str(pipeline))
+    assert settings["vae_fingerprint"] == weights_fingerprint(str(pipeline), "vae")
+    shutil.copytree(pipeline / "transformer", snapshot / "transformer")  # the evaluation caches the rest
+    again = extract(extracted["data"], out, "org/pipe", "org/pipe", discard_stale=True, **kwargs)
+    assert again["n_images_encoded"] == again["n_captions_encoded"] == 0
 
 
 def test_dataset_resamples_posterior_per_epoch_deterministically(extracted):

@@ -43,11 +43,14 @@ class FeatureError(ValueError):
 
 
 def weights_fingerprint(source: str, subfolder: str | None) -> str:
-    """files_fingerprint of a component folder (or of the hub id when it is not a local folder)."""
-    from pixart.checkpoints import files_fingerprint
+    """files_fingerprint of a component's folder: the local one, or the subfolder of a hub id's cached snapshot (not
+    the whole snapshot, which changes whenever another part of the repo is cached); an uncached hub id by id."""
+    from pixart.checkpoints import files_fingerprint, local_snapshot
 
-    path = Path(source) / subfolder if subfolder else Path(source)
-    return files_fingerprint(str(path) if path.is_dir() else source)
+    root = local_snapshot(source, subfolder)
+    if root is None:
+        return files_fingerprint(source)
+    return files_fingerprint(str(root / subfolder if subfolder else root))
 
 
 def preprocess(image: Image.Image, size: tuple[int, int], center_crop: bool) -> torch.Tensor:
@@ -109,20 +112,26 @@ def _check_settings(out: Path, settings: dict, discard_stale: bool):
         diffs = {k: (old.get(k), new.get(k)) for k in sorted(old.keys() | new.keys()) if old.get(k) != new.get(k)}
         if not diffs:
             return
-        if not discard_stale:
+        if not discard_stale or not {"format", "vae_fingerprint"} <= old.keys():  # only a features folder's
             raise FeatureError(f"{path} records other settings (old, new): {diffs}; extract into a new --out "
                                f"folder, delete {out} to redo it, or pass --discard-stale")
         _discard_features(out)
         print(f"discarded the stale features in {out}: settings (old, new) {diffs}", flush=True)
     out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(settings, indent=1))
+    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps(settings, indent=1))
+    os.replace(tmp, path)
 
 
 def _discard_features(out: Path):
-    """Delete what `extract` writes into `out`, and nothing else."""
+    """Delete what `extract` writes into `out`, and nothing else: the index first (a folder without it is not
+    trained on), the settings last (a run killed in between discards again). A file that cannot be deleted
+    stops the run rather than be reused as new."""
+    (out / INDEX_FILE).unlink(missing_ok=True)
     for folder in ("vae", "t5"):
-        shutil.rmtree(out / folder, ignore_errors=True)
-    for name in (INDEX_FILE, REPORT_FILE, SETTINGS_FILE):
+        if (out / folder).exists():
+            shutil.rmtree(out / folder)
+    for name in (REPORT_FILE, SETTINGS_FILE):
         (out / name).unlink(missing_ok=True)
 
 
@@ -171,7 +180,7 @@ def extract(data, out, vae_source: str, text_encoder_source: str, *, resolution:
             tokenizer_subfolder: str = "tokenizer", progress: bool = True, discard_stale: bool = False) -> dict:
     """Extract the features of a dataset folder into `out` (resuming; `discard_stale`: see _check_settings);
     returns this run's counts."""
-    from pixart.checkpoints import load_text_encoder, load_vae
+    from pixart.checkpoints import load_text_encoder, load_vae, local_snapshot
     from pixart.embeddings import encoder_identity
     from pixart.runtime import pick_device, torch_dtype
 
@@ -188,6 +197,12 @@ def extract(data, out, vae_source: str, text_encoder_source: str, *, resolution:
     if resolution % multiple:
         raise FeatureError(f"--resolution {resolution} must be a multiple of {multiple} "
                            f"(VAE downsampling × patch size {patch_size})")
+    text_encoder = None
+    if local_snapshot(text_encoder_source, text_encoder_subfolder) is None:
+        # not cached: load (download) it now, or its identity would be its id here and its files on the next run,
+        # which would count as another T5
+        text_encoder = load_text_encoder(text_encoder_source, text_encoder_subfolder, tokenizer_subfolder,
+                                         dtype=torch_dtype(dtype))
     settings = {"format": FORMAT_VERSION, "resolution": resolution, "multiscale": multiscale, "multiple": multiple,
                 "max_length": max_length, "clean_caption": clean_caption, "dtype": dtype, "store_dtype": store_dtype,
                 "scaling_factor": float(vae.config.scaling_factor),
@@ -217,8 +232,8 @@ def extract(data, out, vae_source: str, text_encoder_source: str, *, resolution:
     text_todo = [item for item in kept if not (out / t5_relpath(item.caption)).is_file()]
     n_captions = 0
     if text_todo:
-        tokenizer, encoder = load_text_encoder(text_encoder_source, text_encoder_subfolder, tokenizer_subfolder,
-                                               dtype=torch_dtype(dtype))
+        tokenizer, encoder = text_encoder or load_text_encoder(text_encoder_source, text_encoder_subfolder,
+                                                               tokenizer_subfolder, dtype=torch_dtype(dtype))
         n_captions = _extract_text(tokenizer, encoder, out, text_todo,
                                    clean_caption=clean_caption, max_length=max_length, batch_size=batch_size,
                                    device=device, store_dtype=store_dtype, progress=progress)
@@ -264,8 +279,8 @@ def main(argv=None):
     parser.add_argument("--device", default="auto")
     parser.add_argument("--discard-stale", action="store_true",
                         help="when --out holds features made with other settings (another VAE or T5, resolution, "
-                             "…), delete them and extract anew instead of stopping (the DAG does: it reruns this "
-                             "job exactly when what the features depend on changed)")
+                             "…), delete them and extract anew instead of stopping (the DAG passes it: a rerun of "
+                             "its features job that finds other settings extracts them anew)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     counts = extract(args.data, args.out, args.vae, args.text_encoder, resolution=args.resolution,

@@ -19,8 +19,8 @@ images (how SD chose 0.18215): PixArt multiplies latents by it, so the diffusion
 latents; their mean is not removed (PixArt has no shift) and is reported. `{out}` is a diffusers folder that
 `AutoencoderKL.from_pretrained(out)` and `pixart.checkpoints.load_vae(out, subfolder=None)` load;
 `{out}/train_summary.json` holds the training numbers, but neither the time (the log line gives it) nor the folder's
-own path: the same training writes the same bytes, so a retrained VAE keeps its fingerprint and the features
-extracted through it stay valid.
+own path: the same training (data, seed, settings and torch threads) writes the same bytes, so a retrained VAE
+keeps its fingerprint and the features extracted through it stay valid.
 """
 import argparse
 import json
@@ -179,14 +179,13 @@ def train_vae(data: Path, out: Path, steps: int = 300, batch_size: int = 4, lr: 
     vae.eval()
     scaling, latent_mean = latent_scaling_factor(vae, images[train[:SCALING_SAMPLE]], generator)
     vae.register_to_config(scaling_factor=scaling)
-    summary = {"steps": steps, "batch_size": batch_size, "crop": crop, "lr": lr, "kl_weight": kl_weight, "seed": seed,
-               "n_train": len(train), "n_held_out": len(held), "first_recon_loss": losses[0] if losses else None,
-               "final_recon_loss": sum(losses[-20:]) / len(losses[-20:]) if losses else None, "train_seconds": seconds,
-               "psnr_held_out": psnr(images[held], reconstruct(vae, images[held])),
-               "psnr_untrained": untrained_psnr, "scaling_factor": scaling, "latent_mean": latent_mean,
-               "out": str(out)}
-    save_vae(vae, out, {k: v for k, v in summary.items() if k not in ("train_seconds", "out")})
-    return summary
+    saved = {"steps": steps, "batch_size": batch_size, "crop": crop, "lr": lr, "kl_weight": kl_weight, "seed": seed,
+             "n_train": len(train), "n_held_out": len(held), "first_recon_loss": losses[0] if losses else None,
+             "final_recon_loss": sum(losses[-20:]) / len(losses[-20:]) if losses else None,
+             "psnr_held_out": psnr(images[held], reconstruct(vae, images[held])),
+             "psnr_untrained": untrained_psnr, "scaling_factor": scaling, "latent_mean": latent_mean}
+    save_vae(vae, out, saved)
+    return {**saved, "train_seconds": seconds, "out": str(out)}
 
 
 def main(argv=None):

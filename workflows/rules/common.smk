@@ -8,7 +8,8 @@ from pathlib import Path
 # The interpreter running snakemake (the suite's venv), through the prefork client: a job forks from the
 # prefork server when this run started one (config `prefork`), else the client execs python itself.
 PY = f"{sys.executable} -m pixart.prefork"
-# Jobs import the suite's packages from the checkout, whatever the working directory (--directory).
+# Jobs import the suite's packages from the checkout, whatever the working directory (--directory). (`update`:
+# `snakemake --lint` reads an item assignment to os.environ as an environment variable the workflow needs.)
 os.environ.update(PYTHONPATH=os.pathsep.join(filter(None, [workflow.basedir, os.environ.get("PYTHONPATH")])))
 sys.path.insert(0, workflow.basedir)
 from pixart.samplers import parse_sampler  # light: no torch import
@@ -26,7 +27,7 @@ def folder_of(key, kind="output"):
     as Snakemake resolved it rather than rebuilt from config, so the two cannot disagree (`snakemake --lint`)."""
 
     def folder(wildcards, input, output):
-        return str(Path((output if kind == "output" else input)[key]).parent)
+        return str(Path({"input": input, "output": output}[kind][key]).parent)
 
     return folder
 

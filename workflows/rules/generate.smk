@@ -4,7 +4,7 @@
 GENERATE = (
     "{PY} -m pixart.generate --model-spec {input.spec} --prompts {input.prompts}"
     " --embeddings {input.embeddings} --sampler {params.sampler} --cfg {wildcards.cfg}"
-    " --batch-size {params.g[batch_size]} --device {params.g[device]} {params.binning} {params.shard}"
+    " --batch-size {params.g[batch_size]} --device {params.g[device]} {params.binning} {params.shard_args}"
     " --out {params.cell} --quiet > {log} 2>&1"
 )
 CELL = f"{R}/samples/{{model}}/{{bench}}/{{sampler}}/cfg{{cfg}}"
@@ -31,7 +31,7 @@ if config["generation"]["shards"] == 1:
             manifest=f"{CELL}/manifest.parquet",
         params:
             **GENERATE_PARAMS,
-            shard="--shard 0 --num-shards 1 --write-manifest",
+            shard_args="--shard 0 --num-shards 1 --write-manifest",
         resources:
             gpu=1,
         log:
@@ -48,7 +48,7 @@ else:
             f"{CELL}/manifest.shard{{shard}}of{{nshards}}.parquet",
         params:
             **GENERATE_PARAMS,
-            shard=lambda w: f"--shard {w.shard} --num-shards {w.nshards}",
+            shard_args=lambda w: f"--shard {w.shard} --num-shards {w.nshards}",
         resources:
             gpu=1,
         log:

@@ -15,7 +15,7 @@ rule train_features:
         d=lambda w: train_dataset(w.dataset),
         vae_subfolder=lambda w: train_dataset(w.dataset)["vae_subfolder"] or "''",
         t5=lambda w: with_defaults("text_encoders", train_dataset(w.dataset)["text_encoder"]),
-        out=lambda w: f"{R}/train/features/{w.dataset}",
+        out=folder_of("index"),
         clean=lambda w: str(with_defaults("text_encoders", train_dataset(w.dataset)["text_encoder"])["clean_caption"]).lower(),
         multiscale=lambda w: "--multiscale" if train_dataset(w.dataset)["multiscale"] else "",
     resources:
@@ -52,7 +52,7 @@ rule train:
     output:
         stats=f"{R}/train/{{recipe}}/stats.json",
     params:
-        out=lambda w: f"{R}/train/{w.recipe}",
+        out=folder_of("stats"),
         launch=lambda w: train_launcher(w.recipe),
     threads: lambda w: train_recipe(w.recipe)["threads"]
     resources:
