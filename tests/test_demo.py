@@ -58,6 +58,7 @@ def small_demo_config(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_small_demo_runs_every_stage_to_the_report_and_reruns_nothing(tmp_path):
     config = small_demo_config(tmp_path)
     started = time.perf_counter()

@@ -100,6 +100,7 @@ def test_demo_gpu_follows_one_dag_across_calls(kit):
     assert "shakedown (demo.yaml's DAG at test size, into results/): ended with status 0" in third.stdout
 
 
+@pytest.mark.slow
 def test_the_shakedowns_failed_jobs_come_back_and_it_runs_again_in_the_next_call(kit):
     root, out, call = kit
     # 45 s: the DAG waits, so the call follows it for 20 s, long after the shakedown has ended, set-up included

@@ -120,6 +120,7 @@ def test_slurm_profile_plans_the_demo_dags(tmp_path):
         assert {k: counts.get(k) for k in expected} == expected, result.stdout[-2000:]
 
 
+@pytest.mark.slow
 def test_micro_dag_runs_end_to_end_and_reruns_nothing(tmp_path):
     config = _micro_config(tmp_path)
     result = _run(["--configfile", str(config), "--profile", str(ROOT / "workflows/profiles/local"), "--cores", "2"],
@@ -347,6 +348,7 @@ def test_training_data_in_any_layout_plans_and_missing_training_sources_are_name
     assert "train.recipes.stage3.init.source: results/train/x/step_1 does not exist; start from a stage" in said
 
 
+@pytest.mark.slow
 def test_training_stages_feed_a_series_that_is_evaluated_and_gated(tmp_path):
     config = _training_config(tmp_path)
     plan = _run(["-n", "--configfile", str(config), "--cores", "2"], tmp_path)
