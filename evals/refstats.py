@@ -8,11 +8,11 @@ computing the same statistics in parallel.
 """
 import argparse
 import json
-import os
 from pathlib import Path
 
 from evals.metrics import fid as fidelity
 from evals.score import load_extractor
+from pixart.atomic import write_text_atomic
 from pixart.cli import clean_errors
 
 
@@ -29,10 +29,7 @@ def main(argv=None):
                                      cache_dir=settings.get("refstats_dir", fidelity.REFSTATS_DIR))
     pointer = {k: stats[k] for k in ("key", "n", "extractor", "fingerprint", "mode", "preprocessing", "source")}
     pointer["bad_files"] = list(stats.get("bad_files", []))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(pointer, indent=1, default=str))
-    os.replace(tmp, args.out)
+    write_text_atomic(args.out, json.dumps(pointer, indent=1, default=str))
     print(f"refstats: {pointer['n']} reference images, {pointer['extractor']} ({pointer['preprocessing']}) "
           f"→ key {pointer['key']}")
 

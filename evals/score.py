@@ -10,7 +10,6 @@ cell's provenance (model fingerprint, sampler, steps, cfg, …). A failed image 
 """
 import argparse
 import json
-import os
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -19,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from evals.stats import bootstrap_ci
+from pixart.atomic import write_atomic, write_text_atomic
 from pixart.cli import clean_errors, positive_int
 
 OPEN_CHUNK = 512  # images a per-image scorer holds decoded at once
@@ -307,7 +307,7 @@ def run(args) -> dict:
         scores[i], errors[i] = part_scores[j], part_errors[j]
     frame = manifest[["sample_id", "prompt_id", "image_index"]].copy()
     frame["score"], frame["error"] = scores, errors
-    _atomic_parquet(frame, Path(args.scores_out))
+    write_atomic(Path(args.scores_out), lambda tmp: frame.to_parquet(tmp, index=False))
     first = manifest.iloc[0]
     set_level = meta.pop("aggregate", None)  # set-level metrics (FID) aggregate themselves
     n_resamples, seed = _resampling(settings)
@@ -326,30 +326,16 @@ def run(args) -> dict:
     failed = [e for e in errors if e]
     if failed:
         result["failed_examples"] = failed[:5]
-    _atomic_text(json.dumps(result, indent=1, default=str), Path(args.metric_out))
+    write_text_atomic(Path(args.metric_out), json.dumps(result, indent=1, default=str))
     if args.history_dir:  # append-only: a new uniquely named file per job, never a shared one
         stamp = result["time"].replace(":", "").replace("-", "")
-        _atomic_text(json.dumps(result, default=str),
-                     Path(args.history_dir) / f"{stamp}-{result.get('cell_key', 'cell')}-{args.scorer}.json")
+        write_text_atomic(Path(args.history_dir) / f"{stamp}-{result.get('cell_key', 'cell')}-{args.scorer}.json",
+                          json.dumps(result, default=str))
     value = ("n/a" if result["value"] is None else f"{result['value']:.4f}" + (
         " (no CI)" if result.get("ci_low") is None else f" [{result['ci_low']:.4f}, {result['ci_high']:.4f}]"))
     print(f"score: {args.scorer} on {args.cell}: {value} (n={result['n']}, failed={result['n_failed']}) "
           f"in {result['seconds']:.1f}s")
     return result
-
-
-def _atomic_parquet(frame: pd.DataFrame, path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, path)
-
-
-def _atomic_text(text: str, path: Path):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def parser():

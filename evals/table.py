@@ -5,11 +5,11 @@ python -m evals.table --out results/history.parquet --history results/history   
 """
 import argparse
 import json
-import os
 from pathlib import Path
 
 import pandas as pd
 
+from pixart.atomic import write_atomic
 from pixart.cli import clean_errors
 
 COLUMNS = ("model", "bench", "protocol", "sampler", "steps", "cfg", "seeds", "metric", "value", "ci_low", "ci_high",
@@ -42,10 +42,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     files = list(args.files) + (sorted(args.history.glob("*.json")) if args.history else [])
     frame = gather(files)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.out.with_name(f".{args.out.name}.tmp{os.getpid()}")
-    frame.to_parquet(tmp, index=False)
-    os.replace(tmp, args.out)
+    write_atomic(args.out, lambda tmp: frame.to_parquet(tmp, index=False))
     print(f"table: {len(frame)} numbers ({frame['metric'].nunique()} metrics × {frame['model'].nunique()} models) "
           f"→ {args.out}")
 

@@ -14,7 +14,6 @@ their configs, which needs a GPU; `tiny` runs anywhere.
 """
 import argparse
 import json
-import os
 import platform
 import resource
 import statistics
@@ -24,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from pixart.atomic import write_text_atomic
 from pixart.checkpoints import xl2_config
 from pixart.embeddings import encode_prompts
 from pixart.engine import Engine
@@ -155,9 +155,7 @@ def main(argv=None):
 
     def write(report):  # whole or not at all: `timeout` may stop the run at any moment
         if args.json:
-            partial = Path(args.json + ".partial")
-            partial.write_text(json.dumps(report, indent=1))
-            os.replace(partial, args.json)
+            write_text_atomic(Path(args.json), json.dumps(report, indent=1))
 
     report = run(args, on_progress=write)
     write(report)

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import torch
 
+from pixart.atomic import write_atomic
 from pixart.cli import clean_errors
 
 log = logging.getLogger(__name__)
@@ -63,12 +64,9 @@ class EmbeddingTable:
     def save(self, path: Path):
         from safetensors.torch import save_file
 
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(f".tmp{os.getpid()}")
-        save_file({"states": self.states.contiguous(), "offsets": self.offsets, "negative": self.negative.contiguous()},
-                  str(tmp), metadata={"meta": json.dumps(self.meta), "prompts": json.dumps(self.prompts)})
-        os.replace(tmp, path)
+        tensors = {"states": self.states.contiguous(), "offsets": self.offsets, "negative": self.negative.contiguous()}
+        metadata = {"meta": json.dumps(self.meta), "prompts": json.dumps(self.prompts)}
+        write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
     @classmethod
     def load(cls, path: Path) -> "EmbeddingTable":

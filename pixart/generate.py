@@ -17,7 +17,6 @@ import argparse
 import hashlib
 import json
 import logging
-import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import pandas as pd
 import torch
 
 from pixart import manifest, pngio
+from pixart.atomic import write_atomic
 from pixart.checkpoints import fingerprint_state
 from pixart.cli import UsageError, clean_errors, positive_int
 from pixart.engine import Engine, generation_size
@@ -189,9 +189,7 @@ def run(args) -> dict:
     for name, value in {**provenance, "shard": args.shard, "num_shards": args.num_shards}.items():
         shard_manifest[name] = value
     shard_file = out / f"manifest.shard{args.shard}of{args.num_shards}.parquet"
-    tmp = shard_file.with_name(f".{shard_file.name}.tmp{os.getpid()}")
-    shard_manifest.to_parquet(tmp, index=False)
-    os.replace(tmp, shard_file)
+    write_atomic(shard_file, lambda tmp: shard_manifest.to_parquet(tmp, index=False))
 
     elapsed = time.perf_counter() - started
     summary = {"images": len(records), "new": written, "reused": done_before, "seconds": round(elapsed, 2),

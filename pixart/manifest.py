@@ -3,11 +3,11 @@
 python -m pixart.manifest --cell DIR --num-shards N --prompts P.parquet
 """
 import argparse
-import os
 from pathlib import Path
 
 import pandas as pd
 
+from pixart.atomic import write_atomic
 from pixart.cli import clean_errors
 
 
@@ -34,10 +34,7 @@ def merge(cell: Path, num_shards: int, prompts: Path) -> pd.DataFrame:
 def write(cell: Path, num_shards: int, prompts: Path) -> pd.DataFrame:
     """Merge and write `{cell}/manifest.parquet` atomically."""
     merged = merge(cell, num_shards, prompts)
-    out = cell / "manifest.parquet"
-    tmp = out.with_name(f".manifest.parquet.tmp{os.getpid()}")
-    merged.to_parquet(tmp, index=False)
-    os.replace(tmp, out)
+    out = write_atomic(cell / "manifest.parquet", lambda tmp: merged.to_parquet(tmp, index=False))
     print(f"manifest: {len(merged)} images, {merged['seconds'].sum():.1f} s of generation → {out}")
     return merged
 

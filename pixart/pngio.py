@@ -5,6 +5,8 @@ from pathlib import Path
 
 from PIL import Image, PngImagePlugin
 
+from pixart.atomic import write_atomic
+
 META_KEY = "pixart-eval"
 
 
@@ -12,16 +14,14 @@ def write_png(image: Image.Image, path: Path, meta: dict):
     """Write to a temp file in the same folder, then rename: a kill or full disk never leaves a partial PNG."""
     info = PngImagePlugin.PngInfo()
     info.add_text(META_KEY, json.dumps(meta, sort_keys=True))
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+
+    def write(tmp: Path):
         with open(tmp, "wb") as fh:
             image.save(fh, format="PNG", pnginfo=info)
             fh.flush()
             os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+
+    write_atomic(path, write)
 
 
 def read_meta(path: Path, verify: bool = True) -> dict | None:

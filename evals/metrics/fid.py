@@ -9,7 +9,6 @@ into site-packages and ignores custom extractors).
 import hashlib
 import inspect
 import json
-import os
 import zipfile
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +24,7 @@ from evals.files import sha256_file
 from evals.metrics.features import (FeatureExtractor, as_extractor, extract_features, images_to_batch,
                                     list_images)
 from evals.stats import CI, bootstrap_statistic_ci
+from pixart.atomic import write_atomic, write_text_atomic
 
 REFSTATS_DIR = Path("results/refstats")
 COCO_SIZE = 256
@@ -206,10 +206,7 @@ def _content_digest(images, cache_dir: Path) -> str:
     digest = hashlib.sha256()
     for i, name in enumerate(images.names):
         digest.update(f"{name}|{sha256_file(Path(images.path(i)))}\n".encode())
-    memo.parent.mkdir(parents=True, exist_ok=True)
-    tmp = memo.with_name(f".{memo.name}.tmp{os.getpid()}")
-    tmp.write_text(digest.hexdigest())
-    os.replace(tmp, memo)
+    write_text_atomic(memo, digest.hexdigest())
     return digest.hexdigest()
 
 
@@ -225,14 +222,14 @@ ARRAY_FIELDS = ("mu", "sigma", "features")
 
 
 def _save_stats(path: Path, stats: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
     meta = {k: v for k, v in stats.items() if k not in ARRAY_FIELDS}
     arrays = {k: stats[k] for k in ARRAY_FIELDS if k in stats}
-    # written whole under a name of this process, then renamed: a killed run leaves no half cache, and two jobs
-    # finishing the same key never write into one temporary file
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npz")
-    np.savez(tmp, meta=json.dumps(meta), **arrays)
-    os.replace(tmp, path)
+
+    def write(tmp: Path):
+        with open(tmp, "wb") as fh:  # a handle: np.savez would add ".npz" to a path's temporary name
+            np.savez(fh, meta=json.dumps(meta), **arrays)
+
+    write_atomic(path, write)
 
 
 def _has_features(path: Path) -> bool:

@@ -18,7 +18,6 @@ shapes world, retrieved slightly worse and told swapped colours apart less often
 import argparse
 import json
 import math
-import os
 import time
 from functools import partial
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from evals.tiny import TINY_CLIP, TINY_CLIP_NAME
+from pixart.atomic import write_atomic, write_text_atomic
 from pixart.train import tiny_trainers
 from pixart.train.tiny_trainers import warmup_cosine
 
@@ -153,16 +153,9 @@ def register_config(out: Path) -> Path:
     import open_clip
 
     path = Path(out) / f"{TINY_CLIP_NAME}.json"
-    _write_atomic(path, lambda tmp: tmp.write_text(json.dumps(TINY_CLIP, indent=1)))
+    write_text_atomic(path, json.dumps(TINY_CLIP, indent=1))
     open_clip.add_model_config(str(path))
     return path
-
-
-def _write_atomic(path: Path, write):
-    """Write through a temporary sibling so a killed job never leaves a half-written file under `path`."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    write(tmp)
-    os.replace(tmp, path)
 
 
 def train_clip(data: Path, out: Path, steps: int = 600, batch_size: int = 64, lr: float = 2e-3, seed: int = 0,
@@ -208,14 +201,14 @@ def train_clip(data: Path, out: Path, steps: int = 600, batch_size: int = 64, lr
         bar.set_postfix(loss=f"{loss.item():.3f}")
     seconds = time.perf_counter() - start
     weights = out / f"{TINY_CLIP_NAME}.bin"
-    _write_atomic(weights, lambda tmp: torch.save(model.state_dict(), tmp))
+    write_atomic(weights, lambda tmp: torch.save(model.state_dict(), tmp))
     summary = {"model_name": TINY_CLIP_NAME, "config": str(config), "weights": str(weights),
                "config_dir": str(out), "steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed,
                "n_train": len(train), "first_loss": losses[0] if losses else None,
                "final_loss": sum(losses[-20:]) / len(losses[-20:]) if losses else None,
                "train_seconds": seconds, **evaluate(model, pixels[held], tokens[held], held_captions)}
     summary_path = out / f"{TINY_CLIP_NAME}.summary.json"
-    _write_atomic(summary_path, lambda tmp: tmp.write_text(json.dumps(summary, indent=1)))
+    write_text_atomic(summary_path, json.dumps(summary, indent=1))
     return summary
 
 

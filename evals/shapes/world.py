@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +40,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from evals.metrics import compbench as cb
+from pixart.atomic import write_text_atomic
 
 SHAPES = ("circle", "square", "triangle", "cross")
 COLOURS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 80, 220), "yellow": (235, 210, 40),
@@ -455,9 +455,7 @@ def parse_path(prompt_file: Path) -> Path:
 
 def write_text(path: Path, text: str) -> None:
     """Whole-file write through a temporary name, so a killed job never leaves a half file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
 
 
 def jsonl(records: Iterator[dict] | list[dict]) -> str:

@@ -18,7 +18,6 @@ import argparse
 import hashlib
 import json
 import logging
-import os
 import shutil
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from pixart.atomic import write_atomic, write_text_atomic
 from pixart.cli import clean_errors
 from pixart.embeddings import STORE_DTYPES
 from pixart.train.buckets import MAX_RATIO, buckets_for, nearest_bucket
@@ -80,10 +80,7 @@ def encode_images(vae, pixels: torch.Tensor) -> torch.Tensor:
 def _save_atomic(tensors: dict, path: Path):
     from safetensors.torch import save_file
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp{os.getpid()}")
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
-    os.replace(tmp, path)
+    write_atomic(path, lambda tmp: save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp)))
 
 
 def caption_key(caption: str) -> str:
@@ -117,10 +114,7 @@ def _check_settings(out: Path, settings: dict, discard_stale: bool):
                                f"folder, delete {out} to redo it, or pass --discard-stale")
         _discard_features(out)
         print(f"discarded the stale features in {out}: settings (old, new) {diffs}", flush=True)
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(settings, indent=1))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(settings, indent=1))
 
 
 def _discard_features(out: Path):
@@ -252,9 +246,7 @@ def _write_index(out: Path, items: list[ImageItem], buckets: dict[str, str]):
     rows = [{"item_id": i.item_id, "file": i.file, "caption": i.caption, "label": -1 if i.label is None else i.label,
              "height": i.height, "width": i.width, "bucket": buckets[i.item_id], "vae": vae_relpath(i.digest),
              "t5": t5_relpath(i.caption), "meta": json.dumps(i.meta)} for i in items]
-    tmp = out / f"{INDEX_FILE}.tmp{os.getpid()}"
-    pd.DataFrame(rows).to_parquet(tmp, index=False)
-    os.replace(tmp, out / INDEX_FILE)
+    write_atomic(out / INDEX_FILE, lambda tmp: pd.DataFrame(rows).to_parquet(tmp, index=False))
 
 
 @clean_errors("pixart.train.features")

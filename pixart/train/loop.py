@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from pixart.atomic import write_text_atomic
 from pixart.cli import clean_errors
 from pixart.train import recipe as recipes
 from pixart.train.diffusion import GaussianDiffusion
@@ -56,9 +57,7 @@ def _peak_memory(device: torch.device) -> int | None:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(data, indent=1, default=str))
 
 
 def train(recipe: dict, out: str | Path, *, resume_from: str | None = "auto", stop_after: int | None = None,

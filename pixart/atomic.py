@@ -1,0 +1,25 @@
+"""Whole-file writes: a temporary sibling first, then one rename over the final name. A killed job or a full disk
+never leaves half a file under that name, and two processes writing the same name never share a temporary file."""
+import os
+from pathlib import Path
+from typing import Callable
+
+
+def write_atomic(path: Path, write: Callable[[Path], object]) -> Path:
+    """Call `write(tmp)`, then rename `tmp` to `path` (its folder is made first). `tmp` is `.{name}.tmp{pid}` beside
+    `path`: hidden, and not ending in the final suffix, so a glob for finished files never picks it up. On any
+    error, `tmp` is removed and the error raised; `path` keeps its previous content."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
