@@ -25,6 +25,7 @@ from pathlib import Path
 
 from evals.metrics import geneval as ge
 from evals.shapes import world
+from pixart.atomic import write_text_atomic
 
 NUMBERS = {2: "two", 3: "three", 4: "four"}
 PLURALS = {"circle": "circles", "square": "squares", "triangle": "triangles", "cross": "crosses"}
@@ -116,6 +117,6 @@ def write_prompts(out: Path, seed: int, n_per_tag: int) -> tuple[Path, Path]:
     out.mkdir(parents=True, exist_ok=True)
     pairs = [pair for tag in ge.TAGS for pair in prompt_set(seed, tag, n_per_tag)]
     prompts, scenes = out / "geneval.jsonl", out / "geneval_scenes.jsonl"
-    world.write_text(prompts, world.jsonl(record for record, _ in pairs))
-    world.write_text(scenes, world.jsonl({"prompt": r["prompt"], "scene": s.to_json()} for r, s in pairs))
+    write_text_atomic(prompts, world.jsonl(record for record, _ in pairs))
+    write_text_atomic(scenes, world.jsonl({"prompt": r["prompt"], "scene": s.to_json()} for r, s in pairs))
     return prompts, scenes

@@ -453,11 +453,6 @@ def parse_path(prompt_file: Path) -> Path:
 # --------------------------------------------------------------------------------------------------
 
 
-def write_text(path: Path, text: str) -> None:
-    """Whole-file write through a temporary name, so a killed job never leaves a half file."""
-    write_text_atomic(path, text)
-
-
 def jsonl(records: Iterator[dict] | list[dict]) -> str:
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records)
 
@@ -477,7 +472,7 @@ def write_dataset(out: Path, n: int, split: str, seed: int, size: int = DEFAULT_
         render(scene, size).save(out / name)
         lines.append({"file": name, "caption": scene.caption, "label": scene.label, "scene": scene.to_json()})
     path = out / "captions.jsonl"
-    write_text(path, jsonl(lines))
+    write_text_atomic(path, jsonl(lines))
     return path
 
 
@@ -494,12 +489,12 @@ def write_prompt_sets(out: Path, seed: int, n_per_category: int, n_fid: int = 20
     written = {}
     for name, members in sets.items():
         path = out / f"{name}.txt"
-        write_text(path, "".join(s.caption + "\n" for s in members))
+        write_text_atomic(path, "".join(s.caption + "\n" for s in members))
         distinct = {s.caption: s for s in members}.values()
-        write_text(parse_path(path), jsonl(parse_record(s, table) for s in distinct))
+        write_text_atomic(parse_path(path), jsonl(parse_record(s, table) for s in distinct))
         written[name] = path
-    write_text(out / "scenes.jsonl", jsonl({"set": name, "caption": s.caption, "scene": s.to_json()}
-                                             for name, members in sets.items() for s in members))
+    write_text_atomic(out / "scenes.jsonl", jsonl({"set": name, "caption": s.caption, "scene": s.to_json()}
+                                                    for name, members in sets.items() for s in members))
     return written
 
 
