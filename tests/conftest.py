@@ -30,3 +30,21 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+# DESIGN §12: a test over ~30 s carries the `slow` marker, so `pytest -m "not slow"` stays a quick loop. Timings
+# vary by machine, so an unmarked one is named at the end of the run rather than failed.
+SLOW_SECONDS = 30
+_unmarked_slow = []
+
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" and report.duration > SLOW_SECONDS and "slow" not in report.keywords:
+        _unmarked_slow.append((report.nodeid, report.duration))
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _unmarked_slow:
+        terminalreporter.section("tests over ~30 s without the slow marker (add @pytest.mark.slow)")
+        for nodeid, seconds in _unmarked_slow:
+            terminalreporter.write_line(f"{seconds:.0f} s  {nodeid}")
