@@ -21,6 +21,7 @@ from PIL import Image
 
 from evals import score, tiny
 from evals.benchmarks.loaders import load_prompts
+from pixart.atomic import write_text_atomic
 
 
 def synthetic_cell(root: Path, subset: str, n: int) -> Path:
@@ -95,7 +96,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     report = run(args)
     if args.json:
-        args.json.write_text(json.dumps(report, indent=1))
+        write_text_atomic(args.json, json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

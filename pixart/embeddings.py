@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from pixart.atomic import write_atomic
+from pixart.atomic import write_atomic, write_text_atomic
 from pixart.cli import clean_errors
 
 log = logging.getLogger(__name__)
@@ -213,9 +213,8 @@ def main(argv=None):
         table.meta.update(key=key, encoder=args.text_encoder, encoder_fingerprint=encoder_id)
         table.save(store_file)
     meta = EmbeddingTable.load(store_file).meta
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"key": key, "file": os.path.relpath(store_file, args.out.parent),
-                                    "n_prompts": len(prompts), "meta": meta}, indent=1))
+    write_text_atomic(args.out, json.dumps({"key": key, "file": os.path.relpath(store_file, args.out.parent),
+                                            "n_prompts": len(prompts), "meta": meta}, indent=1))
     print(f"embeddings: {len(prompts)} prompts, {meta['tokens']} tokens, key {key} "
           f"({'reused' if reused else 'computed'}) → {args.out}")
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from pixart.atomic import write_text_atomic
 from pixart.checkpoints import transformer_config
 from pixart.runtime import pick_device, torch_dtype
 from pixart.train.diffusion import GaussianDiffusion
@@ -92,10 +93,9 @@ def main(argv=None):
         memory = "n/a" if row["peak_memory_bytes"] is None else f"{row['peak_memory_bytes'] / 2**30:.1f} GiB"
         print(f"{variant}: {row['images_per_s']:.1f} images/s, peak {memory}, {row['params']:,} params")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"arch": args.arch, "resolution": args.resolution, "dtype": args.dtype,
-                                         "device": str(device), "gradient_checkpointing": args.gradient_checkpointing,
-                                         "rows": rows}, indent=1))
+        report = {"arch": args.arch, "resolution": args.resolution, "dtype": args.dtype, "device": str(device),
+                  "gradient_checkpointing": args.gradient_checkpointing, "rows": rows}
+        write_text_atomic(args.json, json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

@@ -236,7 +236,7 @@ def extract(data, out, vae_source: str, text_encoder_source: str, *, resolution:
               "n_images_reused": len({i.digest for i in kept}) - n_images,
               "n_captions_reused": len({i.caption for i in kept}) - n_captions,
               "n_skipped": n_skipped(report), "seconds": round(time.time() - started, 2)}
-    (out / REPORT_FILE).write_text(json.dumps({**report, "run": counts}, indent=1))
+    write_text_atomic(out / REPORT_FILE, json.dumps({**report, "run": counts}, indent=1))
     return counts
 
 
