@@ -88,9 +88,10 @@ def fid_vs_clip(frame: pd.DataFrame, out_dir: str | Path) -> list[Path]:
                     ax.errorbar(x, y, xerr=_err(x, g["ci_low_clip"], g["ci_high_clip"]),
                                 yerr=_err(y, g["ci_low_fid"], g["ci_high_fid"]), marker="o", capsize=3,
                                 label=f"{model} {sampler}-{int(steps)}")
-                    for xi, yi, cfg in zip(x, y, g["cfg"]):
-                        ax.annotate(f"cfg {float(cfg):g}", (xi, yi), textcoords="offset points", xytext=(4, 4),
-                                    fontsize=8)
+                    # Labels alternate above and below the line: neighbouring cfg values often sit close.
+                    for k, (xi, yi, cfg) in enumerate(zip(x, y, g["cfg"])):
+                        ax.annotate(f"cfg {float(cfg):g}", (xi, yi), textcoords="offset points",
+                                    xytext=(4, 4 if k % 2 == 0 else -11), fontsize=8)
                 ax.set_xlabel(f"CLIP score ({clip_metric})")
                 ax.set_ylabel(f"FID ({fid_metric})")
                 ax.set_title(f"FID vs CLIP score over cfg — {protocol}, {bench} (n={int(g['n_fid'].max())})",
