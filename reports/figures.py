@@ -352,6 +352,12 @@ def worst_k(scores_dir: str | Path, samples_dir: str | Path, out_dir: str | Path
             prompt=[manifest.loc[s, "prompt"] if s in manifest.index and "prompt" in manifest else ""
                     for s in worst["sample_id"]])
         n_failed = int(len(scores) - len(valid))
+        # Where the k-th score is shared by more images than are shown, which ones appear is only the sample-id
+        # order: say how many share it, so k zeros are not read as the only zeros.
+        boundary = worst["score"].iloc[-1]
+        n_tied = int((valid["score"] == boundary).sum())
+        ties = f" · {n_tied} images score {boundary:.4g} (first by sample id shown)" \
+            if n_tied > int((worst["score"] == boundary).sum()) else ""
         fig, axes = plt.subplots(1, len(worst), figsize=(2.2 * len(worst), 2.9), squeeze=False)
         for ax, (_, r) in zip(axes[0], worst.iterrows()):
             ax.set_xticks([])
@@ -365,7 +371,7 @@ def worst_k(scores_dir: str | Path, samples_dir: str | Path, out_dir: str | Path
         which = "lowest" if ascending else "highest"
         direction = "" if higher is not None else " (direction unknown: lowest shown)"
         fig.suptitle(f"worst {len(worst)} by {metric} ({which}){direction} — {cell['model']} · {cell['bench']} · "
-                     f"{cell['run']} · cfg {cell['cfg']:g}" + (f" · {n_failed} failed" if n_failed else ""),
+                     f"{cell['run']} · cfg {cell['cfg']:g}" + ties + (f" · {n_failed} failed" if n_failed else ""),
                      fontsize=9)
         stem = f"worst__{_safe(metric)}__{_safe(cell['model'])}__{_safe(cell['bench'])}__{_safe(cell['run'])}" \
                f"__cfg{cell['cfg']:g}"

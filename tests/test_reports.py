@@ -285,9 +285,24 @@ def test_sample_grid_and_worst_k(tmp_path):
     worst = pd.read_csv(csvs[0])
     assert list(worst["sample_id"]) == ["p000000_01", "p000001_00"]   # lowest valid scores; the failed one excluded
     assert list(worst["score"]) == [0.1, 0.2] and worst["prompt"].iloc[1] == "prompt number 1"
-    assert "1 failed" in next(p for p in paths if p.suffix == ".svg").read_text()
+    svg = next(p for p in paths if p.suffix == ".svg").read_text()
+    assert "1 failed" in svg and "first by sample id" not in svg
     with pytest.raises(NoData, match="no generated cells"):
         figures.sample_grid(tmp_path / "nothing", tmp_path / "fig")
+
+
+def test_worst_k_says_how_many_images_share_the_cut_off_score(tmp_path):
+    """All-zero compositional scores (the CPU demo's colour binding): the figure says how many images score 0, so
+    its k images are not read as the only failures."""
+    samples, scores = tmp_path / "samples", tmp_path / "scores"
+    make_cells(samples, scores)
+    path = scores / "pix/demo/dpm-solver-20/cfg4.5/clip_b32.parquet"
+    pd.read_parquet(path).assign(score=[np.nan, 0.0, 0.0, 0.0, 0.0, 0.5]).to_parquet(path)
+    frame = pd.DataFrame([row("demo@x", "clip_b32", 0.1, 0, 0.2, model="pix", cfg=4.5, bench="demo")])
+    paths = figures.worst_k(scores, samples, tmp_path / "fig", k=2, frame=frame)
+    assert "4 images score 0 (first by sample id shown)" in next(p for p in paths if p.suffix == ".svg").read_text()
+    assert list(pd.read_csv(next(p for p in paths if p.suffix == ".csv"))["sample_id"]) == ["p000000_01",
+                                                                                             "p000001_00"]
 
 
 def test_grids_and_worst_k_draw_only_the_cells_and_metrics_of_the_results_table(tmp_path):
