@@ -128,7 +128,8 @@ def fidelity_kind(settings: dict, manifest: pd.DataFrame, cell: Path):
             "reference": str(reference), "reference_n": int(ref["n"]), "reference_key": ref["key"],
             "aggregate": {"value": float(value), "ci_low": float(low), "ci_high": float(high), "level": boot.level,
                           "n": int(len(feats)), "ci_method": f"bias-corrected percentile bootstrap over generated images, "
-                                                             f"{n_resamples} resamples, seed {seed}"}}
+                                                             f"{n_resamples} resamples, seed {seed}"
+                                                             + (", ends at least 0" if distance == "fid" else "")}}
     return np.full(len(files), np.nan), errors, meta
 
 
@@ -166,7 +167,7 @@ def category_aggregate(scores: np.ndarray, categories: list[str], prompt_ids, we
                                 seed=seed)
         aggregate.update(value=ci.value, ci_low=ci.low, ci_high=ci.high, level=ci.level,
                          ci_method=f"{what}; bootstrap over prompts within each category (rescaled by "
-                                   f"sqrt(n/(n-1))), {n_resamples} resamples, seed {seed}")
+                                   f"sqrt(n/(n-1)), clipped to the category's score range), {n_resamples} resamples, seed {seed}")
     breakdown = {}
     for name in expected:
         group = scores[scored_in[name]]

@@ -78,6 +78,9 @@ def stratified_mean_ci(scores, strata, groups, weights: dict | None = None, *, n
     headline keeps its definition. A stratum of n groups resampled n at a time has (n−1)/n of its mean's
     variance, a shortfall set by the stratum's size rather than the whole sample's; so each stratum's replicates
     are spread about its mean by sqrt(n/(n−1)) (rescaled bootstrap), and a stratum of one group is refused.
+    The stretch can carry a replicate past its stratum's data (a GenEval task of 3 prompts that scored 0 on 2:
+    below 0), which no resample's mean can reach; replicates are clipped to the stratum's least and greatest
+    score, so a fraction's interval stays within [0, 1].
     `weights`: stratum → weight (equal when None); it must name every stratum.
     """
     scores = _as_scores(scores, "scores")
@@ -105,7 +108,8 @@ def stratified_mean_ci(scores, strata, groups, weights: dict | None = None, *, n
         mean = float(scores[mask].mean())
         replicates = _resampled_statistic(scores[mask], ids, np.mean, n_resamples, rng)
         value += weight * mean
-        boot = boot + weight * (mean + np.sqrt(n_groups / (n_groups - 1)) * (replicates - mean))
+        stretched = mean + np.sqrt(n_groups / (n_groups - 1)) * (replicates - mean)
+        boot = boot + weight * np.clip(stretched, scores[mask].min(), scores[mask].max())
     low, high = _percentiles(boot / w.sum(), level)
     return CI(value / w.sum(), low, high, len(scores), level, n_resamples, seed)
 
@@ -136,12 +140,14 @@ def paired_bootstrap(a, b, groups=None, *, n_resamples: int = 1000, level: float
 
 
 def bootstrap_statistic_ci(rows, fn: Callable, *, n_resamples: int = 1000, level: float = 0.95,
-                           seed: int = 0, desc: str = "bootstrap", bias_corrected: bool = False) -> CI:
+                           seed: int = 0, desc: str = "bootstrap", bias_corrected: bool = False,
+                           lower_bound: float | None = None) -> CI:
     """CI of an arbitrary `fn(rows) -> float` by resampling the rows (first axis) with replacement.
 
     One call of `fn` per resample (a Python loop: `fn` may be anything, e.g. FID over resampled image features).
     `bias_corrected` shifts the percentile interval by the bootstrap bias estimate (mean of replicates − value):
     statistics such as FID rise when resampled rows repeat, which would leave the interval above the estimate.
+    `lower_bound`: the statistic's least possible value (FID: 0); a shifted endpoint below it is raised to it.
     """
     rows = np.asarray(rows)
     if rows.ndim == 0 or len(rows) < 2:
@@ -156,6 +162,8 @@ def bootstrap_statistic_ci(rows, fn: Callable, *, n_resamples: int = 1000, level
     if bias_corrected:
         bias = float(boot.mean()) - value
         low, high = low - bias, high - bias
+    if lower_bound is not None:
+        low, high = max(low, lower_bound), max(high, lower_bound)
     return CI(value, low, high, n, level, n_resamples, seed)
 
 

@@ -207,6 +207,15 @@ def test_fid_ci_over_generated_images(computed):
     assert fid_ci(gen, ref, n_resamples=50, seed=0) == ci
 
 
+def test_bias_corrected_fid_interval_never_goes_below_zero():
+    # generated features from the reference's own Gaussian: FID 0.030, and the bootstrap bias (0.029: resamples
+    # repeat images) shifted the lower end to -0.004
+    gen = np.random.default_rng(0).normal(size=(300, 4))
+    ref = {"mu": np.zeros(4), "sigma": np.eye(4)}
+    ci = fid_ci(gen, ref, n_resamples=200, seed=0, bias_corrected=True)
+    assert ci.low == 0.0 and 0 < ci.value < ci.high
+
+
 def test_coco_preprocess_is_a_centred_square_at_256():
     img = np.zeros((200, 300, 3), np.uint8)
     img[:, :50] = img[:, 250:] = (255, 0, 0)  # margins the centre crop must remove

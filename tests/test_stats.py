@@ -138,7 +138,7 @@ def test_stratified_ci_value_and_a_naive_loop_agree():
     means = {t: scores[strata == t].mean() for t in weights}
     assert ci.value == pytest.approx(sum(w * means[t] for t, w in weights.items()))
     # the same draws by hand: per stratum (sorted), its n prompts with replacement, the replicate's distance from
-    # the stratum mean stretched by sqrt(n/(n-1)), then the weighted mean
+    # the stratum mean stretched by sqrt(n/(n-1)) and clipped to the stratum's scores, then the weighted mean
     draw = np.random.default_rng(4)
     boot = np.zeros(300)
     for t in sorted(weights):
@@ -147,7 +147,8 @@ def test_stratified_ci_value_and_a_naive_loop_agree():
         for r in range(300):
             rows = np.concatenate([np.flatnonzero(prompts == ids[i]) for i in picked[r]])
             stretch = np.sqrt(len(ids) / (len(ids) - 1))
-            boot[r] += weights[t] * (means[t] + stretch * (scores[rows].mean() - means[t]))
+            stretched = means[t] + stretch * (scores[rows].mean() - means[t])
+            boot[r] += weights[t] * np.clip(stretched, scores[strata == t].min(), scores[strata == t].max())
     assert (ci.low, ci.high) == pytest.approx(tuple(np.quantile(boot, [0.025, 0.975])))
 
 
@@ -164,6 +165,18 @@ def test_stratified_ci_covers_at_the_nominal_rate_where_an_image_bootstrap_does_
         covered += ci.low <= truth <= ci.high
         naive_covered += naive.low <= truth <= naive.high
     assert covered >= 88 and naive_covered <= 85, (covered, naive_covered)
+
+
+def test_a_fractions_stratified_interval_stays_within_its_scores():
+    """GenEval's shapes demo: a task of 3 prompts (4 images each) where one image of one prompt is right gave an
+    Overall of 0.014 [-0.001, 0.043]: the sqrt(n/(n-1)) stretch had carried replicates below 0."""
+    scores = np.zeros(24)
+    scores[0] = 1.0
+    strata, prompts = np.repeat(["two_object", "counting"], 12), np.repeat(np.arange(6), 4)
+    ci = stratified_mean_ci(scores, strata, prompts, n_resamples=2000, seed=0)
+    assert ci.low == 0.0 and 0 < ci.value < ci.high <= 1.0
+    ones = stratified_mean_ci(1 - scores, strata, prompts, n_resamples=2000, seed=0)
+    assert ones.high == 1.0 and ones.low < ones.value
 
 
 def test_small_strata_are_rescaled_and_one_prompt_is_refused():

@@ -124,7 +124,7 @@ def fid_ci(gen_feats: np.ndarray, ref_stats: dict, *, n_resamples: int = 100, le
         return float(((mu - ref_mu) ** 2).sum() + np.trace(sigma) + ref_trace - 2 * cross)
 
     return bootstrap_statistic_ci(gen_feats, fid, n_resamples=n_resamples, level=level, seed=seed, desc="FID CI",
-                                  bias_corrected=bias_corrected)
+                                  bias_corrected=bias_corrected, lower_bound=0.0)
 
 
 def kid_from_features(gen_feats: np.ndarray, ref_feats: np.ndarray, *, num_subsets: int = 100,
