@@ -282,9 +282,9 @@ def sample_grid(samples_dir: str | Path, out_dir: str | Path, max_prompts: int =
         if not prompt_ids:
             continue
         ncols, nrows = len(manifests), len(prompt_ids)
-        width, height = 1.9 * ncols + 2.2, 1.9 * nrows + 0.6
+        width, height = 1.9 * ncols + 2.2, 1.9 * nrows + 0.85
         fig, axes = plt.subplots(nrows, ncols, figsize=(width, height), squeeze=False)
-        fig.subplots_adjust(left=2.2 / width, right=0.98, bottom=0.02, top=1 - 0.55 / height, wspace=0.05,
+        fig.subplots_adjust(left=2.2 / width, right=0.98, bottom=0.02, top=1 - 0.8 / height, wspace=0.05,
                             hspace=0.08)
         for j, (cfg, (folder, m)) in enumerate(manifests.items()):
             axes[0, j].set_title(f"cfg {cfg:g}", fontsize=9)
