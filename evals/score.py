@@ -167,7 +167,8 @@ def category_aggregate(scores: np.ndarray, categories: list[str], prompt_ids, we
                                 seed=seed)
         aggregate.update(value=ci.value, ci_low=ci.low, ci_high=ci.high, level=ci.level,
                          ci_method=f"{what}; bootstrap over prompts within each category (rescaled by "
-                                   f"sqrt(n/(n-1)), clipped to the category's score range), {n_resamples} resamples, seed {seed}")
+                                   f"sqrt(n/(n-1)), clipped to the category's score range), {n_resamples} "
+                                   f"resamples, seed {seed}")
     breakdown = {}
     for name in expected:
         group = scores[scored_in[name]]
