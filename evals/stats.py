@@ -101,15 +101,16 @@ def stratified_mean_ci(scores, strata, groups, weights: dict | None = None, *, n
     value = boot = 0.0
     for weight, name in zip(w, names):
         mask = strata == name
-        ids = _group_index(groups[mask], int(mask.sum()))
+        stratum = scores[mask]
+        ids = _group_index(groups[mask], len(stratum))
         n_groups = int(ids.max()) + 1
         if n_groups < 2:
             raise ValueError(f"stratum {name!r} has one group (prompt): its mean has no spread to resample.")
-        mean = float(scores[mask].mean())
-        replicates = _resampled_statistic(scores[mask], ids, np.mean, n_resamples, rng)
+        mean = float(stratum.mean())
+        replicates = _resampled_statistic(stratum, ids, np.mean, n_resamples, rng)
         value += weight * mean
         stretched = mean + np.sqrt(n_groups / (n_groups - 1)) * (replicates - mean)
-        boot = boot + weight * np.clip(stretched, scores[mask].min(), scores[mask].max())
+        boot = boot + weight * np.clip(stretched, stratum.min(), stratum.max())
     low, high = _percentiles(boot / w.sum(), level)
     return CI(value / w.sum(), low, high, len(scores), level, n_resamples, seed)
 

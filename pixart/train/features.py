@@ -191,12 +191,12 @@ def extract(data, out, vae_source: str, text_encoder_source: str, *, resolution:
     if resolution % multiple:
         raise FeatureError(f"--resolution {resolution} must be a multiple of {multiple} "
                            f"(VAE downsampling × patch size {patch_size})")
-    text_encoder = None
+    tokenizer_and_encoder = None
     if local_snapshot(text_encoder_source, text_encoder_subfolder) is None:
         # not cached: load (download) it now, or its identity would be its id here and its files on the next run,
         # which would count as another T5
-        text_encoder = load_text_encoder(text_encoder_source, text_encoder_subfolder, tokenizer_subfolder,
-                                         dtype=torch_dtype(dtype))
+        tokenizer_and_encoder = load_text_encoder(text_encoder_source, text_encoder_subfolder, tokenizer_subfolder,
+                                                  dtype=torch_dtype(dtype))
     settings = {"format": FORMAT_VERSION, "resolution": resolution, "multiscale": multiscale, "multiple": multiple,
                 "max_length": max_length, "clean_caption": clean_caption, "dtype": dtype, "store_dtype": store_dtype,
                 "scaling_factor": float(vae.config.scaling_factor),
@@ -226,8 +226,8 @@ def extract(data, out, vae_source: str, text_encoder_source: str, *, resolution:
     text_todo = [item for item in kept if not (out / t5_relpath(item.caption)).is_file()]
     n_captions = 0
     if text_todo:
-        tokenizer, encoder = text_encoder or load_text_encoder(text_encoder_source, text_encoder_subfolder,
-                                                               tokenizer_subfolder, dtype=torch_dtype(dtype))
+        tokenizer, encoder = tokenizer_and_encoder or load_text_encoder(
+            text_encoder_source, text_encoder_subfolder, tokenizer_subfolder, dtype=torch_dtype(dtype))
         n_captions = _extract_text(tokenizer, encoder, out, text_todo,
                                    clean_caption=clean_caption, max_length=max_length, batch_size=batch_size,
                                    device=device, store_dtype=store_dtype, progress=progress)
