@@ -355,12 +355,17 @@ def start_server(log_path: str) -> "subprocess.Popen":
 
 
 def stop_server(server) -> None:
+    """Stop the server and remove the folder `start_server` made for its socket."""
+    import shutil
+
     os.environ.pop(ENV_VAR, None)
     server.terminate()
     try:
         server.wait(timeout=10)
     except Exception:  # noqa: BLE001 - a server that does not stop is killed
         server.kill()
+        server.wait()
+    shutil.rmtree(os.path.dirname(server.args[-1]), ignore_errors=True)  # args end with the socket's path
 
 
 def main(argv=None):
