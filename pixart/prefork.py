@@ -256,11 +256,15 @@ def serve(path: str, preload=PRELOAD):
     selector = selectors.DefaultSelector()
     selector.register(listener, selectors.EVENT_READ)
     jobs: dict[int, socket.socket] = {}
+    forked = declined = 0
     try:
         while os.getppid() == parent:
             for key, _ in selector.select(timeout=0.2):
                 if key.fileobj is listener:
-                    _accept(listener, selector, jobs, server_env, openblas)
+                    if _accept(listener, selector, jobs, server_env, openblas):
+                        forked += 1
+                    else:
+                        declined += 1
                 else:  # a client hung up before its job ended: end the job
                     pid = key.data
                     try:
@@ -276,15 +280,19 @@ def serve(path: str, preload=PRELOAD):
             os.kill(pid, signal.SIGTERM)
         if os.path.exists(path):
             os.unlink(path)
+        # a run with many declined jobs paid an interpreter start for each: this line says how many
+        print(f"prefork: stopped after {forked} job(s) run in a fork, {declined} left to their client "
+              f"({time.perf_counter() - started:.0f} s)", flush=True)
 
 
-def _accept(listener: socket.socket, selector, jobs: dict, server_env: dict, openblas):
-    """Start the job of the next request. Whatever fails ends this connection only, and a client that gets no
-    pid runs its job itself: a bad request, an environment a fork cannot give, a failed fork (ENOMEM, EAGAIN)."""
+def _accept(listener: socket.socket, selector, jobs: dict, server_env: dict, openblas) -> bool:
+    """Start the job of the next request; whether it runs in a fork. Whatever fails ends this connection only, and
+    a client that gets no pid runs its job itself: a bad request, an environment a fork cannot give, a failed fork
+    (ENOMEM, EAGAIN)."""
     try:
         conn, _ = listener.accept()
     except OSError:  # the client is gone already
-        return
+        return False
     fds, pid = [], 0
     try:
         conn.settimeout(REQUEST_TIMEOUT)  # a client that connects and stalls must not hold up every other job
@@ -305,11 +313,13 @@ def _accept(listener: socket.socket, selector, jobs: dict, server_env: dict, ope
         conn.sendall(_PID.pack(pid))  # BrokenPipeError: the client died before reading it
         conn.settimeout(None)
         selector.register(conn, selectors.EVENT_READ, data=pid)
+        return True
     except (OSError, ValueError, LookupError, TypeError, struct.error):
         if pid:
             del jobs[pid]
             os.kill(pid, signal.SIGTERM)  # reaped by _reap
         conn.close()
+        return False
     finally:
         for fd in fds:
             os.close(fd)

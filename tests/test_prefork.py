@@ -5,6 +5,7 @@ server that dies takes its jobs with it, and without a server, with a failed for
 startup that differ from the server's, the client runs the job itself."""
 import json
 import os
+import re
 import select
 import signal
 import socket
@@ -75,6 +76,9 @@ def server(tmp_path_factory):
     yield path
     prefork.stop_server(process)
     assert not os.path.exists(os.path.dirname(path))  # neither the socket nor its folder is left in TMPDIR
+    summary = (logs / "prefork.log").read_text().splitlines()[-1]
+    assert re.fullmatch(r"prefork: stopped after [1-9]\d* job\(s\) run in a fork, \d+ left to their client \(\d+ s\)",
+                        summary), summary
 
 
 def _set_environ(values: dict):
