@@ -43,8 +43,9 @@ def main(argv=None):
     files = list(args.files) + (sorted(args.history.glob("*.json")) if args.history else [])
     frame = gather(files)
     write_atomic(args.out, lambda tmp: frame.to_parquet(tmp, index=False))
-    print(f"table: {len(frame)} numbers ({frame['metric'].nunique()} metrics × {frame['model'].nunique()} models) "
-          f"→ {args.out}")
+    source = f" from {len(files)} score jobs" if args.history else ""
+    print(f"{'history' if args.history else 'table'}: {len(frame)} numbers{source} ({frame['metric'].nunique()} "
+          f"metrics × {frame['model'].nunique()} models) → {args.out}")
 
 
 if __name__ == "__main__":

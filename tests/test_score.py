@@ -250,7 +250,7 @@ def test_refstats_rule_command_writes_a_pointer_and_reuses_the_cache(cell, tmp_p
     assert json.loads((tmp_path / "again.json").read_text())["key"] == pointer["key"]
 
 
-def test_history_is_append_only_one_file_per_job(cell, tmp_path):
+def test_history_is_append_only_one_file_per_job(cell, tmp_path, capsys):
     args = ["--scorer", "clip_tiny", "--settings", str(cell / "clip.json"), "--cell", str(cell),
             "--protocol", "demo@custom-1", "--scores-out", str(tmp_path / "s.parquet"),
             "--metric-out", str(tmp_path / "m.json"), "--history-dir", str(tmp_path / "history")]
@@ -265,6 +265,9 @@ def test_history_is_append_only_one_file_per_job(cell, tmp_path):
     assert len(merged) == 2 and merged["time"].nunique() == 2
     assert first["seeds"] == "unknown"  # this synthetic manifest records no seeds
     assert {"seeds", "time", "value", "ci_low", "ci_high", "protocol"} <= set(merged)
+    capsys.readouterr()
+    table.main(["--out", str(tmp_path / "history.parquet"), "--history", str(tmp_path / "history")])
+    assert capsys.readouterr().out.startswith("history: 2 numbers from 2 score jobs (1 metrics × 1 models)")
 
 
 def test_seed_summary_names_the_per_image_rule():
