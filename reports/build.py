@@ -10,7 +10,7 @@ Writes {out}/tables/{table2,table3,wise,geneval}.{md,tex,csv}, the ablation tabl
 (--ablation), the checks table (--checks: reports/checks.py), one series__{name} table per --series folder
 (status, gate verdicts; built from the series_check table and the gate JSONs, so it exists even when nothing
 could be scored), and {out}/figures/*.{png,svg} (worst-k also .csv; sample grids and worst-k draw only the
-cells the results table holds, not every cell on disk); an index {out}/README.md listing what was written, every
+cells the results table holds, not every cell on disk); {out}/README.md showing every table and figure, every
 checkpoint a series left out and, for every artefact not written, why. Prints one message per skipped
 artefact and a one-line summary. Exit status 0 unless an input is missing or unreadable, or mixed protocol
 versions are refused.
@@ -121,18 +121,41 @@ def read_train_stats(paths: dict) -> tuple[dict, dict]:
 
 
 def write_index(result: dict, out: Path, table_path) -> Path:
+    """{out}/README.md: the report to read in a Markdown viewer, every table inline (the checks first) with links to
+    its other formats, every figure shown with links to its SVG (and worst-k's CSV), then what was left out."""
     out.mkdir(parents=True, exist_ok=True)
     lines = ["# Report", "", f"Built from `{table_path}`.", "", "## Tables", ""]
-    lines += [f"- [{p.name}]({p.relative_to(out)})" for p in result["tables"]] or ["- none"]
-    lines += ["", "## Figures", ""]
-    lines += [f"- [{p.name}]({p.relative_to(out)})" for p in result["figures"]] or ["- none"]
+    tables_by_stem = _by_stem(result["tables"])
+    for stem in sorted(tables_by_stem, key=lambda s: s != "checks"):  # the checks answer "did it work?": first
+        paths = tables_by_stem[stem]
+        markdown = next((p for p in paths if p.suffix == ".md"), None)
+        if markdown is not None:
+            lines += [markdown.read_text().rstrip(), ""]
+        lines += [f"{stem}: " + ", ".join(f"[{p.suffix[1:]}]({p.relative_to(out)})" for p in paths), ""]
+    if not tables_by_stem:
+        lines += ["- none", ""]
+    lines += ["## Figures", ""]
+    for stem, paths in _by_stem(result["figures"]).items():
+        png = next((p for p in paths if p.suffix == ".png"), None)
+        lines += [f"### {stem}", ""] + ([f"![{stem}]({png.relative_to(out)})", ""] if png else [])
+        lines += [", ".join(f"[{p.suffix[1:]}]({p.relative_to(out)})" for p in paths if p is not png), ""]
+    if not result["figures"]:
+        lines += ["- none", ""]
     if result["excluded"]:
-        lines += ["", "## Checkpoints not evaluated", ""] + [f"- {e}" for e in result["excluded"]]
-    lines += ["", "## Not written", ""]
+        lines += ["## Checkpoints not evaluated", ""] + [f"- {e}" for e in result["excluded"]] + [""]
+    lines += ["## Not written", ""]
     lines += [f"- **{k}**: {v}" for k, v in result["skipped"].items()] or ["- nothing skipped"]
     path = out / "README.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _by_stem(paths) -> dict[str, list[Path]]:
+    """Files grouped by name without suffix, in first-seen order (one table or figure in several formats)."""
+    groups: dict[str, list[Path]] = {}
+    for p in paths:
+        groups.setdefault(p.stem, []).append(p)
+    return groups
 
 
 def summary(result: dict, out: Path) -> str:

@@ -337,10 +337,12 @@ def test_cli_builds_everything(results, tmp_path, capsys):
     samples, scores = tmp_path / "samples", tmp_path / "scores"
     make_cells(samples, scores)
     out = tmp_path / "report"
+    checks = tmp_path / "checks.json"
+    checks.write_text(json.dumps({"later": {"kind": "checkpoints", "series": "none-here"}}))
     build.main(["--table", str(table), "--out", str(out), "--samples", str(samples), "--scores", str(scores),
-                "--worst-k", "3"])
+                "--worst-k", "3", "--checks", str(checks)])
     line = capsys.readouterr().out.strip().splitlines()[-1]
-    assert line.startswith("report: 6 tables, ") and "not written: none" in line
+    assert line.startswith("report: 7 tables, ") and "not written: none" in line
     for key in ("table2", "table3", "compbench_rules", "wise", "geneval", "geneval_rules"):
         for ext in ("md", "tex", "csv"):
             assert (out / "tables" / f"{key}.{ext}").stat().st_size > 0
@@ -349,7 +351,11 @@ def test_cli_builds_everything(results, tmp_path, capsys):
                  "step__run__coco30k_1__fid30k", "grid__pix__demo__dpm-solver-20"):
         assert {f"{stem}.png", f"{stem}.svg"} <= names
     assert any(n.startswith("worst__clip_b32__") for n in names)
-    assert "table3.md" in (out / "README.md").read_text()
+    readme = (out / "README.md").read_text()  # the report itself: tables inline (the checks first), figures shown
+    assert readme.index("[md](tables/checks.md)") < readme.index("[md](tables/table2.md)")
+    assert (out / "tables" / "table3.md").read_text().rstrip() in readme and "[tex](tables/table3.tex)" in readme
+    figure = "fid_vs_clip__coco30k_1__coco30k__fid30k__clip_b32"
+    assert f"![{figure}](figures/{figure}.png)" in readme and f"[svg](figures/{figure}.svg)" in readme
 
     mixed = pd.concat([results, pd.DataFrame([row("wise@2", "wise_judge", 0.5, 0.4, 0.6, kind="wise")])])
     mixed.to_parquet(table)
