@@ -24,7 +24,7 @@ $(STAMP): requirements.txt requirements-test.txt constraints.txt tools/torchvisi
 demo: $(STAMP)
 	$(BIN)/snakemake --profile workflows/profiles/local --configfile workflows/config/demo.yaml
 	$(BIN)/snakemake --configfile workflows/config/demo.yaml --report results/report.html
-	@echo "demo: results/table.parquet, results/report/ (tables, figures, checks), results/report.html"
+	@echo "demo: results/report/README.md (tables, checks and figures on one page), results/report.html, results/table.parquet"
 
 # The same demo at GPU size (workflows/config/demo-gpu.yaml merged over demo.yaml): decides the compositional
 # check the CPU demo cannot; about 15 minutes on one H100 (an estimate).
@@ -40,7 +40,7 @@ demo-gpu: $(STAMP)
 demo-random: $(STAMP)
 	$(BIN)/snakemake --profile workflows/profiles/local --configfile workflows/config/demo-random.yaml
 	$(BIN)/snakemake --configfile workflows/config/demo-random.yaml --report results-random/report.html
-	@echo "demo-random: results-random/table.parquet, results-random/report/, results-random/report.html"
+	@echo "demo-random: results-random/report/README.md, results-random/report.html, results-random/table.parquet"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
