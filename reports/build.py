@@ -121,8 +121,8 @@ def read_train_stats(paths: dict) -> tuple[dict, dict]:
 
 
 def write_index(result: dict, out: Path, table_path) -> Path:
-    """{out}/README.md: the report to read in a Markdown viewer, every table inline (the checks first) with links to
-    its other formats, every figure shown with links to its SVG (and worst-k's CSV), then what was left out."""
+    """{out}/README.md: the report to read in a Markdown viewer: every table inline (the checks first) with links to
+    its other formats, what was left out and why, then every figure shown with links to its SVG (worst-k: CSV)."""
     out.mkdir(parents=True, exist_ok=True)
     lines = ["# Report", "", f"Built from `{table_path}`.", "", "## Tables", ""]
     tables_by_stem = _by_stem(result["tables"])
@@ -134,19 +134,20 @@ def write_index(result: dict, out: Path, table_path) -> Path:
         lines += [f"{stem}: " + ", ".join(f"[{p.suffix[1:]}]({p.relative_to(out)})" for p in paths), ""]
     if not tables_by_stem:
         lines += ["- none", ""]
-    lines += ["## Figures", ""]
-    for stem, paths in _by_stem(result["figures"]).items():
-        png = next((p for p in paths if p.suffix == ".png"), None)
-        lines += [f"### {stem}", ""] + ([f"![{stem}]({png.relative_to(out)})", ""] if png else [])
-        lines += [", ".join(f"[{p.suffix[1:]}]({p.relative_to(out)})" for p in paths if p is not png), ""]
-    if not result["figures"]:
-        lines += ["- none", ""]
     if result["excluded"]:
         lines += ["## Checkpoints not evaluated", ""] + [f"- {e}" for e in result["excluded"]] + [""]
     lines += ["## Not written", ""]
     lines += [f"- **{k}**: {v}" for k, v in result["skipped"].items()] or ["- nothing skipped"]
+    lines += ["", "## Figures", ""]
+    for stem, paths in _by_stem(result["figures"]).items():
+        png = next((p for p in paths if p.suffix == ".png"), None)
+        lines += [f"### {stem}", ""] + ([f"![{stem}]({png.relative_to(out)})", ""] if png else [])
+        others = [f"[{p.suffix[1:]}]({p.relative_to(out)})" for p in paths if p is not png]
+        lines += [", ".join(others), ""] if others else []
+    if not result["figures"]:
+        lines += ["- none"]
     path = out / "README.md"
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text("\n".join(lines).rstrip() + "\n")
     return path
 
 
