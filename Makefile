@@ -24,6 +24,7 @@ $(STAMP): requirements.txt requirements-test.txt constraints.txt tools/torchvisi
 demo: $(STAMP)
 	$(BIN)/snakemake --profile workflows/profiles/local --configfile workflows/config/demo.yaml
 	$(BIN)/snakemake --configfile workflows/config/demo.yaml --report results/report.html
+	@tail -n 1 results/logs/report.log
 	@echo "demo: results/report/README.md (tables, checks and figures on one page), results/report.html, results/table.parquet"
 
 # The same demo at GPU size (workflows/config/demo-gpu.yaml merged over demo.yaml): decides the compositional
@@ -34,12 +35,14 @@ demo-gpu: $(STAMP)
 	$(BIN) sees no CUDA device, and its 33,000 steps at batch 256 would take about 17 hours on 2 CPU cores (1.9 s a step); make demo is the CPU size.')"
 	$(BIN)/snakemake --profile workflows/profiles/local $(GPU_DEMO)
 	$(BIN)/snakemake $(GPU_DEMO) --report results-gpu/report.html
+	@tail -n 1 results-gpu/logs/report.log
 	@echo "demo-gpu: results-gpu/report/tables/checks.md, results-gpu/report.html"
 
 # Random tiny models through every real scorer backend's code path (numbers without meaning).
 demo-random: $(STAMP)
 	$(BIN)/snakemake --profile workflows/profiles/local --configfile workflows/config/demo-random.yaml
 	$(BIN)/snakemake --configfile workflows/config/demo-random.yaml --report results-random/report.html
+	@tail -n 1 results-random/logs/report.log
 	@echo "demo-random: results-random/report/README.md, results-random/report.html, results-random/table.parquet"
 
 test: $(STAMP)

@@ -34,7 +34,8 @@ def build(table_path: str | Path | None, out: str | Path, samples: str | Path | 
           mixed_versions: str = "separate", worst_k: int = 8, grid_prompts: int = 6,
           series_dirs=(), ablation: dict | None = None, train_stats: dict | None = None,
           checks: dict | None = None, log=print) -> dict:
-    """Returns {"tables": [paths], "figures": [paths], "skipped": {artefact: reason}, "excluded": [lines]}.
+    """Returns {"tables": [paths], "figures": [paths], "skipped": {artefact: reason}, "excluded": [lines]}, and
+    "checks": {name: result} when checks are given.
 
     series_dirs: results/series/NAME folders; ablation: row (adaln, adaln-single, no-reparam) → model;
     train_stats: model → its training stats.json; checks: name → spec (reports/checks.py)."""
@@ -82,6 +83,7 @@ def build(table_path: str | Path | None, out: str | Path, samples: str | Path | 
     if checks:
         results, paths = reports_checks.write_checks(frame, checks, out)
         result["tables"] += paths
+        result["checks"] = results
         for name, r in results.items():
             log(f"report: check {name}: {reports_checks.verdict(r['holds'])} — {r['measured']}")
     figs = out / "figures"
@@ -164,8 +166,9 @@ def summary(result: dict, out: Path) -> str:
     n_figs = len({p.stem for p in result["figures"] if p.suffix == ".png"})
     skipped = ", ".join(result["skipped"]) or "none"
     excluded = f"; {len(result['excluded'])} checkpoint(s) not evaluated" if result["excluded"] else ""
-    return (f"report: {n_tables} tables, {n_figs} figures (PNG+SVG) → {out}; not written: {skipped}{excluded} "
-            f"(reasons in {out}/README.md)")
+    checks = f"checks: {reports_checks.tally(result['checks'])}; " if result.get("checks") else ""
+    return (f"report: {checks}{n_tables} tables, {n_figs} figures (PNG+SVG) → {out}; "
+            f"not written: {skipped}{excluded} (reasons in {out}/README.md)")
 
 
 def pairs(values: list[str], flag: str) -> dict:

@@ -221,6 +221,15 @@ def verdict(holds) -> str:
     return {True: "yes", False: "NO", None: "not evaluated"}[holds]
 
 
+def tally(results: dict) -> str:
+    """'3 of 4 hold (NO: name)': how many hold, and which did not or could not be evaluated."""
+    held = sum(r["holds"] is True for r in results.values())
+    others = {label: [name for name, r in results.items() if r["holds"] is value]
+              for label, value in (("NO", False), ("not evaluated", None))}
+    named = "; ".join(f"{label}: {', '.join(names)}" for label, names in others.items() if names)
+    return f"{held} of {len(results)} hold" + (f" ({named})" if named else "")
+
+
 def checks_table(results: dict) -> Table:
     table = Table("checks", "Do the metrics move the way they must?", "Check", list(results),
                   [Column("claim", "Claim", "info"), Column("measured", "Measured", "info"),
@@ -256,8 +265,7 @@ def main(argv=None):
         return 2
     for name, r in results.items():
         print(f"check {name}: {verdict(r['holds'])} — {r['claim']}: {r['measured']}")
-    held = sum(r["holds"] is True for r in results.values())
-    print(f"checks: {held} of {len(results)} hold → {Path(args.out) / 'tables/checks.md'}")
+    print(f"checks: {tally(results)} → {Path(args.out) / 'tables/checks.md'}")
     return 0
 
 

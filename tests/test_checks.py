@@ -4,7 +4,7 @@ import json
 import pandas as pd
 import pytest
 
-from reports.checks import main, run_checks, steps_to
+from reports.checks import main, run_checks, steps_to, tally
 
 
 def _row(model, bench, metric, value, half, cfg=4.5, higher=True):
@@ -150,10 +150,17 @@ def test_cli_writes_the_table_and_json(tmp_path, capsys):
                                           "cfg": [1, 2]}}))
     assert main(["--table", str(table), "--checks", str(checks), "--out", str(tmp_path / "report")]) == 0
     out = capsys.readouterr().out
-    assert "check later: yes" in out and "check bad: not evaluated" in out and "1 of 2 hold" in out
+    assert "check later: yes" in out and "check bad: not evaluated" in out
+    assert "checks: 1 of 2 hold (not evaluated: bad) → " in out
     md = (tmp_path / "report/tables/checks.md").read_text()
     assert "not evaluated" in md and json.loads((tmp_path / "report/checks.json").read_text())["later"]["holds"]
     checks.write_text(json.dumps({"x": {"kind": "magic"}}))
     assert main(["--table", str(table), "--checks", str(checks), "--out", str(tmp_path / "r2")]) == 2
     with pytest.raises(SystemExit):
         main(["--table", str(table)])
+
+
+def test_tally_names_what_did_not_hold():
+    results = {"a": {"holds": True}, "b": {"holds": False}, "c": {"holds": None}, "d": {"holds": False}}
+    assert tally(results) == "1 of 4 hold (NO: b, d; not evaluated: c)"
+    assert tally({"a": {"holds": True}}) == "1 of 1 hold"
