@@ -49,10 +49,10 @@ def _recipe(features, **overrides) -> dict:
     return recipes.resolve({**base, **overrides})
 
 
-def _params(folder) -> dict:
+def _params(folder, weights: str = "transformer") -> dict:
     from safetensors.torch import load_file
 
-    return load_file(str(folder / "transformer" / "diffusion_pytorch_model.safetensors"))
+    return load_file(str(folder / weights / "diffusion_pytorch_model.safetensors"))
 
 
 def test_recipe_errors_name_the_key(features):
@@ -158,11 +158,19 @@ def test_resume_equals_an_uninterrupted_run(features, tmp_path):
     train(recipe, tmp_path / "resumed", stop_after=3)
     assert [s for s, _ in list_checkpoints(tmp_path / "resumed")] == [3]
     train(recipe, tmp_path / "resumed")  # resume="auto" picks up step 3
-    straight, resumed = _params(tmp_path / "straight" / "checkpoints" / "step_0000006"), \
-        _params(tmp_path / "resumed" / "checkpoints" / "step_0000006")
-    assert straight.keys() == resumed.keys()
-    for key in straight:
-        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0, msg=key)
+    for weights in ("transformer", "transformer_ema"):  # the EMA too: evaluated checkpoints use state_dict_ema
+        straight, resumed = _params(tmp_path / "straight" / "checkpoints" / "step_0000006", weights), \
+            _params(tmp_path / "resumed" / "checkpoints" / "step_0000006", weights)
+        assert straight.keys() == resumed.keys()
+        for key in straight:
+            torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0, msg=f"{weights}: {key}")
+    last = tmp_path / "straight" / "checkpoints" / "step_0000006"
+    live, ema = _params(last), _params(last, "transformer_ema")
+    assert any(not torch.equal(live[k], ema[k]) for k in live)  # ema_rate 0.9: the two differ, so both were compared
+    logs = [[json.loads(line) for line in (tmp_path / run / "log.jsonl").read_text().splitlines()]
+            for run in ("straight", "resumed")]
+    keys = ("step", "loss", "mse", "vb", "lr", "grad_norm")
+    assert [[r[k] for k in keys] for r in logs[1]] == [[r[k] for k in keys] for r in logs[0]]  # steps 1-6, once each
 
 
 def test_checkpoints_load_through_the_suite_in_both_layouts(features, tmp_path):
