@@ -45,6 +45,15 @@ def test_scores_and_aggregate_with_ci(cell, tmp_path):
     assert len(per_image) == 12 and per_image["score"].notna().all()
     assert result["value"] == pytest.approx(per_image["score"].mean())
     assert result["ci_low"] <= result["value"] <= result["ci_high"]
+    # the CI resamples whole prompts (3 images each), not single images
+    from evals.stats import bootstrap_ci
+
+    by_prompt = bootstrap_ci(per_image["score"].to_numpy(float), groups=per_image["prompt_id"].to_numpy(),
+                             n_resamples=1000, seed=0)
+    by_image = bootstrap_ci(per_image["score"].to_numpy(float), n_resamples=1000, seed=0)
+    assert (result["ci_low"], result["ci_high"]) == pytest.approx((by_prompt.low, by_prompt.high), rel=1e-12)
+    assert (by_image.low, by_image.high) != pytest.approx((by_prompt.low, by_prompt.high), rel=1e-6)
+    assert result["ci_method"].startswith("bootstrap over prompts")
     assert result["n"] == 12 and result["n_failed"] == 0
     assert result["protocol"] == "demo@custom-1" and result["model_fingerprint"] == "abc"
     assert json.loads((tmp_path / "clip_tiny.json").read_text())["weights_fingerprint"] == result["weights_fingerprint"]
@@ -155,8 +164,12 @@ def test_table_gathers_one_row_per_number(cell, tmp_path):
 
 
 def test_fidelity_kind_clip_fid_and_kid(cell, tmp_path, monkeypatch):
-    """FID/KID with the tiny CLIP image tower (CLIP-FID) against a reference folder; CI contains the value;
-    a corrupt image is counted when the cell is given relative, as the workflow gives it."""
+    """FID/KID with the tiny CLIP image tower (CLIP-FID) against a reference folder equal the metric functions on
+    the good images' features (their parity with clean-fid: tests/test_fid.py); CI contains the value; a corrupt
+    image is counted when the cell is given relative, as the workflow gives it."""
+    from evals.metrics import fid as fidelity
+    from evals.metrics.features import extract_features
+
     rng = np.random.default_rng(1)
     reference = tmp_path / "ref"
     reference.mkdir()
@@ -174,18 +187,24 @@ def test_fidelity_kind_clip_fid_and_kid(cell, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     clip = json.loads((cell / "clip.json").read_text())
     for distance in ("fid", "kid"):
-        settings = tmp_path / f"{distance}.json"
-        settings.write_text(json.dumps({"kind": "fidelity", "distance": distance, "extractor": "clip",
-                                        "weights": clip["weights"], "model_name": clip["model_name"],
-                                        "config_dir": clip["config_dir"], "reference": str(reference),
-                                        "preprocess": "none", "n_resamples": 50,
-                                        "refstats_dir": str(tmp_path / "refstats")}))
+        spec = {"kind": "fidelity", "distance": distance, "extractor": "clip", "weights": clip["weights"],
+                "model_name": clip["model_name"], "config_dir": clip["config_dir"], "reference": str(reference),
+                "preprocess": "none", "n_resamples": 50, "refstats_dir": str(tmp_path / "refstats")}
+        settings = tmp_path / f"{distance}.settings.json"
+        settings.write_text(json.dumps(spec))
         result = score.run(score.parser().parse_args([
             "--scorer", distance, "--settings", str(settings), "--cell", "cell40", "--protocol", "x@1",
             "--scores-out", str(tmp_path / f"{distance}.parquet"), "--metric-out", str(tmp_path / f"{distance}.json")]))
         assert result["n"] == 39 and result["n_failed"] == 1 and "s039.png" in result["failed_examples"][0]
         assert result["ci_low"] <= result["value"] <= result["ci_high"] and result["higher_is_better"] is False
         assert result["reference_n"] == 40
+        extractor = score.load_extractor(spec)
+        ref = fidelity.reference_stats(reference, extractor, preprocess="none", keep_features=True,
+                                       cache_dir=tmp_path / "own-refstats")
+        good = extract_features([bigger / f"s{i:03d}.png" for i in range(39)], extractor).features
+        expected = (fidelity.kid_from_features(good, ref["features"], seed=0) if distance == "kid"
+                    else fidelity.fid_from_features(good, ref))
+        assert result["value"] == pytest.approx(expected, rel=1e-6) and expected != 0  # KID may be below 0
     assert len(list((tmp_path / "refstats").glob("*.npz"))) >= 1  # reference statistics cached
 
 
@@ -277,7 +296,7 @@ def test_seed_summary_names_the_per_image_rule():
     assert score.seed_summary(frame.assign(seed=range(20))) == "0..19"
 
 
-def test_every_scorer_kind_has_a_version_the_dag_writes_into_its_settings():
+def test_every_scorer_kind_has_a_version():  # the micro DAG test reads it back from the settings the DAG writes
     from evals.versions import SCORER_VERSIONS
 
     assert set(SCORER_VERSIONS) == set(score.KINDS)
