@@ -144,6 +144,10 @@ def test_micro_dag_runs_end_to_end_and_reruns_nothing(tmp_path):
     assert (tmp_path / "results/report/tables/table3.csv").exists()  # the spatial subset fills Table 3
     history = pd.read_parquet(tmp_path / "results/history.parquet")
     assert len(history) == len(table) and set(history["seeds"]) == {"42..43 per image", "42..51"}  # 1 prompt
+    from evals.versions import SCORER_VERSIONS  # in each scorer's settings, so a bump rescores that kind's cells
+
+    settings = [json.loads(f.read_text()) for f in sorted((tmp_path / "results/scorers").glob("*.json"))]
+    assert settings and all(s["scorer_version"] == SCORER_VERSIONS[s["kind"]] for s in settings), settings
     html = _run(["--configfile", str(config), "--report", "report.html"], tmp_path)
     assert html.returncode == 0 and (tmp_path / "report.html").stat().st_size > 10_000, html.stderr[-2000:]
     again = _run(["-n", "--configfile", str(config), "--cores", "2"], tmp_path)
