@@ -319,9 +319,13 @@ def test_dinov2_loader_on_a_tiny_local_vit(folders, tmp_path):
     got = extract_features([ref_dir / "001.png"], extractor).features
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
 
-    metric = FDDINOv2(extractor, reference_stats(ref_dir, extractor, cache_dir=tmp_path))
+    ref = reference_stats(ref_dir, extractor, cache_dir=tmp_path)
+    metric = FDDINOv2(extractor, ref)
     metric.update_files(gen_dir)
-    assert metric.name == "fd_tiny_dinov2_256" and metric.compute() > 0
+    # the Fréchet distance of the DINOv2 features, both sets preprocessed alike (COCO 256 crop)
+    expected = fid_from_features(extract_features(gen_dir, extractor, transform=_coco_preprocess_array).features, ref)
+    assert metric.name == "fd_tiny_dinov2_256" and metric.compute() == pytest.approx(expected, rel=1e-6)
+    assert expected > 0
 
     with pytest.raises(WeightsNotFoundError, match="dinov2_vitl14"):
         load_dinov2(tmp_path / "missing.safetensors")
