@@ -70,9 +70,19 @@ def test_small_demo_runs_every_stage_to_the_report_and_reruns_nothing(tmp_path):
     assert "serving on" in (res / "logs/prefork.log").read_text()  # demo.yaml forks its jobs (pixart/prefork.py)
     vae = json.loads((res / "shapes/vae/train_summary.json").read_text())
     assert vae["psnr_held_out"] > vae["psnr_untrained"]
-    for recipe, steps in (("stage1-dit", 10), ("stage2", 20), ("stage2-adaln", 20), ("stage2-no-reparam", 20),
-                          ("stage3", 5)):
-        assert json.loads((res / f"train/{recipe}/stats.json").read_text())["steps"] == steps
+    stats = {recipe: json.loads((res / f"train/{recipe}/stats.json").read_text()) for recipe in
+             ("stage1-dit", "stage2", "stage2-adaln", "stage2-no-reparam", "stage3")}
+    assert {recipe: s["steps"] for recipe, s in stats.items()} == {"stage1-dit": 10, "stage2": 20, "stage2-adaln": 20,
+                                                                   "stage2-no-reparam": 20, "stage3": 5}
+    # the chain: stage 2 (both variants) re-parameterised from stage 1's last checkpoint, the ablation's third run
+    # from scratch, stage 3 from the weights of stage 2's last checkpoint
+    for recipe in ("stage2", "stage2-adaln"):
+        assert stats[recipe]["reparam"] is True and stats[recipe]["init"]["kind"] == "dit"
+        assert stats[recipe]["init"]["source"].endswith("train/stage1-dit/checkpoints/step_0000010")
+    assert stats["stage2-no-reparam"]["reparam"] is False and stats["stage2-no-reparam"]["init"]["kind"] == "scratch"
+    stage2_last = json.loads((res / "train/stage2/checkpoints/step_0000020/meta.json").read_text())
+    stage3_last = json.loads((res / "train/stage3/checkpoints/step_0000005/meta.json").read_text())
+    assert stage3_last["start"]["weights"] == stage2_last["fingerprint"]
     table = pd.read_parquet(res / "table.parquet")
     cells = set(zip(table["model"], table["bench"], table["cfg"], table["metric"]))
     for model in ("stage2@10", "stage2@20", "pixart-shapes", "adaln", "no-reparam"):
