@@ -30,10 +30,20 @@ def clean_errors(prog: str):
             try:
                 return main(argv)
             except Exception as err:  # noqa: BLE001 - re-raised unless it is one of the suite's own
-                if os.environ.get(TRACEBACK_ENV) or type(err).__module__.split(".")[0] not in SUITE_PACKAGES:
+                if os.environ.get(TRACEBACK_ENV) or not _raised_on_purpose(err):
                     raise
                 print(f"{prog}: error: {err}\n({type(err).__name__}; {TRACEBACK_ENV}=1 shows the traceback)",
                       file=sys.stderr)
                 raise SystemExit(2) from None
         return guarded
     return wrap
+
+
+def _raised_on_purpose(err: Exception) -> bool:
+    """Whether `err`'s class belongs to the suite, also when it is defined in the module run with `python -m`
+    (there its module is `__main__`, e.g. FeatureError under `python -m pixart.train.features`)."""
+    module = type(err).__module__
+    if module == "__main__":
+        spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        module = spec.name if spec is not None else module
+    return module.split(".")[0] in SUITE_PACKAGES

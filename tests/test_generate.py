@@ -371,6 +371,12 @@ def test_the_suites_own_errors_end_the_cli_in_one_line_others_keep_their_traceba
     assert f"pixart.generate: error: {tmp_path / 'pointer.json'}: not an embeddings pointer" in done.stderr
     traced = subprocess.run(args, capture_output=True, text=True, env={**env, "PIXART_EVAL_TRACEBACK": "1"}, timeout=300)
     assert traced.returncode == 1 and "Traceback" in traced.stderr
+    # an error class of the module run with -m is `__main__.ManifestError` there: still the suite's own
+    own = subprocess.run([sys.executable, "-m", "pixart.manifest", "--cell", str(tmp_path / "none"), "--num-shards",
+                          "1", "--prompts", str(cell_inputs / "prompts.parquet")], capture_output=True, text=True,
+                         env=env, timeout=300)
+    assert own.returncode == 2 and "Traceback" not in own.stderr
+    assert "pixart.manifest: error: " in own.stderr and "shard manifests missing" in own.stderr
 
     def failing(error):
         @clean_errors("tool")
