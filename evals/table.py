@@ -17,10 +17,35 @@ COLUMNS = ("model", "bench", "protocol", "sampler", "steps", "cfg", "seeds", "me
            "time")
 
 
+class TableInputError(ValueError):
+    """A metric file that is not a score job's aggregate; the message names the file."""
+
+
+def read_metric(path) -> dict:
+    """One score job's aggregate JSON, checked before any table is written (a bad file must not replace a good
+    table): an object with `metric` and a numeric (or null) `value`."""
+    fix = "delete it and rerun its score job (Snakemake reruns the job whose output is missing)"
+    try:
+        result = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise TableInputError(f"{path}: not a readable metric JSON ({err}); {fix}") from None
+    if not isinstance(result, dict):
+        raise TableInputError(f"{path}: a metric JSON is an object, this is a {type(result).__name__}; {fix}")
+    missing = [k for k in ("metric", "value") if k not in result]
+    if missing:
+        raise TableInputError(f"{path}: no {', '.join(missing)}: not a score job's aggregate; {fix}")
+    value = result["value"]
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+        raise TableInputError(f"{path}: value {value!r} is not a number; {fix}")
+    if not isinstance(result.get("breakdown") or {}, dict):
+        raise TableInputError(f"{path}: breakdown is not an object (category → numbers); {fix}")
+    return result
+
+
 def gather(files) -> pd.DataFrame:
     rows = []
     for f in files:
-        result = json.loads(Path(f).read_text())
+        result = read_metric(f)
         breakdown = result.pop("breakdown", {}) or {}
         rows.append(result)
         for part, numbers in breakdown.items():  # e.g. WISE categories: metric "wise/cultural"
@@ -44,8 +69,9 @@ def main(argv=None):
     frame = gather(files)
     write_atomic(args.out, lambda tmp: frame.to_parquet(tmp, index=False))
     source = f" from {len(files)} score jobs" if args.history else ""
+    models = frame["model"].nunique() if "model" in frame else 0  # a cell scored outside the DAG may name none
     print(f"{'history' if args.history else 'table'}: {len(frame)} numbers{source} ({frame['metric'].nunique()} "
-          f"metrics × {frame['model'].nunique()} models) → {args.out}")
+          f"metrics × {models} models) → {args.out}")
 
 
 if __name__ == "__main__":

@@ -163,6 +163,27 @@ def test_table_gathers_one_row_per_number(cell, tmp_path):
     assert {"value", "ci_low", "ci_high", "n", "n_failed", "protocol", "model_fingerprint"} <= set(frame)
 
 
+def test_a_bad_metric_file_is_named_and_leaves_the_table_as_it_was(cell, tmp_path, capsys):
+    _score(cell, tmp_path, "a")
+    out = tmp_path / "table.parquet"
+    table.main(["--out", str(out), str(tmp_path / "a.json")])
+    before = out.read_bytes()
+    good = json.loads((tmp_path / "a.json").read_text())
+    bad = {"empty.json": "", "list.json": "[]",
+           "nometric.json": json.dumps({k: v for k, v in good.items() if k != "metric"}),
+           "text.json": json.dumps({**good, "value": "abc"}), "parts.json": json.dumps({**good, "breakdown": [1]})}
+    expected = {"empty.json": "not a readable metric JSON", "list.json": "a metric JSON is an object, this is a list",
+                "nometric.json": "no metric: not a score job's aggregate", "text.json": "value 'abc' is not a number",
+                "parts.json": "breakdown is not an object"}
+    for name, text in bad.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(SystemExit) as ended:
+            table.main(["--out", str(out), str(tmp_path / "a.json"), str(tmp_path / name)])
+        assert ended.value.code == 2
+        assert f"evals.table: error: {tmp_path / name}: {expected[name]}" in capsys.readouterr().err, name
+        assert out.read_bytes() == before  # the good table is kept
+
+
 def test_fidelity_kind_clip_fid_and_kid(cell, tmp_path, monkeypatch):
     """FID/KID with the tiny CLIP image tower (CLIP-FID) against a reference folder equal the metric functions on
     the good images' features (their parity with clean-fid: tests/test_fid.py); CI contains the value; a corrupt
