@@ -156,12 +156,15 @@ def load_runs(source) -> dict[tuple, Run]:
     for f in files:
         try:
             data = json.loads(f.read_text())
-        except (OSError, json.JSONDecodeError) as err:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
             raise GateError(f"{f}: not a readable metric JSON ({err})") from err
         if not isinstance(data, dict) or not ({"metric", "protocol"} <= set(data)):
-            if explicit:
-                raise GateError(f"{f}: not a metric JSON of evals.score (needs 'metric' and 'protocol')")
-            continue  # folders may hold other JSONs (scorer settings, refstats notes)
+            # folders may hold other JSONs (scorer settings, refstats notes), but one with a metric JSON's fields
+            # is a damaged metric file: skipped, its number would read as "not scored" and the gate could pass
+            if explicit or not isinstance(data, dict) or {"metric", "protocol", "value"} & set(data):
+                raise GateError(f"{f}: not a metric JSON of evals.score (needs 'metric' and 'protocol'); if it is a "
+                                f"damaged one, delete it and rerun its score job")
+            continue
         missing = [k for k in REQUIRED if k not in data]
         if missing:
             raise GateError(f"{f}: metric JSON lacks {', '.join(missing)}")

@@ -323,6 +323,12 @@ def test_malformed_inputs_and_crashes_exit_2_never_1(tmp_path, capsys, monkeypat
     json_path.write_text(json.dumps({k: v for k, v in data.items() if k != "higher_is_better"}))
     code, md, _ = gate(tmp_path)
     assert code == 2 and "lacks higher_is_better" in md
+    # a damaged metric file in a run folder is named, not skipped as "not scored" (which could let the gate pass)
+    for damaged in ({k: v for k, v in data.items() if k != "metric"}, [data]):
+        json_path.write_text(json.dumps(damaged))
+        code, md, _ = gate(tmp_path)
+        assert code == 2 and str(json_path) in md and "not a metric JSON of evals.score" in md
+    (json_path.parent / "notes.json").write_text(json.dumps({"reference": "elsewhere"}))  # another JSON: skipped
     json_path.write_text(json.dumps(data))
     assert gate(tmp_path)[0] == 1
     monkeypatch.setattr(regress, "paired_bootstrap", lambda *a, **k: 1 / 0)
