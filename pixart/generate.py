@@ -156,7 +156,7 @@ def run(args) -> dict:
             for sample_id, image in zip(batch.sample_ids, images):
                 if sample_id in missing:
                     meta = {"cell_key": key, "sample_id": sample_id, "seed": int(by_id.at[sample_id, "seed"]),
-                            "prompt_sha": _sha(by_id.at[sample_id, "prompt"]), "seconds": round(seconds, 4),
+                            "prompt_sha": pngio.prompt_sha(by_id.at[sample_id, "prompt"]), "seconds": round(seconds, 4),
                             "device": dev_name, "batch_index": batch.index, "size": list(batch.size),
                             "code_version": code, "versions": versions}
                     pending.append(writer.submit(pngio.write_png, image, out / f"{sample_id}.png", meta))
@@ -200,10 +200,6 @@ def run(args) -> dict:
     return summary
 
 
-def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
 def _config_json(model) -> str:
     """The model's config without diffusers' bookkeeping keys (_diffusers_version, _name_or_path, …)."""
     return json.dumps({k: v for k, v in dict(model.config).items() if not k.startswith("_")}, sort_keys=True,
@@ -216,7 +212,8 @@ def _valid(path: Path, key: str, sample_id: str, by_id, size: tuple) -> bool:
         return False
     ok = (meta.get("cell_key") == key and meta.get("sample_id") == sample_id
           and meta.get("seed") == int(by_id.at[sample_id, "seed"])
-          and meta.get("prompt_sha") == _sha(by_id.at[sample_id, "prompt"]) and meta.get("size") == list(size))
+          and meta.get("prompt_sha") == pngio.prompt_sha(by_id.at[sample_id, "prompt"])
+          and meta.get("size") == list(size))
     if not ok:
         log.warning("%s was made with other settings; regenerating it", path)
     return ok

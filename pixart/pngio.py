@@ -1,4 +1,5 @@
 """Atomic PNG writes with provenance in a text chunk, and the validity check resume relies on."""
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -8,6 +9,11 @@ from PIL import Image, PngImagePlugin
 from pixart.atomic import write_atomic
 
 META_KEY = "pixart-eval"
+
+
+def prompt_sha(prompt: str) -> str:
+    """The prompt's hash as a PNG's provenance records it (`prompt_sha`)."""
+    return hashlib.sha256(prompt.encode()).hexdigest()[:16]
 
 
 def write_png(image: Image.Image, path: Path, meta: dict):

@@ -135,6 +135,27 @@ def test_export_uses_the_original_naming(tmp_path):
         loaders.export_t2i_compbench(frame, samples, tmp_path / "other")
 
 
+def test_export_refuses_images_generated_from_other_prompts(tmp_path):
+    # sample ids repeat across prompt sets: another cell's folder would be exported under these prompts' names
+    from PIL import Image
+
+    from pixart.pngio import prompt_sha, write_png
+
+    frame = loaders.load_prompts("t2i_compbench", "color", limit=1)
+    samples = tmp_path / "samples"
+    for row in frame.itertuples():
+        prompt = "another prompt set's caption" if row.image_index == 3 else row.prompt
+        write_png(Image.new("RGB", (8, 8)), samples / f"{row.sample_id}.png",
+                  {"sample_id": row.sample_id, "prompt_sha": prompt_sha(prompt)})
+    with pytest.raises(ValueError, match=r"1 of 10 images in .* were generated from other prompts than these "
+                                         r"\(first: \['p000000_03.png'\]\); give --samples the cell"):
+        loaders.export_t2i_compbench(frame, samples, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    write_png(Image.new("RGB", (8, 8)), samples / "p000000_03.png",
+              {"sample_id": "p000000_03", "prompt_sha": prompt_sha(frame["prompt"].iloc[3])})
+    assert loaders.export_t2i_compbench(frame, samples, tmp_path / "out") == 10
+
+
 def _geneval_discovery(root: Path) -> dict:
     """What GenEval's evaluation/evaluate_images.py reads from a folder: every all-digit subfolder, its
     metadata.jsonl through json.load, and the files of its samples/ whose names match r"\\d+\\.png"."""

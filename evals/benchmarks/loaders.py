@@ -155,7 +155,7 @@ def export_t2i_compbench(prompts: pd.DataFrame, samples_dir: Path, out_dir: Path
             raise ValueError(f"prompt {row.prompt!r} ({row.sample_id}) cannot be a file name")
         name = compbench_file_name(row.prompt, int(row.prompt_id[1:]), row.image_index, images_per_prompt)
         plan[name] = samples_dir / f"{row.sample_id}.png"
-    _check_export(plan, samples_dir, mode)
+    _check_export(plan, samples_dir, mode, prompts)
     # upstream scorers read every image in the folder, so leftovers from another run would be scored
     _refuse_strays(out_dir, {p.name for p in out_dir.glob("*.png")} - set(plan))
     return _link_all(plan, out_dir, mode)
@@ -176,7 +176,7 @@ def export_geneval(prompts: pd.DataFrame, samples_dir: Path, out_dir: Path, *, m
         folder = f"{int(row.prompt_id[1:]):05d}"
         metadata[folder] = {**meta, "prompt": row.prompt}
         plan[f"{folder}/samples/{row.image_index:05d}.png"] = samples_dir / f"{row.sample_id}.png"
-    _check_export(plan, samples_dir, mode)
+    _check_export(plan, samples_dir, mode, prompts)
     # upstream scores every all-digit folder and every file of its samples/ whose name starts with digits + ".png"
     found = set()
     for folder in (d for d in out_dir.glob("*") if d.is_dir() and d.name.isdigit()):
@@ -192,13 +192,26 @@ def export_geneval(prompts: pd.DataFrame, samples_dir: Path, out_dir: Path, *, m
     return _link_all(plan, out_dir, mode)
 
 
-def _check_export(plan: dict[str, Path], samples_dir: Path, mode: str):
+def _check_export(plan: dict[str, Path], samples_dir: Path, mode: str, prompts: pd.DataFrame):
+    """Refuse a bad mode, missing samples, and samples whose PNG records another prompt than the row exported
+    under their name: sample ids repeat across prompt sets, so a --samples folder of another cell would
+    otherwise be exported, and scored upstream, under these prompts."""
+    from pixart.pngio import prompt_sha, read_meta
+
     if mode not in ("symlink", "hardlink", "copy"):
         raise ValueError(f"mode must be symlink, hardlink or copy, not {mode!r}")
     missing = [str(p) for p in plan.values() if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"{len(missing)} of {len(plan)} samples are missing in {samples_dir} "
                                 f"(first: {missing[:3]}); generate them before exporting")
+    other = []
+    for row in prompts.itertuples():
+        meta = read_meta(samples_dir / f"{row.sample_id}.png", verify=False)  # images without it: not checked
+        if meta and meta.get("prompt_sha") not in (None, prompt_sha(row.prompt)):
+            other.append(f"{row.sample_id}.png")
+    if other:
+        raise ValueError(f"{len(other)} of {len(plan)} images in {samples_dir} were generated from other prompts than "
+                         f"these (first: {other[:3]}); give --samples the cell generated from this prompt set")
 
 
 def _refuse_strays(out_dir: Path, stray: set[str]):
