@@ -403,3 +403,10 @@ def test_kind_through_the_scoring_cli(tiny, tmp_path, monkeypatch):
     assert saved["scorer"] == "compbench_spatial2d_owlv2"
     assert saved["weights_fingerprint"] == cs.path_fingerprint(tiny["owlv2"])
     assert pd.read_parquet(tmp_path / "s.parquet")["score"].isna().sum() == 1
+
+
+def test_an_unknown_vqa_backend_is_refused_not_taken_for_blip():
+    with pytest.raises(cs.ScoringError, match="vqa 'shape_oracle' is not a VQA backend; use blip or shapes_oracle"):
+        cs.build_blip({"vqa": "shape_oracle"}, "weights")
+    oracle, _ = cs.build_blip({"vqa": "shapes_oracle"}, "weights")
+    assert type(oracle).__name__ == "ShapesOracle"

@@ -266,9 +266,12 @@ def build_blip(settings: dict, weights_key: str):
     if settings.get("_blip") is not None:
         blip = settings["_blip"]
         return blip, backend_fingerprint(blip)
-    if settings.get("vqa") == "shapes_oracle":  # the shapes world's exact scene parser (evals/shapes/oracle.py)
+    vqa = settings.get("vqa", "blip")
+    if vqa == "shapes_oracle":  # the shapes world's exact scene parser (evals/shapes/oracle.py)
         from evals.shapes.oracle import ShapesOracle
         return ShapesOracle(), ShapesOracle.fingerprint
+    if vqa != "blip":  # not BLIP by default: a misspelt oracle would be scored with BLIP where its weights are cached
+        raise ScoringError(f"scorer settings: vqa {vqa!r} is not a VQA backend; use blip or shapes_oracle")
     from evals.metrics.blip_vqa import DEFAULT_BLIP_VQA, BlipVqa
 
     source = settings.get(weights_key) or DEFAULT_BLIP_VQA
