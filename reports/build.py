@@ -24,6 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from pixart.cli import positive_int
 from reports import checks as reports_checks
 from reports import figures, series, tables, tabular
 from reports.tables import MixedProtocolVersions, NoData
@@ -215,7 +216,7 @@ def main(argv=None):
                    help="results of several protocol versions: one column per version (separate, default) or "
                         "refuse to build the table (refuse)")
     p.add_argument("--worst-k", type=int, default=8, help="images per worst-k figure (0: none)")
-    p.add_argument("--grid-prompts", type=int, default=6, help="prompts (rows) per sample grid")
+    p.add_argument("--grid-prompts", type=positive_int, default=6, help="prompts (rows) per sample grid")
     p.add_argument("--series", type=Path, action="append", default=[],
                    help="a checkpoint series folder results/series/NAME (checkpoints.csv, settings.json, gate/*.json)")
     p.add_argument("--ablation", action="append", default=[], metavar="ROW=MODEL",

@@ -53,6 +53,7 @@ import numpy as np
 import pandas as pd
 
 from evals.stats import paired_bootstrap
+from pixart.cli import positive_int
 
 PASS, REGRESSION, REFUSED = 0, 1, 2
 KEY_FIELDS = ("bench", "metric", "sampler", "steps", "cfg")
@@ -560,7 +561,7 @@ def parser():
                    help="a candidate's metric JSON or results folder (repeat for several)")
     p.add_argument("--thresholds", type=Path, help="YAML/JSON: metric name or glob → minimum relevant change")
     p.add_argument("--alpha", type=float, default=0.05, help="family-wise significance level (Holm); default 0.05")
-    p.add_argument("--n-resamples", type=int, default=2000, help="bootstrap resamples (default 2000)")
+    p.add_argument("--n-resamples", type=positive_int, default=2000, help="bootstrap resamples (default 2000)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--only", action="append", default=[], help="gate only metrics matching this glob (repeatable)")
     p.add_argument("--strict", action="store_true", help="refuse (exit 2) when a candidate lacks a baseline metric")

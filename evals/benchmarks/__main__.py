@@ -31,8 +31,8 @@ def prompts(argv):
     parser.add_argument("--source", type=Path, help="user-supplied data: WISE folder, SAM list, prompt file, COCO list")
     parser.add_argument("--images", type=Path, help="SA-1B folder to re-verify a SAM list against")
     parser.add_argument("--limit", type=positive_int, help="keep the first N prompts (smoke runs)")
-    parser.add_argument("--height", type=int)
-    parser.add_argument("--width", type=int)
+    parser.add_argument("--height", type=positive_int)
+    parser.add_argument("--width", type=positive_int)
     args = parser.parse_args(argv)
     protocol = load_protocol(args.benchmark)
     frame = loaders.load_prompts(protocol, args.subset, source=args.source, images=args.images,

@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 from pixart.atomic import write_atomic, write_text_atomic
-from pixart.cli import clean_errors
+from pixart.cli import clean_errors, positive_int
 from pixart.embeddings import STORE_DTYPES
 from pixart.train.buckets import MAX_RATIO, buckets_for, nearest_bucket
 from pixart.train.data import (INDEX_FILE, REPORT_FILE, SETTINGS_FILE, ImageItem, n_skipped, note_skip, open_image,
@@ -262,8 +262,8 @@ def main(argv=None):
     parser.add_argument("--resolution", type=int, default=256)
     parser.add_argument("--multiscale", action="store_true", help="resize to the nearest aspect-ratio bucket")
     parser.add_argument("--patch-size", type=int, default=2, help="transformer patch size (bucket sides' multiple)")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--max-length", type=int, default=120)
+    parser.add_argument("--batch-size", type=positive_int, default=16)
+    parser.add_argument("--max-length", type=positive_int, default=120)
     parser.add_argument("--clean-caption", choices=("true", "false"), default="true",
                         help="DeepFloyd-IF caption cleaning, as upstream extraction does")
     parser.add_argument("--dtype", default="float32", help="encoders' compute dtype (upstream: bf16 T5)")
