@@ -133,6 +133,18 @@ def test_export_uses_the_original_naming(tmp_path):
     (samples / "p000001_09.png").unlink()
     with pytest.raises(FileNotFoundError, match="1 of 20 samples are missing"):
         loaders.export_t2i_compbench(frame, samples, tmp_path / "other")
+    # from the command line each of these is one error line, not a traceback
+    prompts = str(_parquet(frame, tmp_path))
+    for args, message in ((["--prompts", prompts, "--samples", str(samples), "--out", str(tmp_path / "other")],
+                           "1 of 20 samples are missing"),
+                          (["--prompts", str(tmp_path / "none.parquet"), "--samples", str(samples), "--out",
+                            str(tmp_path / "other")], f"{tmp_path / 'none.parquet'}: no such file"),
+                          (["--prompts", prompts, "--samples", str(samples), "--out", str(out)], "stale_000999.png")):
+        if "stale" in message:  # the samples complete again: the stray file is what stops this one
+            (samples / "p000001_09.png").write_bytes(b"p000001_09")
+        with pytest.raises(SystemExit) as ended:
+            cli(["export-t2i-compbench", *args])
+        assert str(ended.value.code).startswith("error: ") and message in str(ended.value.code)
 
 
 def test_export_refuses_images_generated_from_other_prompts(tmp_path):

@@ -105,8 +105,10 @@ def main(argv=None):
     command = COMMANDS.get(argv[0]) if argv else None
     try:
         command(argv[1:]) if command else prompts(argv)
-    except (ProtocolError, DataIntegrityError, loaders.UserDataError, PromptFileError) as err:
-        sys.exit(f"error: {err}")
+    except (ProtocolError, DataIntegrityError, loaders.UserDataError, loaders.ExportError, PromptFileError,
+            FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError) as err:
+        bare = isinstance(err, FileNotFoundError) and str(err) in argv  # pandas': the given path alone
+        sys.exit(f"error: {err}: no such file" if bare else f"error: {err}")
 
 
 if __name__ == "__main__":

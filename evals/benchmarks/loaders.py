@@ -26,6 +26,10 @@ from evals.benchmarks.protocols import DataIntegrityError, Protocol, ProtocolErr
 from pixart.prompts import expand_samples, read_prompt_file
 
 
+class ExportError(ValueError):
+    """An export that cannot be made as asked; the message says what to give instead."""
+
+
 class UserDataError(FileNotFoundError):
     """Data the user must supply (not redistributable or too large to ship) is absent or wrong."""
 
@@ -152,7 +156,7 @@ def export_t2i_compbench(prompts: pd.DataFrame, samples_dir: Path, out_dir: Path
     plan = {}
     for row in prompts.itertuples():
         if "/" in row.prompt or "\0" in row.prompt:
-            raise ValueError(f"prompt {row.prompt!r} ({row.sample_id}) cannot be a file name")
+            raise ExportError(f"prompt {row.prompt!r} ({row.sample_id}) cannot be a file name")
         name = compbench_file_name(row.prompt, int(row.prompt_id[1:]), row.image_index, images_per_prompt)
         plan[name] = samples_dir / f"{row.sample_id}.png"
     _check_export(plan, samples_dir, mode, prompts)
@@ -171,7 +175,7 @@ def export_geneval(prompts: pd.DataFrame, samples_dir: Path, out_dir: Path, *, m
     for row in prompts.itertuples():
         meta = json.loads(row.metadata) if row.metadata else {}
         if not {"tag", "include"} <= set(meta):
-            raise ValueError(f"prompt {row.prompt_id} ({row.prompt!r}) has no GenEval metadata (tag, include): "
+            raise ExportError(f"prompt {row.prompt_id} ({row.prompt!r}) has no GenEval metadata (tag, include): "
                              f"export a prompt set of the geneval protocol (or a file in its jsonl format)")
         folder = f"{int(row.prompt_id[1:]):05d}"
         metadata[folder] = {**meta, "prompt": row.prompt}
@@ -199,7 +203,7 @@ def _check_export(plan: dict[str, Path], samples_dir: Path, mode: str, prompts: 
     from pixart.pngio import prompt_sha, read_meta
 
     if mode not in ("symlink", "hardlink", "copy"):
-        raise ValueError(f"mode must be symlink, hardlink or copy, not {mode!r}")
+        raise ExportError(f"mode must be symlink, hardlink or copy, not {mode!r}")
     missing = [str(p) for p in plan.values() if not p.is_file()]
     if missing:
         raise FileNotFoundError(f"{len(missing)} of {len(plan)} samples are missing in {samples_dir} "
@@ -210,7 +214,7 @@ def _check_export(plan: dict[str, Path], samples_dir: Path, mode: str, prompts: 
         if meta and meta.get("prompt_sha") not in (None, prompt_sha(row.prompt)):
             other.append(f"{row.sample_id}.png")
     if other:
-        raise ValueError(f"{len(other)} of {len(plan)} images in {samples_dir} were generated from other prompts than "
+        raise ExportError(f"{len(other)} of {len(plan)} images in {samples_dir} were generated from other prompts than "
                          f"these (first: {other[:3]}); give --samples the cell generated from this prompt set")
 
 
