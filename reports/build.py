@@ -134,7 +134,7 @@ def write_index(result: dict, out: Path, table_path) -> Path:
         markdown = next((p for p in paths if p.suffix == ".md"), None)
         if markdown is not None:
             lines += [markdown.read_text().rstrip(), ""]
-        lines += [f"{stem}: " + ", ".join(f"[{p.suffix[1:]}]({p.relative_to(out)})" for p in paths), ""]
+        lines += [f"{stem}: " + ", ".join(_link(p, out) for p in paths), ""]
     if not tables_by_stem:
         lines += ["- none", ""]
     if result["excluded"]:
@@ -145,13 +145,18 @@ def write_index(result: dict, out: Path, table_path) -> Path:
     for stem, paths in _by_stem(result["figures"]).items():
         png = next((p for p in paths if p.suffix == ".png"), None)
         lines += [f"### {stem}", ""] + ([f"![{stem}]({png.relative_to(out)})", ""] if png else [])
-        others = [f"[{p.suffix[1:]}]({p.relative_to(out)})" for p in paths if p is not png]
+        others = [_link(p, out) for p in paths if p is not png]
         lines += [", ".join(others), ""] if others else []
     if not result["figures"]:
         lines += ["- none"]
     path = out / "README.md"
     path.write_text("\n".join(lines).rstrip() + "\n")
     return path
+
+
+def _link(path: Path, out: Path) -> str:
+    """A Markdown link to one format of a table or figure, named by that format ("[svg](figures/x.svg)")."""
+    return f"[{path.suffix[1:]}]({path.relative_to(out)})"
 
 
 def _by_stem(paths) -> dict[str, list[Path]]:

@@ -224,8 +224,7 @@ def verdict(holds) -> str:
 def tally(results: dict) -> str:
     """'3 of 4 hold (NO: name)': how many hold, and which did not or could not be evaluated."""
     held = sum(r["holds"] is True for r in results.values())
-    others = {label: [name for name, r in results.items() if r["holds"] is value]
-              for label, value in (("NO", False), ("not evaluated", None))}
+    others = {verdict(value): [name for name, r in results.items() if r["holds"] is value] for value in (False, None)}
     named = "; ".join(f"{label}: {', '.join(names)}" for label, names in others.items() if names)
     return f"{held} of {len(results)} hold" + (f" ({named})" if named else "")
 

@@ -72,7 +72,10 @@ def _export_args(name: str, argv) -> argparse.Namespace:
     parser.add_argument("--samples", type=Path, required=True, help="folder with {sample_id}.png")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--mode", choices=["symlink", "hardlink", "copy"], default="symlink")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if not args.prompts.is_file():
+        raise FileNotFoundError(f"--prompts {args.prompts}: no such file")
+    return args
 
 
 def export_t2i_compbench(argv):
@@ -105,10 +108,9 @@ def main(argv=None):
     command = COMMANDS.get(argv[0]) if argv else None
     try:
         command(argv[1:]) if command else prompts(argv)
-    except (ProtocolError, DataIntegrityError, loaders.UserDataError, loaders.ExportError, PromptFileError,
-            FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError) as err:
-        bare = isinstance(err, FileNotFoundError) and str(err) in argv  # pandas': the given path alone
-        sys.exit(f"error: {err}: no such file" if bare else f"error: {err}")
+    except (ProtocolError, DataIntegrityError, loaders.ExportError, PromptFileError, FileNotFoundError,
+            FileExistsError, IsADirectoryError, NotADirectoryError) as err:  # FileNotFoundError: also UserDataError
+        sys.exit(f"error: {err}")
 
 
 if __name__ == "__main__":
