@@ -20,6 +20,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type of counts where 0 means none (--worst-k 0): a negative one is refused, not read as 0."""
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a whole number ≥ 0")
+    return value
+
+
 def clean_errors(prog: str):
     """Decorator of a CLI's `main(argv=None)`: an error this suite raises on purpose (a class of its own packages,
     whose message names the file or key and the fix) ends in one `prog: error: …` line and exit 2, as argparse's

@@ -12,22 +12,32 @@ Writes {out}/tables/{table2,table3,wise,geneval}.{md,tex,csv}, the ablation tabl
 could be scored), and {out}/figures/*.{png,svg} (worst-k also .csv; sample grids and worst-k draw only the
 cells the results table holds, not every cell on disk); {out}/README.md showing every table and figure, every
 checkpoint a series left out and, for every artefact not written, why. Prints one message per skipped
-artefact and a one-line summary. Exit status 0 unless an input is missing or unreadable, or mixed protocol
-versions are refused.
+artefact and a one-line summary.
+
+Every input is read and checked before anything is written (reports/inputs.py), and the report is built beside
+--out and moved in whole: a bad input, or a failure part-way, leaves an earlier report as it was. Exit status 2,
+with one `error:` line naming the file and the fix, when the table, paper values, checks, a series folder or a
+present train-stats file is missing or malformed, or when mixed protocol versions are refused. Not errors: a
+--train-stats file that does not exist yet (training has not run: the ablation shows n/a and names the path)
+and --samples / --scores folders with no cells (the DAG passes them before anything is generated): those
+artefacts are listed as not written, with the reason.
 """
 from __future__ import annotations
 
 import argparse
-import json
-import sys
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pandas as pd
 
-from pixart.cli import positive_int
+from pixart.cli import UsageError, clean_errors, non_negative_int, positive_int
 from reports import checks as reports_checks
-from reports import figures, series, tables, tabular
+from reports import figures, inputs, tables, tabular
 from reports.tables import MixedProtocolVersions, NoData
+
+OWNED = ("tables", "figures", "checks.json", "README.md")  # what a build writes in --out (see publish)
 
 
 def build(table_path: str | Path | None, out: str | Path, samples: str | Path | None = None,
@@ -39,10 +49,41 @@ def build(table_path: str | Path | None, out: str | Path, samples: str | Path | 
     "checks": {name: result} when checks are given.
 
     series_dirs: results/series/NAME folders; ablation: row (adaln, adaln-single, no-reparam) → model;
-    train_stats: model → its training stats.json; checks: name → spec (reports/checks.py)."""
+    train_stats: model → its training stats.json; checks: name → spec (reports/checks.py).
+
+    Every input is read and checked first (ReportInputError, CheckInputError); the report is then built in a
+    hidden folder beside `out` and moved in by `publish`, so a bad input or a failure part-way leaves `out` as
+    it was, never new tables beside an old README."""
     out = Path(out)
-    paper = tables.load_paper_values(paper_values)
-    frame = pd.read_parquet(table_path) if table_path else pd.DataFrame()
+    required = (*tables.REQUIRED, *(reports_checks.TABLE_COLUMNS if checks else ()))
+    frame = inputs.read_results_table(table_path, dict.fromkeys(required)) if table_path else pd.DataFrame()
+    paper = inputs.read_paper_values(paper_values)
+    folders = [inputs.read_series(folder) for folder in series_dirs]
+    stats = inputs.read_train_stats(train_stats or {})
+    if checks is not None:
+        reports_checks.validate(checks, "--checks")
+    for flag, folder in (("--samples", samples), ("--scores", scores)):
+        if folder and Path(folder).exists() and not Path(folder).is_dir():
+            raise inputs.ReportInputError(f"{flag} {folder} is a file; give the folder of the generated cells")
+    if out.exists() and not out.is_dir():
+        raise inputs.ReportInputError(f"--out {out} is a file; give a folder for the report")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
+    try:
+        result = write_report(staging, frame, paper, samples, scores, mixed_versions, worst_k, grid_prompts,
+                              folders, ablation, stats, checks, log, table_path)
+        publish(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    for key in ("tables", "figures"):
+        result[key] = [out / p.relative_to(staging) for p in result[key]]
+    return result
+
+
+def write_report(out: Path, frame: pd.DataFrame, paper: dict, samples, scores, mixed_versions: str, worst_k: int,
+                 grid_prompts: int, folders: list, ablation: dict | None, stats: tuple, checks: dict | None,
+                 log, table_path) -> dict:
+    """Writes every artefact the checked inputs support into `out` (see `build`)."""
     result = {"tables": [], "figures": [], "skipped": {}, "excluded": []}
 
     # the rule's outputs exist even when no table or figure can be built
@@ -73,9 +114,8 @@ def build(table_path: str | Path | None, out: str | Path, samples: str | Path | 
             attempt(name, lambda b=builder: tabular.write_table(b(frame, paper, mixed_versions), out / "tables"),
                     "tables")
         if ablation:
-            stats, sources = read_train_stats(train_stats or {})
             attempt("ablation", lambda: tabular.write_table(
-                tables.table_ablation(frame, ablation, stats, paper, mixed_versions, stats_sources=sources),
+                tables.table_ablation(frame, ablation, stats[0], paper, mixed_versions, stats_sources=stats[1]),
                 out / "tables"), "tables")
         figs = out / "figures"
         attempt("fid_vs_clip", lambda: figures.fid_vs_clip(frame, figs), "figures")
@@ -88,39 +128,49 @@ def build(table_path: str | Path | None, out: str | Path, samples: str | Path | 
         for name, r in results.items():
             log(f"report: check {name}: {reports_checks.verdict(r['holds'])} — {r['measured']}")
     figs = out / "figures"
-    if samples:
+    absent = _absent_folders(samples=samples, scores=scores)
+    if absent.get("samples"):
+        result["skipped"]["sample_grid"] = absent["samples"]
+    else:
         attempt("sample_grid", lambda: figures.sample_grid(samples, figs, grid_prompts, None if empty else frame),
                 "figures")
+    if worst_k <= 0:
+        result["skipped"]["worst_k"] = "--worst-k 0"
+    elif absent.get("scores") or absent.get("samples"):
+        result["skipped"]["worst_k"] = f"needs both --scores and --samples (scores name the images): " \
+                                       f"{'; '.join(filter(None, (absent.get('scores'), absent.get('samples'))))}"
     else:
-        result["skipped"]["sample_grid"] = "no --samples folder given"
-    if scores and samples and worst_k > 0:
         attempt("worst_k", lambda: figures.worst_k(scores, samples, figs, worst_k, None if empty else frame),
                 "figures")
-    else:
-        result["skipped"]["worst_k"] = ("--worst-k 0" if worst_k <= 0 else
-                                        "needs both --scores and --samples (scores name the images)")
-    for folder in map(Path, series_dirs):
-        name, status = folder.name, series.read_status(folder / "checkpoints.csv")
-        settings = json.loads((folder / "settings.json").read_text())
-        gates = series.read_gates(sorted((folder / "gate").glob("*.json")))
-        table = tables.series_table(name, status, gates, settings)
+    for folder in folders:
+        table = tables.series_table(folder.name, folder.status, folder.gates, folder.settings)
         result["tables"] += tabular.write_table(table, out / "tables")
-        result["excluded"] += [f"series {name}: {r['path']}: {r['status']} ({r['reason']})" for r in status
-                               if r["status"] != "ok"]
+        result["excluded"] += [f"series {folder.name}: {r['path']}: {r['status']} ({r['reason']})"
+                               for r in folder.status if r["status"] != "ok"]
     for line in result["excluded"]:
         log(f"report: not evaluated: {line}")
     write_index(result, out, table_path)
     return result
 
 
-def read_train_stats(paths: dict) -> tuple[dict, dict]:
-    """Training stats by model (None where the file is absent: training has not run) and where each came from."""
-    stats, sources = {}, {}
-    for model, path in paths.items():
-        path = Path(path)
-        stats[model] = json.loads(path.read_text()) if path.is_file() else None
-        sources[model] = str(path) if path.is_file() else f"{path} not found"
-    return stats, sources
+def _absent_folders(**folders) -> dict:
+    """flag name → why its folder cannot be read, for those not given or not there (nothing generated yet, or a
+    mistyped path: the reason names it)."""
+    return {name: f"no --{name} folder given" if not folder else f"the --{name} folder {folder} does not exist"
+            for name, folder in folders.items() if not folder or not Path(folder).is_dir()}
+
+
+def publish(staging: Path, out: Path) -> None:
+    """Move the report built in `staging` into `out`. What a build owns there (OWNED) is replaced as a whole: an
+    entry this build did not write goes too, so no stale table or checks.json sits beside the new README; any
+    other file in `out` is left alone. The old entries go into `staging`, which the caller removes."""
+    out.mkdir(parents=True, exist_ok=True)
+    for name in OWNED:
+        if (out / name).exists() or (out / name).is_symlink():
+            os.replace(out / name, staging / f".old-{name}")
+    for name in OWNED:
+        if (staging / name).exists():
+            os.replace(staging / name, out / name)
 
 
 def write_index(result: dict, out: Path, table_path) -> Path:
@@ -183,32 +233,12 @@ def pairs(values: list[str], flag: str) -> dict:
     for item in values:
         key, sep, value = item.partition("=")
         if not sep or not key or not value:
-            raise SystemExit(f"report: {flag} {item!r}: expected KEY=VALUE")
+            raise UsageError(f"{flag} {item!r}: expected KEY=VALUE")
         out[key] = value
     return out
 
 
-# columns older tables lack: without them a limited run is labelled as the whole benchmark, a CI as absent
-LABELLING_COLUMNS = ("ci_low", "ci_high", "prompt_limit", "n_prompts")
-
-
-def check_columns(table: Path) -> None:
-    """A table without the required columns is refused (it gave an empty report and exit 0); one without the
-    columns that label its numbers is built, with a warning naming them."""
-    import pyarrow.parquet as pq
-
-    names = set(pq.read_schema(table).names)
-    missing = [c for c in tables.REQUIRED if c not in names]
-    if missing:
-        raise SystemExit(f"report: {table} lacks the columns {missing}: not a results table of evals.table; "
-                         f"rebuild it with `python -m evals.table`")
-    unlabelled = [c for c in LABELLING_COLUMNS if c not in names]
-    if unlabelled:
-        print(f"report: warning: {table} lacks {unlabelled} (written by an older evals.table?): a run cut to its "
-              f"first N prompts is labelled as the whole benchmark and CIs show as absent; rebuild the table with "
-              f"`python -m evals.table`", file=sys.stderr)
-
-
+@clean_errors("reports.build")
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--table", type=Path, required=True, help="results/table.parquet (evals/table.py)")
@@ -220,7 +250,7 @@ def main(argv=None):
     p.add_argument("--mixed-versions", choices=tables.MIXED_MODES, default="separate",
                    help="results of several protocol versions: one column per version (separate, default) or "
                         "refuse to build the table (refuse)")
-    p.add_argument("--worst-k", type=int, default=8, help="images per worst-k figure (0: none)")
+    p.add_argument("--worst-k", type=non_negative_int, default=8, help="images per worst-k figure (0: none)")
     p.add_argument("--grid-prompts", type=positive_int, default=6, help="prompts (rows) per sample grid")
     p.add_argument("--series", type=Path, action="append", default=[],
                    help="a checkpoint series folder results/series/NAME (checkpoints.csv, settings.json, gate/*.json)")
@@ -230,18 +260,10 @@ def main(argv=None):
                    help="a model's training stats.json (variant, reparam, params, peak_memory_bytes, device)")
     p.add_argument("--checks", type=Path, help="JSON: check name → spec (reports/checks.py): the checks table")
     args = p.parse_args(argv)
-    if not args.table.is_file():
-        raise SystemExit(f"report: results table {args.table} does not exist or is not a file (run "
-                         f"`python -m evals.table` first)")
-    check_columns(args.table)
-    try:
-        result = build(args.table, args.out, args.samples, args.scores, args.paper_values, args.mixed_versions,
-                       args.worst_k, args.grid_prompts, args.series, pairs(args.ablation, "--ablation"),
-                       pairs(args.train_stats, "--train-stats"),
-                       json.loads(args.checks.read_text()) if args.checks else None)
-    except MixedProtocolVersions as err:
-        print(f"report: refused: {err}", file=sys.stderr)
-        raise SystemExit(2)
+    result = build(args.table, args.out, args.samples, args.scores, args.paper_values, args.mixed_versions,
+                   args.worst_k, args.grid_prompts, args.series, pairs(args.ablation, "--ablation"),
+                   pairs(args.train_stats, "--train-stats"), reports_checks.read_checks(args.checks) if args.checks
+                   else None)
     print(summary(result, args.out))
     return result
 

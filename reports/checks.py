@@ -15,9 +15,10 @@ claim, what was measured, and whether it holds. Kinds:
 The first two compare numbers at one sampling setting: `sampler`, `steps` and (checkpoints) `cfg` in the
 spec pick it; a metric scored at several settings the spec does not tell apart is not evaluated, and the row
 lists the settings. A check that cannot be evaluated (a cell not scored, a run not logged, an ambiguous
-setting) is a row that says what is missing, never a pass. Writes {out}/tables/checks.{md,tex,csv} and
-{out}/checks.json; prints one line per check and a summary. Exit status 0 (a failed claim is a finding to
-report, not a crash), 2 on unreadable inputs.
+setting) is a row that says what is missing, never a pass. A spec with an unknown kind or key (a misspelt
+`sampler` would compare at another setting), or a missing or wrongly typed value, is refused. Writes
+{out}/tables/checks.{md,tex,csv} and {out}/checks.json; prints one line per check and a summary. Exit status 0
+(a failed claim is a finding to report, not a crash), 2 with one `error:` line on unreadable inputs.
 """
 from __future__ import annotations
 
@@ -28,10 +29,14 @@ from pathlib import Path
 
 import pandas as pd
 
+from pixart.atomic import write_text_atomic
+from pixart.cli import clean_errors
+from reports.inputs import read_results_table
 from reports.tabular import Cell, Column, Table, write_table
 
 
 SETTING = ("sampler", "steps", "cfg")
+TABLE_COLUMNS = ("model", "bench", "metric", "cfg", "value", "ci_low", "ci_high")  # what the checks read
 
 
 class CheckInputError(ValueError):
@@ -155,7 +160,18 @@ def read_losses(path: str | Path) -> pd.Series:
     if not path.is_file():
         raise CheckInputError(f"{path}: no training log (the run has not trained; log.jsonl is written by "
                               f"pixart.train)")
-    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise CheckInputError(f"{path}, line {number}: not a JSON record ({err.msg}); a training log is one "
+                                  f"JSON object per line") from None
+        if not isinstance(record, dict) or not {"step", "loss"} <= set(record):
+            raise CheckInputError(f"{path}, line {number}: a log record needs step and loss, got {line[:80]!r}")
+        records.append(record)
     if not records:
         raise CheckInputError(f"{path}: the training log is empty")
     return pd.DataFrame(records).drop_duplicates("step", keep="last").set_index("step")["loss"].sort_index()
@@ -193,8 +209,64 @@ def check_steps_to_loss(spec: dict) -> dict:
     return {"claim": claim, "measured": measured, "holds": holds}
 
 
+# kind → (required keys, optional keys), each with its type check and the words that name it in an error
+_TEXT = (lambda v: isinstance(v, str) and v != "", "a non-empty string")
+_WHOLE = (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "a whole number ≥ 1")
+_NUMBER = (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number")
+_CFGS = (lambda v: isinstance(v, list) and len(v) >= 2 and all(_NUMBER[0](c) for c in v), "a list of ≥ 2 numbers")
+_METRICS = (lambda v: isinstance(v, list) and all(isinstance(m, str) and m.count("/") == 1 for m in v),
+            "a list of 'bench/metric' strings")
+_RUNS = (lambda v: isinstance(v, dict) and len(v) >= 2 and all(_TEXT[0](path) for path in v.values()),
+         "an object of ≥ 2 run names → log.jsonl paths")
+SPEC_KEYS = {
+    "checkpoints": ({"series": _TEXT}, {"metrics": _METRICS, "sampler": _TEXT, "steps": _WHOLE, "cfg": _NUMBER}),
+    "cfg": ({"model": _TEXT, "bench": _TEXT, "metric": _TEXT, "cfg": _CFGS}, {"sampler": _TEXT, "steps": _WHOLE}),
+    "steps_to_loss": ({"runs": _RUNS}, {"window": _WHOLE, "target": _NUMBER}),
+}
+
+
+def validate(checks, source: str = "checks") -> None:
+    """Refuse a checks mapping the checks cannot read as meant: an unknown kind or key (a misspelt `sampler`
+    selector would silently compare at another setting), a missing or wrongly typed value. `source` names the
+    file in the message."""
+    if not isinstance(checks, dict):
+        raise CheckInputError(f"{source}: expected an object of check name → spec, got a {type(checks).__name__}")
+    for name, spec in checks.items():
+        where = f"{source}: check {name!r}"
+        if not isinstance(spec, dict):
+            raise CheckInputError(f"{where}: expected an object (kind and its keys), got {spec!r}")
+        kind = spec.get("kind")
+        if kind not in SPEC_KEYS:
+            raise CheckInputError(f"{where}: kind {kind!r} is not one of {', '.join(SPEC_KEYS)}")
+        required, optional = SPEC_KEYS[kind]
+        unknown = sorted(set(spec) - {"kind", *required, *optional})
+        if unknown:
+            raise CheckInputError(f"{where}: unknown key(s) {unknown} for kind {kind}; the keys are "
+                                  f"{', '.join([*required, *optional])}")
+        missing = [key for key in required if key not in spec]
+        if missing:
+            raise CheckInputError(f"{where}: kind {kind} needs {', '.join(missing)}")
+        for key, (accepts, words) in {**required, **optional}.items():
+            if key in spec and not accepts(spec[key]):
+                raise CheckInputError(f"{where}: {key} must be {words}, got {spec[key]!r}")
+
+
+def read_checks(path: str | Path) -> dict:
+    """A checks JSON (name → spec), validated; a missing or malformed file is named."""
+    path = Path(path)
+    try:
+        checks = json.loads(path.read_text())
+    except OSError as err:
+        raise CheckInputError(f"{path}: cannot read the checks file ({err.strerror or err})") from None
+    except json.JSONDecodeError as err:
+        raise CheckInputError(f"{path}: not valid JSON ({err})") from None
+    validate(checks, str(path))
+    return checks
+
+
 def run_checks(frame: pd.DataFrame, checks: dict) -> dict:
     """name → {kind, claim, measured, holds (True/False/None = could not be evaluated)}."""
+    validate(checks)
     if len(frame) == 0:
         frame = pd.DataFrame(columns=["model", "bench", "metric", "cfg", "value", "ci_low", "ci_high",
                                       "higher_is_better"])
@@ -205,14 +277,12 @@ def run_checks(frame: pd.DataFrame, checks: dict) -> dict:
             result = check_checkpoints(frame, spec)
         elif kind == "cfg":
             result = check_cfg(frame, spec)
-        elif kind == "steps_to_loss":
+        else:
             try:
                 result = check_steps_to_loss(spec)
             except CheckInputError as err:
                 result = {"claim": f"{list(spec['runs'])[0]} reaches the training loss sooner", "measured": str(err),
                           "holds": None}
-        else:
-            raise CheckInputError(f"check {name!r}: kind {kind!r} is not one of checkpoints, cfg, steps_to_loss")
         out[name] = {"kind": kind, **result}
     return out
 
@@ -244,24 +314,19 @@ def write_checks(frame: pd.DataFrame, checks: dict, out: str | Path) -> tuple[di
     """Results, and the table files {out}/tables/checks.*; the results also go to {out}/checks.json."""
     out = Path(out)
     results = run_checks(frame, checks)
-    (out / "checks.json").parent.mkdir(parents=True, exist_ok=True)
-    (out / "checks.json").write_text(json.dumps(results, indent=1))
+    write_text_atomic(out / "checks.json", json.dumps(results, indent=1))
     return results, write_table(checks_table(results), out / "tables")
 
 
+@clean_errors("reports.checks")
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--table", required=True, help="results table (parquet)")
     p.add_argument("--checks", required=True, help="JSON: check name → spec (kind checkpoints|cfg|steps_to_loss)")
     p.add_argument("--out", required=True, help="report folder: tables/checks.* and checks.json")
     args = p.parse_args(argv)
-    try:
-        frame = pd.read_parquet(args.table)
-        checks = json.loads(Path(args.checks).read_text())
-        results, _ = write_checks(frame, checks, args.out)
-    except (OSError, ValueError, KeyError) as err:
-        print(f"checks: {err}", file=sys.stderr)
-        return 2
+    frame = read_results_table(args.table, required=TABLE_COLUMNS, warn=False)
+    results, _ = write_checks(frame, read_checks(args.checks), args.out)
     for name, r in results.items():
         print(f"check {name}: {verdict(r['holds'])} — {r['claim']}: {r['measured']}")
     print(f"checks: {tally(results)} → {Path(args.out) / 'tables/checks.md'}")

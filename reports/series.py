@@ -31,6 +31,8 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from pixart.cli import clean_errors
+
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")
 STATUS_COLUMNS = ("series", "step", "model", "path", "status", "reason")
 VERDICTS = {0: "pass", 1: "REGRESSED", 2: "not comparable"}
@@ -163,11 +165,24 @@ def write_status(series: str, checkpoints: list[Checkpoint], out: Path) -> None:
             writer.writerow({"series": series, **{k: ("" if v is None else v) for k, v in asdict(c).items()}})
 
 
+class SeriesFileError(ValueError):
+    """A series file (status table) that cannot be read as one; the message names the file."""
+
+
 def read_status(path: Path) -> list[dict]:
+    """The status table `check` writes; a file without its columns or with a step that is not a whole number is
+    refused, naming the file."""
     with open(path, newline="", encoding="utf-8") as handle:
-        rows = list(csv.DictReader(handle))
-    for row in rows:
-        row["step"] = int(row["step"]) if row["step"] else None
+        reader = csv.DictReader(handle)
+        missing = [c for c in STATUS_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise SeriesFileError(f"{path}: lacks the columns {missing} of a series status table")
+        rows = list(reader)
+    for line, row in enumerate(rows, start=2):
+        try:
+            row["step"] = int(row["step"]) if row["step"] else None
+        except ValueError:
+            raise SeriesFileError(f"{path}, line {line}: step {row['step']!r} is not a whole number") from None
     return rows
 
 
@@ -257,6 +272,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+@clean_errors("reports.series")
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     return args.run(args)

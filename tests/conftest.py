@@ -32,6 +32,19 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture
+def cli_error(capsys):
+    """Runs a CLI `main` on bad input that must end in one clean error (exit 2, no traceback): returns stderr."""
+    def run(main, argv):
+        with pytest.raises(SystemExit) as ended:
+            main([str(a) for a in argv])
+        err = capsys.readouterr().err
+        assert ended.value.code == 2, err
+        assert "Traceback" not in err and ": error: " in err, err
+        return err
+    return run
+
+
 # DESIGN §12: a test over ~30 s carries the `slow` marker, so `pytest -m "not slow"` stays a quick loop. Timings
 # vary by machine, so an unmarked one is named at the end of the run rather than failed. Only the test's own call
 # is timed: a shared fixture's setup is charged to whichever test uses it first.

@@ -141,7 +141,7 @@ def test_missing_log_is_named_not_passed(tmp_path):
     assert result["r"]["holds"] is None and "a.jsonl: no training log" in result["r"]["measured"]
 
 
-def test_cli_writes_the_table_and_json(tmp_path, capsys):
+def test_cli_writes_the_table_and_json(tmp_path, capsys, cli_error):
     table = tmp_path / "table.parquet"
     _series_frame(40.0, 0.5).to_parquet(table)
     checks = tmp_path / "checks.json"
@@ -155,9 +155,62 @@ def test_cli_writes_the_table_and_json(tmp_path, capsys):
     md = (tmp_path / "report/tables/checks.md").read_text()
     assert "not evaluated" in md and json.loads((tmp_path / "report/checks.json").read_text())["later"]["holds"]
     checks.write_text(json.dumps({"x": {"kind": "magic"}}))
-    assert main(["--table", str(table), "--checks", str(checks), "--out", str(tmp_path / "r2")]) == 2
+    err = cli_error(main, ["--table", table, "--checks", checks, "--out", tmp_path / "r2"])
+    assert f"reports.checks: error: {checks}: check 'x': kind 'magic' is not one of" in err
+    assert not (tmp_path / "r2").exists()
     with pytest.raises(SystemExit):
         main(["--table", str(table)])
+
+
+BAD_SPECS = [  # (checks JSON, what the error must say): each names the check and the key
+    ([{"kind": "cfg"}], "expected an object of check name → spec, got a list"),
+    ({"c": "checkpoints"}, "check 'c': expected an object"),
+    ({"c": {"kind": "checkpoints", "series": "run", "smapler": "ddim"}}, "check 'c': unknown key(s) ['smapler']"),
+    ({"c": {"kind": "cfg", "model": "m", "bench": "b", "cfg": [1, 2]}}, "check 'c': kind cfg needs metric"),
+    ({"c": {"kind": "cfg", "model": "m", "bench": "b", "metric": "x", "cfg": [1]}},
+     "check 'c': cfg must be a list of ≥ 2 numbers, got [1]"),
+    ({"c": {"kind": "checkpoints", "series": "run", "steps": "14"}}, "check 'c': steps must be a whole number"),
+    ({"c": {"kind": "checkpoints", "series": "run", "metrics": ["clip"]}}, "metrics must be a list of 'bench/metric'"),
+    ({"c": {"kind": "steps_to_loss", "runs": {"a": "a.jsonl"}}}, "runs must be an object of ≥ 2 run names"),
+    ({"c": {"kind": "steps_to_loss", "runs": {"a": "a", "b": "b"}, "window": 0}}, "window must be a whole number"),
+]
+
+
+@pytest.mark.parametrize("spec,message", BAD_SPECS, ids=[m.split(":")[-1][:30] for _, m in BAD_SPECS])
+def test_a_malformed_check_spec_is_refused_by_name(spec, message, tmp_path, cli_error):
+    # a misspelt selector was ignored, so the check compared at another setting; others gave `checks: 'metric'`
+    table, checks = tmp_path / "table.parquet", tmp_path / "checks.json"
+    _series_frame(40.0, 0.5).to_parquet(table)
+    checks.write_text(json.dumps(spec))
+    err = cli_error(main, ["--table", table, "--checks", checks, "--out", tmp_path / "out"])
+    assert f"{checks}: " in err and message in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_unreadable_checks_or_table_files_are_named(tmp_path, cli_error):
+    table, checks = tmp_path / "table.parquet", tmp_path / "checks.json"
+    _series_frame(40.0, 0.5).to_parquet(table)
+    checks.write_text('{"c": {"kind": ')
+    assert f"{checks}: not valid JSON" in cli_error(main, ["--table", table, "--checks", checks, "--out", tmp_path])
+    checks.write_text(json.dumps({"c": {"kind": "checkpoints", "series": "run"}}))
+    assert f"{tmp_path / 'none.json'}: cannot read the checks file" in cli_error(
+        main, ["--table", table, "--checks", tmp_path / "none.json", "--out", tmp_path])
+    (tmp_path / "bad.parquet").write_text("not parquet")
+    assert "is not a readable parquet file" in cli_error(
+        main, ["--table", tmp_path / "bad.parquet", "--checks", checks, "--out", tmp_path])
+    _series_frame(40.0, 0.5).drop(columns=["ci_low"]).to_parquet(table)
+    assert "lacks the columns ['ci_low']" in cli_error(main, ["--table", table, "--checks", checks, "--out", tmp_path])
+
+
+def test_a_damaged_training_log_is_named_by_line_not_passed(tmp_path):
+    good, bad = tmp_path / "good.jsonl", tmp_path / "bad.jsonl"
+    _log(good, [1.0, 0.5, 0.2])
+    bad.write_text('{"step": 10, "loss": 1.0}\n{"step": 20, "los')
+    result = run_checks(pd.DataFrame(), {"r": {"kind": "steps_to_loss", "runs": {"good": str(good), "bad": str(bad)}}})
+    assert result["r"]["holds"] is None and f"{bad}, line 2: not a JSON record" in result["r"]["measured"]
+    bad.write_text('{"step": 10}\n')
+    result = run_checks(pd.DataFrame(), {"r": {"kind": "steps_to_loss", "runs": {"good": str(good), "bad": str(bad)}}})
+    assert f"{bad}, line 1: a log record needs step and loss" in result["r"]["measured"]
 
 
 def test_tally_names_what_did_not_hold():

@@ -527,7 +527,7 @@ def test_series_table_names_excluded_checkpoints_and_verdicts(tmp_path, results)
     assert [p.name for p in out["tables"]] == ["series__run.md", "series__run.tex", "series__run.csv"]
 
 
-def test_cli_ablation_and_train_stats(tmp_path, capsys):
+def test_cli_ablation_and_train_stats(tmp_path, cli_error):
     frame, variants, stats = ablation_inputs()
     table = tmp_path / "table.parquet"
     frame.to_parquet(table)
@@ -540,8 +540,8 @@ def test_cli_ablation_and_train_stats(tmp_path, capsys):
     build.main(argv)
     md = (tmp_path / "rep" / "tables" / "ablation.md").read_text()
     assert "610,856,096" in md and "absent.json not found" in md
-    with pytest.raises(SystemExit, match="KEY=VALUE"):
-        build.main(argv + ["--ablation", "adaln"])
+    assert "reports.build: error: --ablation 'adaln': expected KEY=VALUE" in cli_error(build.main,
+                                                                                      argv + ["--ablation", "adaln"])
 
 
 def test_a_table_that_cannot_place_its_results_does_not_stop_the_report(results, tmp_path):
@@ -567,14 +567,15 @@ def test_fid_vs_clip_never_joins_two_benchmarks_of_one_protocol(results, tmp_pat
         figures.fid_vs_clip(pd.concat([sweep, headline]), tmp_path)
 
 
-def test_a_table_without_required_or_labelling_columns_is_refused_or_named(results, tmp_path, capsys):
+def test_a_table_without_required_or_labelling_columns_is_refused_or_named(results, tmp_path, capsys,
+                                                                           cli_error):
     # a required column missing gave an empty report and exit 0; a missing prompt_limit labelled a cut run as whole
     table = tmp_path / "table.parquet"
     results.drop(columns=["value"]).to_parquet(table)
-    with pytest.raises(SystemExit, match=r"lacks the columns \['value'\]: not a results table of evals.table"):
-        build.main(["--table", str(table), "--out", str(tmp_path / "r1")])
+    assert "lacks the columns ['value']: not a results table of evals.table" in cli_error(
+        build.main, ["--table", str(table), "--out", str(tmp_path / "r1")])
     results.drop(columns=[c for c in ("prompt_limit", "n_prompts") if c in results]).to_parquet(table)
     build.main(["--table", str(table), "--out", str(tmp_path / "r2")])
     assert "lacks ['prompt_limit', 'n_prompts'] (written by an older evals.table?)" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match="does not exist or is not a file"):
-        build.main(["--table", str(tmp_path), "--out", str(tmp_path / "r3")])
+    assert "does not exist or is not a file" in cli_error(build.main, ["--table", str(tmp_path), "--out",
+                                                                       str(tmp_path / "r3")])
