@@ -10,6 +10,7 @@ cell's provenance (model fingerprint, sampler, steps, cfg, …). A failed image 
 """
 import argparse
 import json
+import re
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -18,11 +19,48 @@ import numpy as np
 import pandas as pd
 
 from evals.stats import bootstrap_ci
-from pixart.atomic import write_atomic, write_text_atomic
+from pixart.atomic import write_all_atomic, write_text_atomic
 from pixart.cli import clean_errors, positive_int
+from pixart.configschema import read_entry_file
 
 OPEN_CHUNK = 512  # images a per-image scorer holds decoded at once
 PROVENANCE = ("model", "model_fingerprint", "sampler", "steps", "cfg", "uncond", "dtype", "cell_key")
+MANIFEST_COLUMNS = ("sample_id", "prompt_id", "image_index", "file", "prompt")  # what every kind reads
+PROTOCOL = re.compile(r"^[^@/\s]+@[^@/\s]+(/[^@\s]+)?$")  # bench@version[/subset], as the DAG writes it
+# what the DAG adds to a scorer's entry of the config (workflows/rules/common.smk scorer_settings)
+DAG_KEYS = {"scorer_version": {"type": ["integer", "null"]},
+            "backend_versions": {"type": "object", "additionalProperties": {"type": "integer"}}}
+
+
+class CellInputError(ValueError):
+    """A scoring job's settings file, manifest or argument that cannot be used; the message names it and the fix."""
+
+
+def read_settings(path: Path) -> dict:
+    """A scorer's settings JSON, checked against the config schema's `scorers:` entry: a wrong type (np_num
+    "eight"), an unknown key or kind is named here, before any weights are loaded."""
+    return read_entry_file(path, "scorers", DAG_KEYS, CellInputError,
+                           "--settings is the config's scorers: entry (the DAG writes it to results/scorers/NAME.json)")
+
+
+def read_manifest(cell: Path) -> pd.DataFrame:
+    """The cell's manifest.parquet: present, readable, with the columns every kind reads and at least one image."""
+    path = Path(cell) / "manifest.parquet"
+    if not path.is_file():
+        raise CellInputError(f"{path} does not exist: the cell is not generated yet, or its shards are not merged "
+                             f"(python -m pixart.manifest)")
+    try:
+        manifest = pd.read_parquet(path)
+    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        raise CellInputError(f"{path}: not a readable parquet file ({err}); regenerate the cell's manifest "
+                             f"(python -m pixart.manifest)") from None
+    missing = [c for c in MANIFEST_COLUMNS if c not in manifest]
+    if missing:
+        raise CellInputError(f"{path} lacks the columns {missing}: not a manifest of pixart.generate; regenerate "
+                             f"the cell")
+    if manifest.empty:
+        raise CellInputError(f"{path} lists no images: nothing to score; regenerate the cell")
+    return manifest
 
 
 def open_images(cell: Path, files):
@@ -81,7 +119,7 @@ def load_extractor(settings: dict):
         scorer = load_clip(settings.get("variant", "custom"), settings["weights"],
                            model_name=settings.get("model_name"), config_dir=settings.get("config_dir"), device=device)
         return clip_feature_extractor(scorer, f"clip:{settings.get('model_name') or settings.get('variant')}")
-    raise ValueError(f"unknown extractor {kind!r}; use inception, dinov2 or clip")
+    raise CellInputError(f"unknown extractor {kind!r}; use inception, dinov2 or clip")
 
 
 def fidelity_kind(settings: dict, manifest: pd.DataFrame, cell: Path):
@@ -259,7 +297,7 @@ def check_images_per_prompt(manifest: pd.DataFrame, cell: Path):
     if counts.nunique() > 1:
         usual = int(counts.mode().iloc[0])
         odd = counts[counts != usual]
-        raise ValueError(f"{cell}: images per prompt differ (most prompts have {usual}; "
+        raise CellInputError(f"{cell}: images per prompt differ (most prompts have {usual}; "
                          f"{', '.join(f'{p}: {n}' for p, n in odd.head(5).items())}"
                          f"{' …' if len(odd) > 5 else ''}); regenerate the cell so every prompt is complete")
 
@@ -282,23 +320,20 @@ def foreign_images(manifest: pd.DataFrame, cell: Path) -> dict[int, str]:
 
 def run(args) -> dict:
     started = time.perf_counter()
-    settings = json.loads(Path(args.settings).read_text()) if args.settings else {}
-    kind = settings.get("kind")
-    if kind not in KINDS:
-        raise SystemExit(f"scorer {args.scorer!r}: unknown kind {kind!r}; known: {sorted(KINDS)}")
+    if not PROTOCOL.match(args.protocol):
+        raise CellInputError(f"--protocol {args.protocol!r} is not BENCH@VERSION[/SUBSET] (e.g. coco30k@1, "
+                             f"t2i_compbench@1/color): every number is recorded under it")
+    settings = read_settings(args.settings)
+    kind = settings["kind"]
     settings["_output"] = str(args.scores_out)  # kinds keep side files (judgement caches) beside it
     settings["_protocol"] = args.protocol  # fidelity checks its reference against the protocol's
-    manifest_file = Path(args.cell) / "manifest.parquet"
-    if not manifest_file.is_file():
-        raise SystemExit(f"score: {manifest_file} does not exist: the cell is not generated yet, or its shards are "
-                         f"not merged (python -m pixart.manifest)")
-    manifest = pd.read_parquet(manifest_file)
+    manifest = read_manifest(Path(args.cell))
     check_images_per_prompt(manifest, Path(args.cell))
     foreign = foreign_images(manifest, Path(args.cell))
     kept = [i for i in range(len(manifest)) if i not in foreign]
     if not kept:
-        raise SystemExit(f"score: every image of {args.cell} was made for another cell or sample "
-                         f"(first: {next(iter(foreign.values()))}); regenerate the cell")
+        raise CellInputError(f"every image of {args.cell} was made for another cell or sample "
+                             f"(first: {next(iter(foreign.values()))}); regenerate the cell")
     # a foreign image is a counted failure, and never reaches a statistic (FID's above all)
     part_scores, part_errors, meta = KINDS[kind](settings, manifest.iloc[kept].reset_index(drop=True),
                                                  Path(args.cell))
@@ -309,7 +344,6 @@ def run(args) -> dict:
         scores[i], errors[i] = part_scores[j], part_errors[j]
     frame = manifest[["sample_id", "prompt_id", "image_index"]].copy()
     frame["score"], frame["error"] = scores, errors
-    write_atomic(Path(args.scores_out), lambda tmp: frame.to_parquet(tmp, index=False))
     first = manifest.iloc[0]
     set_level = meta.pop("aggregate", None)  # set-level metrics (FID) aggregate themselves
     n_resamples, seed = _resampling(settings)
@@ -328,7 +362,10 @@ def run(args) -> dict:
     failed = [e for e in errors if e]
     if failed:
         result["failed_examples"] = failed[:5]
-    write_text_atomic(Path(args.metric_out), json.dumps(result, indent=1, default=str))
+    text = json.dumps(result, indent=1, default=str)
+    # the pair is written together: a failed write leaves neither half replaced
+    write_all_atomic({Path(args.scores_out): lambda tmp: frame.to_parquet(tmp, index=False),
+                      Path(args.metric_out): lambda tmp: tmp.write_text(text, encoding="utf-8")})
     if args.history_dir:  # append-only: a new uniquely named file per job, never a shared one
         stamp = result["time"].replace(":", "").replace("-", "")
         write_text_atomic(Path(args.history_dir) / f"{stamp}-{result.get('cell_key', 'cell')}-{args.scorer}.json",

@@ -31,6 +31,7 @@ from pixart.checkpoints import fingerprint_state
 from pixart.cli import UsageError, clean_errors, positive_int
 from pixart.engine import Engine, generation_size
 from pixart.modelspec import load_model, read_spec
+from pixart.prompts import read_prompt_set
 from pixart.runtime import code_version, device_name, library_versions, pick_device, torch_dtype
 from pixart.samplers import SamplerSpec, parse_sampler
 
@@ -75,7 +76,7 @@ def load_table(args, prompts: list[str], device: torch.device):
         table = load_pointer(args.embeddings)
         return table, {"embeddings_key": table.meta["key"], "text_path": "cache"}
     if not args.text_encoder:
-        raise SystemExit("generate: give --embeddings (cached T5 states) or --text-encoder (text path)")
+        raise UsageError("give --embeddings (cached T5 states) or --text-encoder (text path)")
     from pixart.checkpoints import load_text_encoder
 
     tokenizer, encoder = load_text_encoder(args.text_encoder)
@@ -100,11 +101,13 @@ def output_sizes(samples: pd.DataFrame, engine: Engine, native: int, binning: bo
 
 def run(args) -> dict:
     started = time.perf_counter()
+    if not 0 <= args.shard < args.num_shards:
+        raise UsageError(f"--shard {args.shard} is outside 0..{args.num_shards - 1} (--num-shards {args.num_shards})")
     spec = read_spec(args.model_spec)
     sampler: SamplerSpec = parse_sampler(args.sampler)
     device = pick_device(args.device)
     dtype_name = args.dtype or spec["dtype"]
-    samples = pd.read_parquet(args.prompts)
+    samples = read_prompt_set(args.prompts)  # checked before the model loads
     loaded, vae = load_model(spec)
     table, text_prov = load_table(args, list(dict.fromkeys(samples["prompt"])), device)
     engine = Engine(loaded.transformer, vae, table, null=args.uncond or spec["uncond"],
@@ -248,7 +251,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = parser().parse_args(argv)
     if args.write_manifest and args.num_shards != 1:
-        raise SystemExit("generate: --write-manifest needs --num-shards 1 (merge shards with pixart.manifest)")
+        raise UsageError("--write-manifest needs --num-shards 1 (merge shards with pixart.manifest)")
     run(args)
     if args.write_manifest:  # one shard is the whole cell: merge here, not in another process
         manifest.write(args.out, 1, args.prompts)

@@ -113,6 +113,36 @@ def expand_samples(rows: list[dict], images_per_prompt: int = 1, seed_rule: str 
     return frame.astype({"height": "Int64", "width": "Int64"})
 
 
+SAMPLE_COLUMNS = ("sample_id", "prompt_id", "image_index", "prompt", "seed", "height", "width")
+
+
+def read_prompt_set(path: Path) -> pd.DataFrame:
+    """A prompt-set parquet (this module's or evals.benchmarks' output), checked before a model is loaded: readable,
+    with its columns, at least one sample, unique sample ids and a whole-number seed for each."""
+    path = Path(path)
+    fix = "write it with `python -m pixart.prompts` or `python -m evals.benchmarks`"
+    if not path.is_file():
+        raise PromptFileError(f"prompt set {path} does not exist or is not a file; {fix}")
+    try:
+        frame = pd.read_parquet(path)
+    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
+        raise PromptFileError(f"prompt set {path}: not a readable parquet file ({err}); {fix}") from None
+    missing = [c for c in SAMPLE_COLUMNS if c not in frame]
+    if missing:
+        raise PromptFileError(f"prompt set {path} lacks the columns {missing}; {fix}")
+    if frame.empty:
+        raise PromptFileError(f"prompt set {path} lists no samples: nothing to generate; {fix}")
+    repeated = frame["sample_id"][frame["sample_id"].duplicated()].unique()
+    if len(repeated):
+        raise PromptFileError(f"prompt set {path}: sample ids {list(repeated[:5])} appear more than once (each names "
+                              f"one image file); {fix}")
+    seeds = pd.to_numeric(frame["seed"], errors="coerce")
+    bad = frame["sample_id"][seeds.isna() | (seeds != seeds.round())]
+    if len(bad):
+        raise PromptFileError(f"prompt set {path}: samples {list(bad[:5])} have no whole-number seed; {fix}")
+    return frame
+
+
 @clean_errors("pixart.prompts")
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

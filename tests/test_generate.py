@@ -357,6 +357,49 @@ def test_bad_input_is_named(cell_inputs, tmp_path):
             "--embeddings", str(cell_inputs / "emb.json"), "--out", str(tmp_path / "a_file"), "--quiet"]))
 
 
+BAD_SPECS = {  # model spec JSON → what the error must say (before any weights load)
+    "[]": "expected a JSON object, got a list", "{": "not valid JSON",
+    '{"name": "m"}': "(top level): 'checkpoint' is a required property",
+    '{"checkpoint": "c", "dtype": "float8"}': "dtype: 'float8' is not one of",
+    '{"checkpoint": "c", "resolution": "256"}': "resolution: '256' is not of type 'integer', 'null'",
+    '{"checkpoint": "c", "vea": "v"}': "(top level): Additional properties are not allowed ('vea' was unexpected)",
+}
+
+
+def test_bad_model_specs_prompt_sets_and_shards_are_named_before_the_model_loads(cell_inputs, tmp_path, cli_error,
+                                                                                 monkeypatch):
+    """read_spec checked nothing (a misspelt key was ignored, a missing checkpoint a KeyError); a 0-row prompt set
+    loaded the model and exited 0; --shard 5 of 2 failed only after the model had loaded."""
+    def no_load(spec):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(generate, "load_model", no_load)
+    argv = ["--model-spec", cell_inputs / "diffusers.json", "--prompts", cell_inputs / "prompts.parquet",
+            "--embeddings", cell_inputs / "emb.json", "--out", tmp_path / "o", "--quiet"]
+    spec = tmp_path / "spec.json"
+    for text, message in BAD_SPECS.items():
+        spec.write_text(text)
+        err = cli_error(generate.main, [*argv, "--model-spec", spec])
+        assert f"pixart.generate: error: {spec}: {message}" in err and "--model-spec is a models: entry" in err
+    samples = pd.read_parquet(cell_inputs / "prompts.parquet")
+    bad = {"empty": (samples.iloc[0:0], "lists no samples: nothing to generate"),
+           "no seed": (samples.drop(columns=["seed"]), "lacks the columns ['seed']"),
+           "twice": (pd.concat([samples, samples.iloc[:1]]), "sample ids ['p000000_00'] appear more than once"),
+           "no seed value": (samples.assign(seed=[None] + list(samples["seed"][1:])),
+                             "samples ['p000000_00'] have no whole-number seed")}
+    for name, (frame, message) in bad.items():
+        path = tmp_path / f"{name}.parquet"
+        frame.to_parquet(path)
+        assert f"prompt set {path}" in (err := cli_error(generate.main, [*argv, "--prompts", path])) and message in err
+    (tmp_path / "text.parquet").write_text("not parquet")
+    assert "not a readable parquet file" in cli_error(generate.main, [*argv, "--prompts", tmp_path / "text.parquet"])
+    assert "does not exist" in cli_error(generate.main, [*argv, "--prompts", tmp_path / "none.parquet"])
+    err = cli_error(generate.main, [*argv, "--shard", "2", "--num-shards", "2"])
+    assert "--shard 2 is outside 0..1 (--num-shards 2)" in err
+    assert "--shard -1 is outside" in cli_error(generate.main, [*argv, "--shard", "-1"])
+    assert not (tmp_path / "o").exists()
+
+
 def test_the_suites_own_errors_end_the_cli_in_one_line_others_keep_their_traceback(cell_inputs, tmp_path):
     from pixart.cli import clean_errors
     from pixart.samplers import SamplerError

@@ -1,5 +1,6 @@
 """Scoring CLI: per-image scores, aggregate with a bootstrap CI over prompts, counted failures, the table."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -123,12 +124,82 @@ def test_a_feature_extractor_loads_on_the_scorers_device(extractor, monkeypatch)
 
 def test_a_cell_without_a_manifest_says_why(cell, tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(SystemExit, match="manifest.parquet does not exist: the cell is not generated yet, or its "
-                                         r"shards are not merged \(python -m pixart.manifest\)"):
+    with pytest.raises(score.CellInputError, match="manifest.parquet does not exist: the cell is not generated yet, "
+                                                   r"or its shards are not merged \(python -m pixart.manifest\)"):
         score.run(score.parser().parse_args([
             "--scorer", "clip_tiny", "--settings", str(cell / "clip.json"), "--cell", str(tmp_path / "empty"),
             "--protocol", "demo@custom-1", "--scores-out", str(tmp_path / "s.parquet"),
             "--metric-out", str(tmp_path / "m.json")]))
+
+
+def _score_argv(cell, settings, out, protocol="demo@custom-1"):
+    return ["--scorer", "clip_tiny", "--settings", settings, "--cell", cell, "--protocol", protocol,
+            "--scores-out", out / "s.parquet", "--metric-out", out / "m.json"]
+
+
+BAD_SETTINGS = {  # settings file text → what the error must say
+    "": "not valid JSON", "[]": "expected a JSON object, got a list",
+    '{"weights": "w.bin"}': "(top level): 'kind' is a required property",
+    '{"kind": "bogus"}': "kind: 'bogus' is not one of",
+    '{"kind": "compbench_blip_vqa", "np_num": "eight"}': "np_num: 'eight' is not of type 'integer'",
+    '{"kind": "clip_score", "wieghts": "w.bin"}': "Additional properties are not allowed ('wieghts' was unexpected)",
+    '{"kind": "fidelity", "extractor": "bogus"}': "extractor: 'bogus' is not one of ['inception', 'dinov2', 'clip']",
+}
+
+
+@pytest.mark.parametrize("text", BAD_SETTINGS, ids=range(len(BAD_SETTINGS)))
+def test_bad_settings_are_named_before_anything_loads(text, cell, tmp_path, cli_error):
+    settings = tmp_path / "settings.json"
+    settings.write_text(text)
+    err = cli_error(score.main, _score_argv(cell, settings, tmp_path))
+    assert f"evals.score: error: {settings}: " in err and BAD_SETTINGS[text] in err and "--settings is the" in err
+    assert list(tmp_path.iterdir()) == [settings]  # nothing written
+    assert "cannot be read" in cli_error(score.main, _score_argv(cell, tmp_path / "none.json", tmp_path))
+
+
+def test_a_bad_manifest_or_protocol_is_named(cell, tmp_path, cli_error):
+    manifest = pd.read_parquet(cell / "manifest.parquet")
+    bad = {"truncated": lambda path: path.write_bytes((cell / "manifest.parquet").read_bytes()[:100]),
+           "empty": lambda path: manifest.iloc[0:0].to_parquet(path),
+           "no prompt_id": lambda path: manifest.drop(columns=["prompt_id"]).to_parquet(path)}
+    expected = {"truncated": "not a readable parquet file", "empty": "lists no images: nothing to score",
+                "no prompt_id": "lacks the columns ['prompt_id']: not a manifest of pixart.generate"}
+    for name, spoil in bad.items():
+        folder = tmp_path / name.replace(" ", "_")
+        folder.mkdir()
+        spoil(folder / "manifest.parquet")
+        err = cli_error(score.main, _score_argv(folder, cell / "clip.json", folder))
+        assert f"{folder / 'manifest.parquet'}" in err and expected[name] in err, name
+        assert sorted(p.name for p in folder.iterdir()) == ["manifest.parquet"]
+    for protocol in ("garbage", "coco30k@", "a@1@2", "@1"):
+        err = cli_error(score.main, _score_argv(cell, cell / "clip.json", tmp_path, protocol))
+        assert f"--protocol {protocol!r} is not BENCH@VERSION[/SUBSET]" in err
+
+
+def test_the_per_image_scores_and_the_metric_json_are_replaced_together(cell, tmp_path, monkeypatch):
+    """The parquet was replaced before the JSON was written: a failed JSON write left the pair out of step."""
+    settings = json.loads((cell / "clip.json").read_text())
+    (tmp_path / "a.json").write_text(json.dumps(settings))
+    (tmp_path / "b.json").write_text(json.dumps({**settings, "scale": 100.0}))  # other per-image scores
+    out = tmp_path / "out"
+    score.main([str(a) for a in _score_argv(cell, tmp_path / "a.json", out)])
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real_write_text = Path.write_text
+
+    def full_disk(self, *args, **kwargs):  # the JSON's write fails after the parquet's temporary is written
+        if self.name.startswith(".m.json.tmp"):
+            raise OSError("disk full")
+        return real_write_text(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "write_text", full_disk)
+    with pytest.raises(OSError, match="disk full"):
+        score.main([str(a) for a in _score_argv(cell, tmp_path / "b.json", out)])
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # both kept, no temporary left
+    monkeypatch.undo()
+    score.main([str(a) for a in _score_argv(cell, tmp_path / "b.json", out)])
+    value = json.loads((out / "m.json").read_text())["value"]
+    assert pd.read_parquet(out / "s.parquet")["score"].mean() == pytest.approx(value)
+    assert value == pytest.approx(100 * json.loads(before["m.json"])["value"])
 
 
 def test_an_image_made_for_another_cell_is_a_counted_failure_no_scorer_sees(cell, tmp_path, monkeypatch):
@@ -182,6 +253,18 @@ def test_a_bad_metric_file_is_named_and_leaves_the_table_as_it_was(cell, tmp_pat
         assert ended.value.code == 2
         assert f"evals.table: error: {tmp_path / name}: {expected[name]}" in capsys.readouterr().err, name
         assert out.read_bytes() == before  # the good table is kept
+
+
+def test_a_history_folder_that_is_missing_or_empty_is_named(tmp_path, cli_error):
+    out = tmp_path / "history.parquet"
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file").write_text("x")
+    for folder, message in ((tmp_path / "none", "is not a folder"), (tmp_path / "file", "is not a folder"),
+                            (tmp_path / "empty", "holds no metric JSON")):
+        assert f"evals.table: error: --history {folder} {message}" in cli_error(table.main, ["--out", out,
+                                                                                           "--history", folder])
+    assert "no metric files given" in cli_error(table.main, ["--out", out])
+    assert not out.exists()
 
 
 def test_fidelity_kind_clip_fid_and_kid(cell, tmp_path, monkeypatch):
