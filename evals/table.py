@@ -51,11 +51,24 @@ def gather(files) -> pd.DataFrame:
         for part, numbers in breakdown.items():  # e.g. WISE categories: metric "wise/cultural"
             rows.append({**result, **numbers, "metric": f"{result['metric']}/{part}"})
     if not rows:
-        raise SystemExit("table: no metric files given (does the config list any scorers?)")
+        raise TableInputError("no metric files given: name metric JSONs, or a --history folder holding them (does "
+                              "the config list any scorers?)")
     frame = pd.DataFrame.from_records(rows)
     ordered = [c for c in COLUMNS if c in frame] + sorted(c for c in frame if c not in COLUMNS)
     keys = [c for c in ("bench", "metric", "model", "sampler", "cfg") if c in frame]
     return frame[ordered].sort_values(keys).reset_index(drop=True)
+
+
+def history_files(folder: Path) -> list[Path]:
+    """The run history's metric JSONs (one per score job); a folder that is missing or holds none is named."""
+    if not folder.is_dir():
+        raise TableInputError(f"--history {folder} is not a folder; give the run's history folder "
+                              f"(results/history, written by evals.score --history-dir)")
+    files = sorted(folder.glob("*.json"))
+    if not files:
+        raise TableInputError(f"--history {folder} holds no metric JSON: no score job has run with --history-dir "
+                              f"{folder}")
+    return files
 
 
 @clean_errors("evals.table")
@@ -65,7 +78,7 @@ def main(argv=None):
     parser.add_argument("--history", type=Path, help="folder of per-job history files (append-only) to merge")
     parser.add_argument("files", nargs="*")
     args = parser.parse_args(argv)
-    files = list(args.files) + (sorted(args.history.glob("*.json")) if args.history else [])
+    files = list(args.files) + (history_files(args.history) if args.history else [])
     frame = gather(files)
     write_atomic(args.out, lambda tmp: frame.to_parquet(tmp, index=False))
     source = f" from {len(files)} score jobs" if args.history else ""

@@ -12,6 +12,8 @@ CASES = [
      "--max-length"),
     (features_main, ["--data", "d", "--out", "o", "--vae", "v", "--text-encoder", "t", "--resolution", "32"],
      "--batch-size"),
+    (features_main, ["--data", "d", "--out", "o", "--vae", "v", "--text-encoder", "t"], "--resolution"),
+    (features_main, ["--data", "d", "--out", "o", "--vae", "v", "--text-encoder", "t"], "--patch-size"),
     (benchmarks_main, ["--benchmark", "t2i_compbench", "--subset", "color", "--width", "64", "--out", "p.parquet"],
      "--height"),
     (regress_main, ["--baseline", "a", "--candidate", "b"], "--n-resamples"),
@@ -28,3 +30,16 @@ def test_a_count_below_one_is_refused_by_name(main, args, flag, value, capsys, t
     assert ended.value.code == 2
     assert f"argument {flag}: {value} is not a positive whole number" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())  # nothing was written
+
+
+def test_an_unknown_dtype_and_a_negative_worst_k_are_refused(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for main, args, message in (
+            (features_main, ["--data", "d", "--out", "o", "--vae", "v", "--text-encoder", "t", "--dtype", "float7"],
+             "argument --dtype: invalid choice: 'float7'"),
+            (build_main, ["--table", "t", "--out", "o", "--worst-k", "-1"],
+             "argument --worst-k: -1 is not a whole number ≥ 0")):
+        with pytest.raises(SystemExit) as ended:
+            main(args)
+        assert ended.value.code == 2 and message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())

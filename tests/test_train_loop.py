@@ -1,5 +1,6 @@
 """The training loop on tiny models: loss goes down, resume = uninterrupted, checkpoints load, bad input named."""
 import json
+import re
 import shutil
 
 import pytest
@@ -70,6 +71,23 @@ def test_recipe_errors_name_the_key(features):
                          ({"optimizer": {"grad_clip": "1"}}, r"`optimizer.grad_clip` must lie in \(0, ∞\), got '1'")):
         with pytest.raises(recipes.RecipeError, match=message):
             recipes.resolve({"features": "x", **bad})
+
+
+def test_recipe_files_that_cannot_be_read_are_named(tmp_path):
+    # broken YAML/JSON was a parser traceback without the file's name; a YAML list was read as keys
+    files = {"broken.yaml": ("steps: [1", "broken.yaml: not valid YAML"),
+             "broken.json": ('{"steps": ', "broken.json: not valid JSON"),
+             "list.yaml": ("- steps: 1\n", "list.yaml: expected a mapping of recipe keys, got a list"),
+             "binary.yaml": (b"\xff\xfe\x00", "binary.yaml cannot be read")}
+    for name, (content, message) in files.items():
+        path = tmp_path / name
+        path.write_bytes(content if isinstance(content, bytes) else content.encode())
+        with pytest.raises(recipes.RecipeError, match=re.escape(message)):
+            recipes.load(path)
+    with pytest.raises(recipes.RecipeError, match="is a folder; give a recipe YAML or JSON file"):
+        recipes.load(tmp_path)
+    with pytest.raises(recipes.RecipeError, match="does not exist"):
+        recipes.load(tmp_path / "none.yaml")
 
 
 def test_loader_workers_and_preloading_give_the_same_batches_across_epochs(features):

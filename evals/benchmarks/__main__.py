@@ -17,9 +17,8 @@ from pathlib import Path
 import pandas as pd
 
 from evals.benchmarks import loaders
-from evals.benchmarks.protocols import DataIntegrityError, ProtocolError, list_protocols, load_protocol
-from pixart.cli import positive_int
-from pixart.prompts import PromptFileError
+from evals.benchmarks.protocols import list_protocols, load_protocol
+from pixart.cli import UsageError, clean_errors, positive_int
 
 
 def prompts(argv):
@@ -103,14 +102,15 @@ COMMANDS = {"list": list_benchmarks, "build-coco30k": build_coco30k, "freeze-sam
             "export-t2i-compbench": export_t2i_compbench, "export-geneval": export_geneval}
 
 
+@clean_errors("evals.benchmarks")
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     command = COMMANDS.get(argv[0]) if argv else None
     try:
         command(argv[1:]) if command else prompts(argv)
-    except (ProtocolError, DataIntegrityError, loaders.ExportError, PromptFileError, FileNotFoundError,
-            FileExistsError, IsADirectoryError, NotADirectoryError) as err:  # FileNotFoundError: also UserDataError
-        sys.exit(f"error: {err}")
+    except (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError) as err:
+        # a path the user gave (UserDataError is a FileNotFoundError of ours): one error line, as ours are
+        raise UsageError(str(err)) from err
 
 
 if __name__ == "__main__":

@@ -31,6 +31,8 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image
 
+from pixart.cli import clean_errors
+
 log = logging.getLogger(__name__)
 
 DEFAULT_MODEL = "gpt-4o-2024-05-13"
@@ -319,6 +321,7 @@ def summarize(scores: pd.DataFrame, weights: dict[str, float] = OVERALL_WEIGHTS)
             "n_cached": int(scores["cached"].sum())}
 
 
+@clean_errors("evals.metrics.wise")
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--prompts", type=Path, required=True, help="WISE prompt set (python -m evals.benchmarks)")
@@ -335,13 +338,10 @@ def main(argv=None):
     parser.add_argument("--retries", type=int, default=3)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        client = JudgeClient(args.base_url, args.model, api_key_env=args.api_key_env or None,
-                             timeout=args.timeout, retries=args.retries)
-        items = items_from_prompts(pd.read_parquet(args.prompts), args.samples)
-        scores = judge_images(items, client, JudgementCache(args.cache), args.concurrency)
-    except JudgeError as err:
-        raise SystemExit(f"error: {err}") from None
+    client = JudgeClient(args.base_url, args.model, api_key_env=args.api_key_env or None,
+                         timeout=args.timeout, retries=args.retries)
+    items = items_from_prompts(pd.read_parquet(args.prompts), args.samples)
+    scores = judge_images(items, client, JudgementCache(args.cache), args.concurrency)
     summary = {**summarize(scores), "judge_model": args.model, "rubric_version": RUBRIC_VERSION,
                "temperature": client.temperature, "max_tokens": client.max_tokens}
     args.scores.parent.mkdir(parents=True, exist_ok=True)

@@ -29,6 +29,7 @@ from PIL import Image
 from pixart.atomic import write_atomic, write_text_atomic
 from pixart.cli import clean_errors, positive_int
 from pixart.embeddings import STORE_DTYPES
+from pixart.runtime import DTYPES
 from pixart.train.buckets import MAX_RATIO, buckets_for, nearest_bucket
 from pixart.train.data import (INDEX_FILE, REPORT_FILE, SETTINGS_FILE, ImageItem, n_skipped, note_skip, open_image,
                                scan_dataset)
@@ -259,14 +260,15 @@ def main(argv=None):
     parser.add_argument("--text-encoder", required=True, help="hub id, pipeline folder or T5 folder")
     parser.add_argument("--text-encoder-subfolder", default="text_encoder")
     parser.add_argument("--tokenizer-subfolder", default="tokenizer")
-    parser.add_argument("--resolution", type=int, default=256)
+    parser.add_argument("--resolution", type=positive_int, default=256)
     parser.add_argument("--multiscale", action="store_true", help="resize to the nearest aspect-ratio bucket")
-    parser.add_argument("--patch-size", type=int, default=2, help="transformer patch size (bucket sides' multiple)")
+    parser.add_argument("--patch-size", type=positive_int, default=2, help="transformer patch size (bucket sides' multiple)")
     parser.add_argument("--batch-size", type=positive_int, default=16)
     parser.add_argument("--max-length", type=positive_int, default=120)
     parser.add_argument("--clean-caption", choices=("true", "false"), default="true",
                         help="DeepFloyd-IF caption cleaning, as upstream extraction does")
-    parser.add_argument("--dtype", default="float32", help="encoders' compute dtype (upstream: bf16 T5)")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32",
+                        help="encoders' compute dtype (upstream: bf16 T5)")
     parser.add_argument("--store-dtype", choices=sorted(STORE_DTYPES), default="float16")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--discard-stale", action="store_true",
