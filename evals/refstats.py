@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 from evals.metrics import fid as fidelity
-from evals.score import load_extractor
+from evals.score import load_extractor, read_settings
 from pixart.atomic import write_text_atomic
 from pixart.cli import clean_errors
 
@@ -22,7 +22,7 @@ def main(argv=None):
     parser.add_argument("--settings", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
-    settings = json.loads(args.settings.read_text())
+    settings = read_settings(args.settings)
     extractor = load_extractor(settings)
     stats = fidelity.reference_stats(settings["reference"], extractor, preprocess=settings.get("preprocess", "coco256"),
                                      keep_features=settings.get("distance", "fid") == "kid",

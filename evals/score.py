@@ -22,6 +22,7 @@ from evals.stats import bootstrap_ci
 from pixart.atomic import write_all_atomic, write_text_atomic
 from pixart.cli import clean_errors, positive_int
 from pixart.configschema import read_entry_file
+from pixart.inputfiles import read_parquet_table
 
 OPEN_CHUNK = 512  # images a per-image scorer holds decoded at once
 PROVENANCE = ("model", "model_fingerprint", "sampler", "steps", "cfg", "uncond", "dtype", "cell_key")
@@ -46,20 +47,10 @@ def read_settings(path: Path) -> dict:
 def read_manifest(cell: Path) -> pd.DataFrame:
     """The cell's manifest.parquet: present, readable, with the columns every kind reads and at least one image."""
     path = Path(cell) / "manifest.parquet"
-    if not path.is_file():
-        raise CellInputError(f"{path} does not exist: the cell is not generated yet, or its shards are not merged "
-                             f"(python -m pixart.manifest)")
-    try:
-        manifest = pd.read_parquet(path)
-    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
-        raise CellInputError(f"{path}: not a readable parquet file ({err}); regenerate the cell's manifest "
-                             f"(python -m pixart.manifest)") from None
-    missing = [c for c in MANIFEST_COLUMNS if c not in manifest]
-    if missing:
-        raise CellInputError(f"{path} lacks the columns {missing}: not a manifest of pixart.generate; regenerate "
-                             f"the cell")
+    fix = "generate the cell, or merge its shards (python -m pixart.manifest)"
+    manifest = read_parquet_table(path, MANIFEST_COLUMNS, CellInputError, "manifest", fix)
     if manifest.empty:
-        raise CellInputError(f"{path} lists no images: nothing to score; regenerate the cell")
+        raise CellInputError(f"manifest {path} lists no images: nothing to score; {fix}")
     return manifest
 
 

@@ -60,15 +60,11 @@ def gather(files) -> pd.DataFrame:
 
 
 def history_files(folder: Path) -> list[Path]:
-    """The run history's metric JSONs (one per score job); a folder that is missing or holds none is named."""
+    """The run history's metric JSONs (one per score job); a folder that is missing is named."""
     if not folder.is_dir():
         raise TableInputError(f"--history {folder} is not a folder; give the run's history folder "
                               f"(results/history, written by evals.score --history-dir)")
-    files = sorted(folder.glob("*.json"))
-    if not files:
-        raise TableInputError(f"--history {folder} holds no metric JSON: no score job has run with --history-dir "
-                              f"{folder}")
-    return files
+    return sorted(folder.glob("*.json"))
 
 
 @clean_errors("evals.table")
@@ -79,6 +75,9 @@ def main(argv=None):
     parser.add_argument("files", nargs="*")
     args = parser.parse_args(argv)
     files = list(args.files) + (history_files(args.history) if args.history else [])
+    if not files and args.history:
+        raise TableInputError(f"--history {args.history} holds no metric JSON: no score job has run with "
+                              f"--history-dir {args.history}")
     frame = gather(files)
     write_atomic(args.out, lambda tmp: frame.to_parquet(tmp, index=False))
     source = f" from {len(files)} score jobs" if args.history else ""

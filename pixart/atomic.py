@@ -18,8 +18,9 @@ def write_text_atomic(path: Path, text: str) -> Path:
 
 def write_all_atomic(writes: dict) -> list[Path]:
     """Several files that belong together (a cell's per-image scores and its metric JSON): every temporary is
-    written first, then each is renamed over its final name. A failed write (a value JSON cannot hold, a full
-    disk) leaves every final name with its previous content, so the files never disagree."""
+    written first, then each is renamed over its final name, back to back. A failed write (a value JSON cannot
+    hold, a full disk) leaves every final name with its previous content; only a kill between two renames could
+    leave them apart."""
     temporaries = {}
     try:
         for path, write in writes.items():

@@ -3,8 +3,9 @@ entries: a model spec (pixart.generate) and a scorer's settings (evals.score). I
 validated already; written by hand, these files are checked against the same rules, so a wrong type or a misspelt
 key is named before any weights load instead of failing deep inside, or being ignored."""
 import functools
-import json
 from pathlib import Path
+
+from pixart.inputfiles import read_json_object
 
 CONFIG_SCHEMA = Path(__file__).resolve().parents[1] / "workflows" / "schemas" / "config.schema.yaml"
 
@@ -13,6 +14,9 @@ CONFIG_SCHEMA = Path(__file__).resolve().parents[1] / "workflows" / "schemas" / 
 def _root() -> dict:
     import yaml
 
+    if not CONFIG_SCHEMA.is_file():  # the suite runs from its checkout (the DAG puts it on PYTHONPATH)
+        raise FileNotFoundError(f"{CONFIG_SCHEMA} not found: run the suite from its git checkout, which holds "
+                                f"workflows/schemas/")
     return yaml.safe_load(CONFIG_SCHEMA.read_text(encoding="utf-8"))
 
 
@@ -41,7 +45,9 @@ def entry_problem(section: str, value, extra: dict, required=None) -> str | None
     schema = {**entry, "properties": {**entry["properties"], **extra}}
     if required is not None:
         schema["required"] = list(required)
-    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(value), key=lambda e: list(e.path))
+    # by key; at one key a wrong type first (it explains any enum or range error at the same key)
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(value),
+                    key=lambda e: (list(map(str, e.path)), e.validator != "type"))
     if not errors:
         return None
     where = "/".join(map(str, errors[0].path)) or "(top level)"
@@ -51,14 +57,7 @@ def entry_problem(section: str, value, extra: dict, required=None) -> str | None
 def read_entry_file(path: Path, section: str, extra: dict, error: type, what: str, required=None) -> dict:
     """A JSON file holding one `section` entry, checked: unreadable, not JSON, not an object or against the schema
     raises `error` naming the file (`what`: the flag and what writes it, for the fix)."""
-    try:
-        value = json.loads(Path(path).read_text(encoding="utf-8"))
-    except OSError as err:
-        raise error(f"{path}: cannot be read ({err.strerror or err}); {what}") from None
-    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
-        raise error(f"{path}: not valid JSON ({err}); {what}") from None
-    if not isinstance(value, dict):
-        raise error(f"{path}: expected a JSON object, got a {type(value).__name__}; {what}")
+    value = read_json_object(path, error, what)
     problem = entry_problem(section, value, extra, required)
     if problem:
         raise error(f"{path}: {problem}; {what}")

@@ -30,7 +30,7 @@ from pixart.atomic import write_atomic
 from pixart.checkpoints import fingerprint_state
 from pixart.cli import UsageError, clean_errors, positive_int
 from pixart.engine import Engine, generation_size
-from pixart.modelspec import load_model, read_spec
+from pixart.modelspec import check_vae_source, load_model, read_spec
 from pixart.prompts import read_prompt_set
 from pixart.runtime import code_version, device_name, library_versions, pick_device, torch_dtype
 from pixart.samplers import SamplerSpec, parse_sampler
@@ -75,8 +75,6 @@ def load_table(args, prompts: list[str], device: torch.device):
     if args.embeddings:
         table = load_pointer(args.embeddings)
         return table, {"embeddings_key": table.meta["key"], "text_path": "cache"}
-    if not args.text_encoder:
-        raise UsageError("give --embeddings (cached T5 states) or --text-encoder (text path)")
     from pixart.checkpoints import load_text_encoder
 
     tokenizer, encoder = load_text_encoder(args.text_encoder)
@@ -101,15 +99,22 @@ def output_sizes(samples: pd.DataFrame, engine: Engine, native: int, binning: bo
 
 def run(args) -> dict:
     started = time.perf_counter()
+    # every argument and input file is checked before a weight loads
     if not 0 <= args.shard < args.num_shards:
         raise UsageError(f"--shard {args.shard} is outside 0..{args.num_shards - 1} (--num-shards {args.num_shards})")
+    if not args.embeddings and not args.text_encoder:
+        raise UsageError("give --embeddings (cached T5 states) or --text-encoder (text path)")
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"--out {out} is a file; give the cell's folder")
     spec = read_spec(args.model_spec)
+    check_vae_source(spec)
     sampler: SamplerSpec = parse_sampler(args.sampler)
     device = pick_device(args.device)
     dtype_name = args.dtype or spec["dtype"]
-    samples = read_prompt_set(args.prompts)  # checked before the model loads
-    loaded, vae = load_model(spec)
+    samples = read_prompt_set(args.prompts)
     table, text_prov = load_table(args, list(dict.fromkeys(samples["prompt"])), device)
+    loaded, vae = load_model(spec)
     engine = Engine(loaded.transformer, vae, table, null=args.uncond or spec["uncond"],
                     null_embedding=loaded.null_embedding, device=device, dtype=torch_dtype(dtype_name))
     native = loaded.transformer.config.sample_size * engine.vae_scale
@@ -128,9 +133,6 @@ def run(args) -> dict:
     }
     key = cell_key(provenance)
     code, versions = code_version(), json.dumps(library_versions(), sort_keys=True)
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"--out {out} is a file; give the cell's folder")
     out.mkdir(parents=True, exist_ok=True)
     by_id = samples.set_index("sample_id")
     done_before, written, records = 0, 0, []

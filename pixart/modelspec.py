@@ -27,15 +27,21 @@ def read_spec(path: Path) -> dict:
     return {**SPEC_DEFAULTS, **spec}
 
 
+def check_vae_source(spec: dict) -> str:
+    """Where the model's VAE comes from: `vae`, else the checkpoint's own pipeline; a weights file has none."""
+    spec = {**SPEC_DEFAULTS, **spec}
+    if spec["vae"] is not None:
+        return spec["vae"]
+    if Path(spec["checkpoint"]).suffix in WEIGHT_SUFFIXES:
+        raise CheckpointError(
+            f"model {spec.get('name', spec['checkpoint'])!r}: a weights file carries no VAE; set `vae:` "
+            f"(the released one: vae: PixArt-alpha/PixArt-alpha, vae_subfolder: sd-vae-ft-ema)")
+    return spec["checkpoint"]
+
+
 def load_model(spec: dict) -> tuple[LoadedTransformer, object]:
     spec = {**SPEC_DEFAULTS, **spec}
+    vae_source = check_vae_source(spec)
     loaded = load_transformer(spec["checkpoint"], resolution=spec["resolution"], arch=spec["arch"],
                               weights=spec["weights"])
-    vae_source = spec["vae"]
-    if vae_source is None:
-        if Path(spec["checkpoint"]).suffix in WEIGHT_SUFFIXES:
-            raise CheckpointError(
-                f"model {spec.get('name', spec['checkpoint'])!r}: a weights file carries no VAE; set `vae:` "
-                f"(the released one: vae: PixArt-alpha/PixArt-alpha, vae_subfolder: sd-vae-ft-ema)")
-        vae_source = spec["checkpoint"]
     return loaded, load_vae(vae_source, spec["vae_subfolder"])

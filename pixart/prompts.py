@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from pixart.cli import clean_errors, positive_int
+from pixart.inputfiles import read_parquet_table
 
 SEED_RULES = ("per_image", "per_sample")
 
@@ -119,17 +120,8 @@ SAMPLE_COLUMNS = ("sample_id", "prompt_id", "image_index", "prompt", "seed", "he
 def read_prompt_set(path: Path) -> pd.DataFrame:
     """A prompt-set parquet (this module's or evals.benchmarks' output), checked before a model is loaded: readable,
     with its columns, at least one sample, unique sample ids and a whole-number seed for each."""
-    path = Path(path)
     fix = "write it with `python -m pixart.prompts` or `python -m evals.benchmarks`"
-    if not path.is_file():
-        raise PromptFileError(f"prompt set {path} does not exist or is not a file; {fix}")
-    try:
-        frame = pd.read_parquet(path)
-    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
-        raise PromptFileError(f"prompt set {path}: not a readable parquet file ({err}); {fix}") from None
-    missing = [c for c in SAMPLE_COLUMNS if c not in frame]
-    if missing:
-        raise PromptFileError(f"prompt set {path} lacks the columns {missing}; {fix}")
+    frame = read_parquet_table(path, SAMPLE_COLUMNS, PromptFileError, "prompt set", fix)
     if frame.empty:
         raise PromptFileError(f"prompt set {path} lists no samples: nothing to generate; {fix}")
     repeated = frame["sample_id"][frame["sample_id"].duplicated()].unique()

@@ -14,11 +14,11 @@ cells the results table holds, not every cell on disk); {out}/README.md showing 
 checkpoint a series left out and, for every artefact not written, why. Prints one message per skipped
 artefact and a one-line summary.
 
-Every input is read and checked before anything is written (reports/inputs.py), and the report is built beside
---out and moved in whole: a bad input, or a failure part-way, leaves an earlier report as it was. Exit status 2,
-with one `error:` line naming the file and the fix, when the table, paper values, checks, a series folder or a
-present train-stats file is missing or malformed, or when mixed protocol versions are refused. Not errors: a
---train-stats file that does not exist yet (training has not run: the ablation shows n/a and names the path)
+Every input is read and checked before anything is written (reports/inputs.py), and the report is built in a
+hidden folder inside --out and moved in whole: a bad input, or a failure part-way, leaves an earlier report as it
+was. Exit status 2, with one `error:` line naming the file and the fix, when the table, paper values, checks or a
+series folder is missing or malformed, a --train-stats path exists but is not a readable JSON object, or mixed
+protocol versions are refused. Not errors: a --train-stats file that does not exist yet (training has not run: the ablation shows n/a and names the path)
 and --samples / --scores folders with no cells (the DAG passes them before anything is generated): those
 artefacts are listed as not written, with the reason.
 """
@@ -52,7 +52,7 @@ def build(table_path: str | Path | None, out: str | Path, samples: str | Path | 
     train_stats: model → its training stats.json; checks: name → spec (reports/checks.py).
 
     Every input is read and checked first (ReportInputError, CheckInputError); the report is then built in a
-    hidden folder beside `out` and moved in by `publish`, so a bad input or a failure part-way leaves `out` as
+    hidden folder inside `out` and moved in by `publish`, so a bad input or a failure part-way leaves `out` as
     it was, never new tables beside an old README."""
     out = Path(out)
     required = (*tables.REQUIRED, *(reports_checks.TABLE_COLUMNS if checks else ()))
@@ -60,15 +60,16 @@ def build(table_path: str | Path | None, out: str | Path, samples: str | Path | 
     paper = inputs.read_paper_values(paper_values)
     folders = [inputs.read_series(folder) for folder in series_dirs]
     stats = inputs.read_train_stats(train_stats or {})
-    if checks is not None:
+    if checks is not None:  # before anything is written (run_checks validates again for its other callers)
         reports_checks.validate(checks, "--checks")
     for flag, folder in (("--samples", samples), ("--scores", scores)):
         if folder and Path(folder).exists() and not Path(folder).is_dir():
             raise inputs.ReportInputError(f"{flag} {folder} is a file; give the folder of the generated cells")
     if out.exists() and not out.is_dir():
         raise inputs.ReportInputError(f"--out {out} is a file; give a folder for the report")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
+    out.mkdir(parents=True, exist_ok=True)
+    # inside `out`: one filesystem with it whatever `out` is (a symlink, a mount), so publish only renames
+    staging = Path(tempfile.mkdtemp(prefix=".building-", dir=out))
     try:
         result = write_report(staging, frame, paper, samples, scores, mixed_versions, worst_k, grid_prompts,
                               folders, ablation, stats, checks, log, table_path)
@@ -161,16 +162,26 @@ def _absent_folders(**folders) -> dict:
 
 
 def publish(staging: Path, out: Path) -> None:
-    """Move the report built in `staging` into `out`. What a build owns there (OWNED) is replaced as a whole: an
-    entry this build did not write goes too, so no stale table or checks.json sits beside the new README; any
-    other file in `out` is left alone. The old entries go into `staging`, which the caller removes."""
-    out.mkdir(parents=True, exist_ok=True)
-    for name in OWNED:
-        if (out / name).exists() or (out / name).is_symlink():
-            os.replace(out / name, staging / f".old-{name}")
-    for name in OWNED:
-        if (staging / name).exists():
-            os.replace(staging / name, out / name)
+    """Move the report built in `staging` (a folder inside `out`) into `out`. What a build owns there (OWNED) is
+    replaced as a whole: an entry this build did not write goes too, so no stale table or checks.json sits beside
+    the new README; any other file in `out` is left alone. The old entries go into `staging`, which the caller
+    removes; if a rename fails or is interrupted, the ones done are undone first, so `out` keeps the old report."""
+    aside, moved_in = [], []
+    try:
+        for name in OWNED:
+            if (out / name).exists() or (out / name).is_symlink():
+                os.replace(out / name, staging / f".old-{name}")
+                aside.append(name)
+        for name in OWNED:
+            if (staging / name).exists():
+                os.replace(staging / name, out / name)
+                moved_in.append(name)
+    except BaseException:
+        for name in moved_in:
+            os.replace(out / name, staging / name)
+        for name in aside:
+            os.replace(staging / f".old-{name}", out / name)
+        raise
 
 
 def write_index(result: dict, out: Path, table_path) -> Path:

@@ -18,7 +18,7 @@ lists the settings. A check that cannot be evaluated (a cell not scored, a run n
 setting) is a row that says what is missing, never a pass. A spec with an unknown kind or key (a misspelt
 `sampler` would compare at another setting), or a missing or wrongly typed value, is refused. Writes
 {out}/tables/checks.{md,tex,csv} and {out}/checks.json; prints one line per check and a summary. Exit status 0
-(a failed claim is a finding to report, not a crash), 2 with one `error:` line on unreadable inputs.
+(a failed claim is a finding to report, not a crash), 2 with one `error:` line on unreadable or malformed inputs.
 """
 from __future__ import annotations
 
@@ -31,6 +31,7 @@ import pandas as pd
 
 from pixart.atomic import write_text_atomic
 from pixart.cli import clean_errors
+from pixart.inputfiles import read_json_object
 from reports.inputs import read_results_table
 from reports.tabular import Cell, Column, Table, write_table
 
@@ -160,8 +161,12 @@ def read_losses(path: str | Path) -> pd.Series:
     if not path.is_file():
         raise CheckInputError(f"{path}: no training log (the run has not trained; log.jsonl is written by "
                               f"pixart.train)")
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise CheckInputError(f"{path}: the training log cannot be read ({err})") from None
     records = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
@@ -171,6 +176,10 @@ def read_losses(path: str | Path) -> pd.Series:
                                   f"JSON object per line") from None
         if not isinstance(record, dict) or not {"step", "loss"} <= set(record):
             raise CheckInputError(f"{path}, line {number}: a log record needs step and loss, got {line[:80]!r}")
+        step, loss = record["step"], record["loss"]
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0 or not _NUMBER[0](loss):
+            raise CheckInputError(f"{path}, line {number}: step must be a whole number and loss a number, got "
+                                  f"{line[:80]!r}")
         records.append(record)
     if not records:
         raise CheckInputError(f"{path}: the training log is empty")
@@ -253,20 +262,14 @@ def validate(checks, source: str = "checks") -> None:
 
 def read_checks(path: str | Path) -> dict:
     """A checks JSON (name → spec), validated; a missing or malformed file is named."""
-    path = Path(path)
-    try:
-        checks = json.loads(path.read_text())
-    except OSError as err:
-        raise CheckInputError(f"{path}: cannot read the checks file ({err.strerror or err})") from None
-    except json.JSONDecodeError as err:
-        raise CheckInputError(f"{path}: not valid JSON ({err})") from None
+    checks = read_json_object(path, CheckInputError, "it is a JSON object of check name → spec")
     validate(checks, str(path))
     return checks
 
 
 def run_checks(frame: pd.DataFrame, checks: dict) -> dict:
     """name → {kind, claim, measured, holds (True/False/None = could not be evaluated)}."""
-    validate(checks)
+    validate(checks)  # its callers may pass specs not read by read_checks; the kinds below rely on it
     if len(frame) == 0:
         frame = pd.DataFrame(columns=["model", "bench", "metric", "cfg", "value", "ci_low", "ci_high",
                                       "higher_is_better"])

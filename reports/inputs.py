@@ -4,7 +4,6 @@ it and the fix (the CLIs turn it into one `error:` line); reports/tables.py and 
 checked data."""
 from __future__ import annotations
 
-import json
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
+from pixart.inputfiles import read_json_object, read_parquet_table
 from reports import series, tables
 
 # the sections of paper_values.yaml the builders read
@@ -37,18 +37,8 @@ def read_results_table(path: str | Path, required=tables.REQUIRED, warn=True) ->
     """The results table of evals.table. A missing, unreadable or column-less file is refused (it gave an empty
     report and exit 0); one without the columns that label its numbers is read, with a warning naming them."""
     path = Path(path)
-    if not path.is_file():
-        raise ReportInputError(f"results table {path} does not exist or is not a file (run `python -m evals.table` "
-                               f"first)")
-    try:
-        frame = pd.read_parquet(path)
-    except (OSError, ValueError) as err:  # pyarrow's ArrowInvalid is a ValueError
-        raise ReportInputError(f"results table {path} is not a readable parquet file ({err}); rebuild it with "
-                               f"`python -m evals.table`") from None
-    missing = [c for c in required if c not in frame]
-    if missing:
-        raise ReportInputError(f"results table {path} lacks the columns {missing}: not a results table of "
-                               f"evals.table; rebuild it with `python -m evals.table`")
+    frame = read_parquet_table(path, required, ReportInputError, "results table",
+                               "it is what `python -m evals.table` writes: (re)build it with that")
     unlabelled = [c for c in LABELLING_COLUMNS if c not in frame]
     if warn and unlabelled:
         print(f"report: warning: {path} lacks {unlabelled} (written by an older evals.table?): a run cut to its "
@@ -91,10 +81,10 @@ def read_series(folder: str | Path) -> SeriesFolder:
         raise ReportInputError(f"{err}; {fix}") from None
     except (OSError, ValueError) as err:  # missing, a folder, not UTF-8 text
         raise ReportInputError(f"{status_path}: cannot be read ({err}); {fix}") from None
-    settings = _json_object(settings_path, fix)
+    settings = read_json_object(settings_path, ReportInputError, fix)
     gate_paths = sorted((folder / "gate").glob("*.json"))
     for path in gate_paths:
-        report = _json_object(path, fix)
+        report = read_json_object(path, ReportInputError, fix)
         if not isinstance(report.get("candidate_model"), str):
             raise ReportInputError(f"{path}: no candidate_model: not a gate report of `reports.series gate`; {fix}")
     return SeriesFolder(folder.name, status, settings, series.read_gates(gate_paths))
@@ -107,18 +97,7 @@ def read_train_stats(paths: dict) -> tuple[dict, dict]:
     for model, path in paths.items():
         path = Path(path)
         present = path.exists()
-        stats[model] = _json_object(path, "it is the stats.json pixart.train writes") if present else None
+        stats[model] = (read_json_object(path, ReportInputError, "it is the stats.json pixart.train writes")
+                        if present else None)
         sources[model] = str(path) if present else f"{path} not found"
     return stats, sources
-
-
-def _json_object(path: Path, fix: str) -> dict:
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise ReportInputError(f"{path}: cannot be read ({err.strerror or err}); {fix}") from None
-    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
-        raise ReportInputError(f"{path}: not valid JSON ({err}); {fix}") from None
-    if not isinstance(value, dict):
-        raise ReportInputError(f"{path}: expected a JSON object, got a {type(value).__name__}; {fix}")
-    return value

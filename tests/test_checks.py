@@ -163,7 +163,7 @@ def test_cli_writes_the_table_and_json(tmp_path, capsys, cli_error):
 
 
 BAD_SPECS = [  # (checks JSON, what the error must say): each names the check and the key
-    ([{"kind": "cfg"}], "expected an object of check name → spec, got a list"),
+    ([{"kind": "cfg"}], "expected a JSON object, got a list"),
     ({"c": "checkpoints"}, "check 'c': expected an object"),
     ({"c": {"kind": "checkpoints", "series": "run", "smapler": "ddim"}}, "check 'c': unknown key(s) ['smapler']"),
     ({"c": {"kind": "cfg", "model": "m", "bench": "b", "cfg": [1, 2]}}, "check 'c': kind cfg needs metric"),
@@ -192,8 +192,10 @@ def test_unreadable_checks_or_table_files_are_named(tmp_path, cli_error):
     _series_frame(40.0, 0.5).to_parquet(table)
     checks.write_text('{"c": {"kind": ')
     assert f"{checks}: not valid JSON" in cli_error(main, ["--table", table, "--checks", checks, "--out", tmp_path])
+    checks.write_bytes(b"\xff\xfe{")
+    assert f"{checks}: not valid JSON" in cli_error(main, ["--table", table, "--checks", checks, "--out", tmp_path])
     checks.write_text(json.dumps({"c": {"kind": "checkpoints", "series": "run"}}))
-    assert f"{tmp_path / 'none.json'}: cannot read the checks file" in cli_error(
+    assert f"{tmp_path / 'none.json'}: cannot be read" in cli_error(
         main, ["--table", table, "--checks", tmp_path / "none.json", "--out", tmp_path])
     (tmp_path / "bad.parquet").write_text("not parquet")
     assert "is not a readable parquet file" in cli_error(
@@ -208,9 +210,15 @@ def test_a_damaged_training_log_is_named_by_line_not_passed(tmp_path):
     bad.write_text('{"step": 10, "loss": 1.0}\n{"step": 20, "los')
     result = run_checks(pd.DataFrame(), {"r": {"kind": "steps_to_loss", "runs": {"good": str(good), "bad": str(bad)}}})
     assert result["r"]["holds"] is None and f"{bad}, line 2: not a JSON record" in result["r"]["measured"]
-    bad.write_text('{"step": 10}\n')
-    result = run_checks(pd.DataFrame(), {"r": {"kind": "steps_to_loss", "runs": {"good": str(good), "bad": str(bad)}}})
-    assert f"{bad}, line 1: a log record needs step and loss" in result["r"]["measured"]
+    for text, message in (('{"step": 10}\n', "line 1: a log record needs step and loss"),
+                          ('{"step": "10", "loss": 1.0}\n', "line 1: step must be a whole number and loss a number"),
+                          ('{"step": 10, "loss": null}\n', "line 1: step must be a whole number and loss a number"),
+                          (b"\xff\xfe", "the training log cannot be read")):
+        bad.write_bytes(text if isinstance(text, bytes) else text.encode())
+        result = run_checks(pd.DataFrame(), {"r": {"kind": "steps_to_loss",
+                                                   "runs": {"good": str(good), "bad": str(bad)}}})
+        assert result["r"]["holds"] is None and f"{bad}" in result["r"]["measured"], text
+        assert message in result["r"]["measured"], text
 
 
 def test_tally_names_what_did_not_hold():

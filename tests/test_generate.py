@@ -363,6 +363,7 @@ BAD_SPECS = {  # model spec JSON → what the error must say (before any weights
     '{"checkpoint": "c", "dtype": "float8"}': "dtype: 'float8' is not one of",
     '{"checkpoint": "c", "resolution": "256"}': "resolution: '256' is not of type 'integer', 'null'",
     '{"checkpoint": "c", "vea": "v"}': "(top level): Additional properties are not allowed ('vea' was unexpected)",
+    '{"checkpoint": "w.pth"}': "model 'w.pth': a weights file carries no VAE; set `vae:`",
 }
 
 
@@ -380,7 +381,8 @@ def test_bad_model_specs_prompt_sets_and_shards_are_named_before_the_model_loads
     for text, message in BAD_SPECS.items():
         spec.write_text(text)
         err = cli_error(generate.main, [*argv, "--model-spec", spec])
-        assert f"pixart.generate: error: {spec}: {message}" in err and "--model-spec is a models: entry" in err
+        assert message in err and (f"pixart.generate: error: {spec}: " in err and "--model-spec is a models: entry"
+                                   in err or "no VAE" in message)
     samples = pd.read_parquet(cell_inputs / "prompts.parquet")
     bad = {"empty": (samples.iloc[0:0], "lists no samples: nothing to generate"),
            "no seed": (samples.drop(columns=["seed"]), "lacks the columns ['seed']"),
@@ -397,6 +399,10 @@ def test_bad_model_specs_prompt_sets_and_shards_are_named_before_the_model_loads
     err = cli_error(generate.main, [*argv, "--shard", "2", "--num-shards", "2"])
     assert "--shard 2 is outside 0..1 (--num-shards 2)" in err
     assert "--shard -1 is outside" in cli_error(generate.main, [*argv, "--shard", "-1"])
+    assert "give --embeddings (cached T5 states) or --text-encoder" in cli_error(generate.main, argv[:4] + argv[6:])
+    (tmp_path / "a_file").write_text("x")
+    err = cli_error(generate.main, [*argv, "--out", tmp_path / "a_file"])
+    assert "a_file is a file; give the cell's folder" in err
     assert not (tmp_path / "o").exists()
 
 

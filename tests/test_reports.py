@@ -572,7 +572,7 @@ def test_a_table_without_required_or_labelling_columns_is_refused_or_named(resul
     # a required column missing gave an empty report and exit 0; a missing prompt_limit labelled a cut run as whole
     table = tmp_path / "table.parquet"
     results.drop(columns=["value"]).to_parquet(table)
-    assert "lacks the columns ['value']: not a results table of evals.table" in cli_error(
+    assert "lacks the columns ['value']; it is what `python -m evals.table` writes" in cli_error(
         build.main, ["--table", str(table), "--out", str(tmp_path / "r1")])
     results.drop(columns=[c for c in ("prompt_limit", "n_prompts") if c in results]).to_parquet(table)
     build.main(["--table", str(table), "--out", str(tmp_path / "r2")])

@@ -124,8 +124,8 @@ def test_a_feature_extractor_loads_on_the_scorers_device(extractor, monkeypatch)
 
 def test_a_cell_without_a_manifest_says_why(cell, tmp_path):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(score.CellInputError, match="manifest.parquet does not exist: the cell is not generated yet, "
-                                                   r"or its shards are not merged \(python -m pixart.manifest\)"):
+    with pytest.raises(score.CellInputError, match="manifest.parquet does not exist or is not a file; generate the "
+                                                   r"cell, or merge its shards \(python -m pixart.manifest\)"):
         score.run(score.parser().parse_args([
             "--scorer", "clip_tiny", "--settings", str(cell / "clip.json"), "--cell", str(tmp_path / "empty"),
             "--protocol", "demo@custom-1", "--scores-out", str(tmp_path / "s.parquet"),
@@ -148,13 +148,27 @@ BAD_SETTINGS = {  # settings file text → what the error must say
 
 
 @pytest.mark.parametrize("text", BAD_SETTINGS, ids=range(len(BAD_SETTINGS)))
-def test_bad_settings_are_named_before_anything_loads(text, cell, tmp_path, cli_error):
+def test_bad_settings_are_named_before_anything_loads(text, cell, tmp_path, cli_error, monkeypatch):
+    def no_load(*args):
+        raise AssertionError("a scorer was loaded")
+
+    for kind in score.KINDS:
+        monkeypatch.setitem(score.KINDS, kind, no_load)
     settings = tmp_path / "settings.json"
     settings.write_text(text)
     err = cli_error(score.main, _score_argv(cell, settings, tmp_path))
     assert f"evals.score: error: {settings}: " in err and BAD_SETTINGS[text] in err and "--settings is the" in err
     assert list(tmp_path.iterdir()) == [settings]  # nothing written
-    assert "cannot be read" in cli_error(score.main, _score_argv(cell, tmp_path / "none.json", tmp_path))
+
+
+def test_missing_settings_and_a_schema_reference_are_handled(cell, tmp_path, cli_error):
+    from pixart.configschema import entry_problem
+
+    assert "none.json: cannot be read" in cli_error(score.main, _score_argv(cell, tmp_path / "none.json", tmp_path))
+    # a series entry's keys point into the models: entry ($ref): resolved, so their rules hold there too
+    assert entry_problem("series", {"checkpoints": "c", "dtype": "float8"}, {}, required=["checkpoints"]) == (
+        "dtype: 'float8' is not one of ['float32', 'float16', 'bfloat16']")
+    assert entry_problem("series", {"checkpoints": "c", "dtype": "bfloat16"}, {}, required=["checkpoints"]) is None
 
 
 def test_a_bad_manifest_or_protocol_is_named(cell, tmp_path, cli_error):
@@ -163,7 +177,7 @@ def test_a_bad_manifest_or_protocol_is_named(cell, tmp_path, cli_error):
            "empty": lambda path: manifest.iloc[0:0].to_parquet(path),
            "no prompt_id": lambda path: manifest.drop(columns=["prompt_id"]).to_parquet(path)}
     expected = {"truncated": "not a readable parquet file", "empty": "lists no images: nothing to score",
-                "no prompt_id": "lacks the columns ['prompt_id']: not a manifest of pixart.generate"}
+                "no prompt_id": "lacks the columns ['prompt_id']"}
     for name, spoil in bad.items():
         folder = tmp_path / name.replace(" ", "_")
         folder.mkdir()
@@ -255,7 +269,7 @@ def test_a_bad_metric_file_is_named_and_leaves_the_table_as_it_was(cell, tmp_pat
         assert out.read_bytes() == before  # the good table is kept
 
 
-def test_a_history_folder_that_is_missing_or_empty_is_named(tmp_path, cli_error):
+def test_a_history_folder_that_is_missing_or_empty_is_named(cell, tmp_path, cli_error):
     out = tmp_path / "history.parquet"
     (tmp_path / "empty").mkdir()
     (tmp_path / "file").write_text("x")
@@ -265,6 +279,9 @@ def test_a_history_folder_that_is_missing_or_empty_is_named(tmp_path, cli_error)
                                                                                            "--history", folder])
     assert "no metric files given" in cli_error(table.main, ["--out", out])
     assert not out.exists()
+    _score(cell, tmp_path, "a")  # files named beside an empty history folder: the table is built from them
+    table.main(["--out", str(out), "--history", str(tmp_path / "empty"), str(tmp_path / "a.json")])
+    assert list(pd.read_parquet(out)["metric"]) == ["a"]
 
 
 def test_fidelity_kind_clip_fid_and_kid(cell, tmp_path, monkeypatch):

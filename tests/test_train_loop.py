@@ -77,6 +77,7 @@ def test_recipe_files_that_cannot_be_read_are_named(tmp_path):
     # broken YAML/JSON was a parser traceback without the file's name; a YAML list was read as keys
     files = {"broken.yaml": ("steps: [1", "broken.yaml: not valid YAML"),
              "broken.json": ('{"steps": ', "broken.json: not valid JSON"),
+             "broken.cfg": ("steps: 1", "broken.cfg: not valid JSON"),  # anything but .yaml/.yml is read as JSON
              "list.yaml": ("- steps: 1\n", "list.yaml: expected a mapping of recipe keys, got a list"),
              "binary.yaml": (b"\xff\xfe\x00", "binary.yaml cannot be read")}
     for name, (content, message) in files.items():

@@ -32,6 +32,7 @@ import pandas as pd
 from PIL import Image
 
 from pixart.cli import clean_errors
+from pixart.prompts import read_prompt_set
 
 log = logging.getLogger(__name__)
 
@@ -340,7 +341,7 @@ def main(argv=None):
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     client = JudgeClient(args.base_url, args.model, api_key_env=args.api_key_env or None,
                          timeout=args.timeout, retries=args.retries)
-    items = items_from_prompts(pd.read_parquet(args.prompts), args.samples)
+    items = items_from_prompts(read_prompt_set(args.prompts), args.samples)
     scores = judge_images(items, client, JudgementCache(args.cache), args.concurrency)
     summary = {**summarize(scores), "judge_model": args.model, "rubric_version": RUBRIC_VERSION,
                "temperature": client.temperature, "max_tokens": client.max_tokens}

@@ -115,13 +115,14 @@ def load(path: str | Path) -> dict:
     if not path.is_file():
         raise RecipeError(f"recipe file {path} {'is a folder' if path.is_dir() else 'does not exist'}; give a recipe "
                           f"YAML or JSON file")
+    is_yaml = path.suffix in (".yaml", ".yml")  # anything else is read as JSON
     try:
         text = path.read_text(encoding="utf-8")
-        data = yaml.safe_load(text) if path.suffix in (".yaml", ".yml") else json.loads(text)
+        data = yaml.safe_load(text) if is_yaml else json.loads(text)
     except (OSError, UnicodeDecodeError) as err:
         raise RecipeError(f"recipe file {path} cannot be read ({err})") from None
     except (yaml.YAMLError, json.JSONDecodeError) as err:
-        raise RecipeError(f"recipe file {path}: not valid {'YAML' if path.suffix != '.json' else 'JSON'} "
+        raise RecipeError(f"recipe file {path}: not valid {'YAML' if is_yaml else 'JSON'} "
                           f"({' '.join(str(err).split())})") from None
     if data is not None and not isinstance(data, dict):
         raise RecipeError(f"recipe file {path}: expected a mapping of recipe keys, got a {type(data).__name__}")
