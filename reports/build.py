@@ -18,9 +18,9 @@ Every input is read and checked before anything is written (reports/inputs.py), 
 hidden folder inside --out and moved in whole: a bad input, or a failure part-way, leaves an earlier report as it
 was. Exit status 2, with one `error:` line naming the file and the fix, when the table, paper values, checks or a
 series folder is missing or malformed, a --train-stats path exists but is not a readable JSON object, or mixed
-protocol versions are refused. Not errors: a --train-stats file that does not exist yet (training has not run: the ablation shows n/a and names the path)
-and --samples / --scores folders with no cells (the DAG passes them before anything is generated): those
-artefacts are listed as not written, with the reason.
+protocol versions are refused. Not errors: a --train-stats file that does not exist yet (training has not run:
+the ablation shows n/a and names the path) and --samples / --scores folders with no cells (the DAG passes them
+before anything is generated): those artefacts are listed as not written, with the reason.
 """
 from __future__ import annotations
 
@@ -137,9 +137,9 @@ def write_report(out: Path, frame: pd.DataFrame, paper: dict, samples, scores, m
                 "figures")
     if worst_k <= 0:
         result["skipped"]["worst_k"] = "--worst-k 0"
-    elif absent.get("scores") or absent.get("samples"):
-        result["skipped"]["worst_k"] = f"needs both --scores and --samples (scores name the images): " \
-                                       f"{'; '.join(filter(None, (absent.get('scores'), absent.get('samples'))))}"
+    elif "scores" in absent or "samples" in absent:
+        reasons = "; ".join(absent[name] for name in ("scores", "samples") if name in absent)
+        result["skipped"]["worst_k"] = f"needs both --scores and --samples (scores name the images): {reasons}"
     else:
         attempt("worst_k", lambda: figures.worst_k(scores, samples, figs, worst_k, None if empty else frame),
                 "figures")

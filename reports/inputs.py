@@ -75,19 +75,15 @@ def read_series(folder: str | Path) -> SeriesFolder:
     if not folder.is_dir():
         raise ReportInputError(f"--series {folder}: not a folder; {fix}")
     status_path, settings_path = folder / "checkpoints.csv", folder / "settings.json"
+    settings = read_json_object(settings_path, ReportInputError, fix)
     try:
         status = series.read_status(status_path)
+        gates = series.read_gates(sorted((folder / "gate").glob("*.json")))
     except series.SeriesFileError as err:
         raise ReportInputError(f"{err}; {fix}") from None
-    except (OSError, ValueError) as err:  # missing, a folder, not UTF-8 text
+    except (OSError, ValueError) as err:  # the status table missing, a folder, not UTF-8 text
         raise ReportInputError(f"{status_path}: cannot be read ({err}); {fix}") from None
-    settings = read_json_object(settings_path, ReportInputError, fix)
-    gate_paths = sorted((folder / "gate").glob("*.json"))
-    for path in gate_paths:
-        report = read_json_object(path, ReportInputError, fix)
-        if not isinstance(report.get("candidate_model"), str):
-            raise ReportInputError(f"{path}: no candidate_model: not a gate report of `reports.series gate`; {fix}")
-    return SeriesFolder(folder.name, status, settings, series.read_gates(gate_paths))
+    return SeriesFolder(folder.name, status, settings, gates)
 
 
 def read_train_stats(paths: dict) -> tuple[dict, dict]:

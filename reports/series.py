@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from pixart.cli import clean_errors
+from pixart.inputfiles import read_json_object
 
 CHECKPOINT_SUFFIXES = (".pth", ".pt", ".safetensors")
 STATUS_COLUMNS = ("series", "step", "model", "path", "status", "reason")
@@ -187,10 +188,13 @@ def read_status(path: Path) -> list[dict]:
 
 
 def read_gates(paths) -> dict:
-    """Gate reports (reports.regress JSON + candidate) by candidate model."""
+    """Gate reports (reports.regress JSON + candidate) by candidate model; a file that is not one is refused,
+    naming it."""
     gates = {}
     for path in paths:
-        report = json.loads(Path(path).read_text())
+        report = read_json_object(path, SeriesFileError, "it is a gate report of `reports.series gate`")
+        if not isinstance(report.get("candidate_model"), str):
+            raise SeriesFileError(f"{path}: no candidate_model: not a gate report of `reports.series gate`")
         gates[report["candidate_model"]] = report
     return gates
 

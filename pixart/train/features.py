@@ -262,7 +262,8 @@ def main(argv=None):
     parser.add_argument("--tokenizer-subfolder", default="tokenizer")
     parser.add_argument("--resolution", type=positive_int, default=256)
     parser.add_argument("--multiscale", action="store_true", help="resize to the nearest aspect-ratio bucket")
-    parser.add_argument("--patch-size", type=positive_int, default=2, help="transformer patch size (bucket sides' multiple)")
+    parser.add_argument("--patch-size", type=positive_int, default=2,
+                        help="transformer patch size (bucket sides' multiple)")
     parser.add_argument("--batch-size", type=positive_int, default=16)
     parser.add_argument("--max-length", type=positive_int, default=120)
     parser.add_argument("--clean-caption", choices=("true", "false"), default="true",
